@@ -1,0 +1,27 @@
+"""Reading image volumes and writing label volumes (TIFF/OME-TIFF, Zarr/OME-Zarr, npz, NIfTI).
+
+`read_volume` returns a (z, y, x) `Volume`; `write_labels_zarr` writes OME-NGFF image-labels (into an
+image's own group or a new container), `write_labels_tiff` an OME-TIFF; `read_labels` reads either
+back. All writes are atomic (`atomic_path`) and never replace an output unless asked.
+
+Heavy libraries (zarr, dask, nibabel) are imported only by the functions that need them.
+"""
+
+from fveseg.io.atomic import atomic_path
+from fveseg.io.labels_meta import default_colors
+from fveseg.io.readers import SUPPORTED_EXTENSIONS, file_kind, read_labels, read_volume
+from fveseg.io.tiff_io import write_labels_tiff
+from fveseg.io.volume import Volume
+from fveseg.io.zarr_io import write_labels_zarr
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "Volume",
+    "atomic_path",
+    "default_colors",
+    "file_kind",
+    "read_labels",
+    "read_volume",
+    "write_labels_tiff",
+    "write_labels_zarr",
+]

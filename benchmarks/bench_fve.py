@@ -1,0 +1,80 @@
+"""Throughput of `encode_volume` relative to a plain numpy copy of the same output bytes, same run.
+
+    python benchmarks/bench_fve.py            # 64 x 512 x 512 uint8, orders 1-3, batch 16
+
+Prints, per order: best-of-N seconds (runs alternated) to encode every slice, the best-of-N seconds
+of ``np.copy`` of an array with as many bytes as all encoded images, their ratio (copy time / encode
+time: 1.0 means as fast as copying the output), and the extra memory one encoding pass allocates
+(tracemalloc peak). Also the process's peak RSS.
+Goals (issue 2): ratio >= 0.5 for order 1 and >= 0.25 for order 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+import tracemalloc
+
+import numpy as np
+
+from fveseg.fve import encode_volume
+
+
+def best_of_interleaved(repeats: int, *runs) -> list[float]:
+    """Best time of each run over ``repeats`` rounds, alternating runs so all see the same load."""
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def encode_all(volume: np.ndarray, order: int, batch_size: int, downsample: str) -> int:
+    written = 0
+    for _, batch in encode_volume(volume, order=order, batch_size=batch_size, downsample=downsample):
+        written += batch.nbytes
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", type=int, nargs=3, default=(64, 512, 512))
+    parser.add_argument("--orders", type=int, nargs="+", default=(1, 2, 3))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--downsample", default="mean", choices=("mean", "stride"))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    volume = np.random.default_rng(0).integers(0, 256, args.shape, dtype=np.uint8)
+    output_bytes = volume.size * 3
+    source = np.ones(output_bytes, dtype=np.uint8)
+    print(
+        f"volume {tuple(args.shape)} uint8, batch {args.batch_size}, downsample {args.downsample}, "
+        f"output {output_bytes / 2**20:.1f} MiB per pass, best of {args.repeats}"
+    )
+    print("| order | encode (s) | copy (s) | ratio copy/encode | encode MB/s | extra memory (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for order in args.orders:
+        encode_s, copy_s = best_of_interleaved(
+            args.repeats,
+            lambda o=order: encode_all(volume, o, args.batch_size, args.downsample),
+            lambda: np.copy(source),
+        )
+        tracemalloc.start()
+        assert encode_all(volume, order, args.batch_size, args.downsample) == output_bytes
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(
+            f"| {order} | {encode_s:.4f} | {copy_s:.4f} | {copy_s / encode_s:.2f} | "
+            f"{output_bytes / encode_s / 1e6:.0f} | {peak / 2**20:.1f} |"
+        )
+    print(f"peak RSS of the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

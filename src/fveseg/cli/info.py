@@ -1,0 +1,108 @@
+"""Show the installed model(s), their prompts and configuration, available devices and versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+NAME = "info"
+HELP = "installed models, their prompts and config, devices, versions"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, action="append", help="also describe this checkpoint")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _devices() -> list[str]:
+    try:
+        import torch
+    except ImportError:
+        return ["torch not installed"]
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def default_checkpoint_location() -> Path | None:
+    """Where the bundled model lives (it may not exist yet), or None if the model package is missing."""
+    try:
+        from fveseg.model import checkpoint
+    except ImportError:
+        return None
+    for name in ("default_checkpoint_path", "default_checkpoint"):
+        function = getattr(checkpoint, name, None)
+        if function is not None:
+            try:
+                return Path(function())
+            except Exception:  # noqa: BLE001 - a missing default is reported, not raised, by `info`
+                return None
+    return None
+
+
+def describe_checkpoint(path: Path) -> dict:
+    """Metadata of a checkpoint (config, prompts, order) read without building the network."""
+    from fveseg.model import checkpoint
+
+    reader = getattr(checkpoint, "read_metadata", None) or getattr(checkpoint, "load_metadata", None)
+    if reader is not None:
+        meta = dict(reader(path))
+    else:
+        sidecar = [p for p in (Path(path).with_suffix(".json"), Path(path) / "metadata.json") if p.is_file()]
+        meta = json.loads(sidecar[0].read_text()) if sidecar else {}
+    return {"path": str(path), **meta}
+
+
+def collect(extra_models: list[Path] | None = None) -> dict:
+    models = []
+    default = default_checkpoint_location()
+    candidates = ([("default", default)] if default is not None else []) + [("given", p) for p in extra_models or []]
+    for role, path in candidates:
+        if not Path(path).exists():
+            models.append({"role": role, "path": str(path), "status": "missing"})
+            continue
+        try:
+            models.append({"role": role, "status": "ok", **describe_checkpoint(Path(path))})
+        except Exception as error:  # noqa: BLE001 - `info` reports a broken checkpoint instead of failing
+            models.append({"role": role, "path": str(path), "status": f"unreadable: {error}"})
+    versions = {name: _version(dist) for name, dist in (
+        ("fveseg", "napari-fveseg"), ("torch", "torch"), ("napari", "napari"), ("numpy", "numpy"),
+        ("zarr", "zarr"), ("dask", "dask"), ("distributed", "distributed"))}
+    return {"models": models, "devices": _devices(), "versions": versions,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect(args.model)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    out = sys.stdout
+    print("models:", file=out)
+    if not report["models"]:
+        print("  (model package not installed)", file=out)
+    for model in report["models"]:
+        print(f"  {model['role']}: {model['path']} [{model['status']}]", file=out)
+        if model["status"] == "missing" and model["role"] == "default":
+            print("    the bundled default model is not installed yet; pass --model CHECKPOINT", file=out)
+        for key, value in model.items():
+            if key not in ("role", "path", "status"):
+                print(f"    {key}: {value if not isinstance(value, dict | list) else json.dumps(value)}", file=out)
+    print(f"devices: {', '.join(report['devices'])}", file=out)
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+          + f", python {report['python']}", file=out)
+    return 0

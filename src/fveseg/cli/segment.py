@@ -1,0 +1,139 @@
+"""Segment volumes with text prompts and write their labels (OME-Zarr or TIFF).
+
+Inputs are files, folders (their volume files) or glob patterns. One input: ``-o`` is the output path
+(``.zarr`` / ``.ome.zarr`` → OME-Zarr, ``.tif`` → TIFF, or ``--format``). Several inputs: ``-o`` is a folder
+(created if missing) that receives ``<name>.ome.zarr`` or ``<name>.tif`` per input. Without ``-o`` the
+output goes beside each input as ``<name>.fveseg.ome.zarr`` (or ``.fveseg.tif``); ``--into-source`` adds
+the labels to an OME-Zarr input's own image group instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fveseg.cli.common import ProgressBar, expand_inputs, format_table, output_format, overall_bar, parse_spacing, stem
+from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
+from fveseg.errors import InputError, OutputExistsError
+
+NAME = "segment"
+HELP = "segment volumes with text prompts and write label volumes"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="volume files, folders or glob patterns")
+    parser.add_argument("-p", "--prompt", dest="prompts", action="append", metavar="TEXT",
+                        help="text prompt, repeatable (default: nuclei)")
+    parser.add_argument("-o", "--output", type=Path, help="output file or folder (see above)")
+    parser.add_argument("--format", choices=("zarr", "tiff"), help="output format (default: from -o, else zarr)")
+    parser.add_argument("--into-source", action="store_true",
+                        help="write labels into the input OME-Zarr's own image group")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--no-image", action="store_true", help="new OME-Zarr groups hold labels only")
+    group = parser.add_argument_group("instances")
+    group.add_argument("--instances", action="store_true", help="split each prompt's mask into instances")
+    group.add_argument("--min-size", type=float, default=0.0, help="smallest instance, physical units (µm³)")
+    group.add_argument("--instance-method", choices=("watershed", "reference"), default="watershed",
+                       help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe")
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="checkpoint path (default: the bundled model)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    group.add_argument("--batch-size", type=_positive_int, default=8, help="slices per network batch")
+    group.add_argument("--order", type=_positive_int, help="FVE order k (default: the model's)")
+    group.add_argument("--mask-threshold", type=_probability, help="mask probability threshold (default 0.5)")
+    group.add_argument("--exist-threshold", type=_probability,
+                       help="slice existence threshold (default 0.5)")
+    group.add_argument("--axis", choices=("auto", "0", "1", "2"), default="auto",
+                       help="axis to slice along (auto: the paper's view rule)")
+    group.add_argument("--scale", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                       help="voxel size in physical units, overriding the file's")
+    group = parser.add_argument_group("scale-out (dask.distributed)")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address, e.g. tcp://host:8786")
+    group.add_argument("--workers", type=_positive_int, help="start a local cluster with N worker processes")
+    group.add_argument("--block-slices", type=_positive_int,
+                       help="process each OME-Zarr input in blocks of N slices across the workers")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def options_from_args(args: argparse.Namespace) -> SegmentOptions:
+    return SegmentOptions(
+        prompts=tuple(args.prompts or ("nuclei",)), instances=args.instances, min_size=args.min_size,
+        instance_method=args.instance_method, checkpoint=args.model, device=args.device,
+        batch_size=args.batch_size, order=args.order, mask_threshold=args.mask_threshold,
+        exist_threshold=args.exist_threshold, axis=args.axis if args.axis == "auto" else int(args.axis),
+        spacing=parse_spacing(args.scale), with_image=not args.no_image,
+    )
+
+
+def plan_jobs(args: argparse.Namespace) -> list[SegmentJob]:
+    """Resolve inputs and outputs; refuse existing outputs before any work starts."""
+    sources = expand_inputs(args.inputs)
+    fmt = output_format(args.output, args.format)
+    extension = ".ome.zarr" if fmt == "zarr" else ".tif"
+    jobs = []
+    for source in sources:
+        if args.into_source:
+            output = source
+        elif args.output is None:
+            output = source.with_name(f"{stem(source)}.fveseg{extension}")
+        elif len(sources) == 1 and (args.output.suffix or not args.output.is_dir()) and not _is_folder(args):
+            output = args.output
+        else:
+            output = args.output / f"{stem(source)}{extension}"
+        if not args.into_source and output.exists() and not args.overwrite:
+            raise OutputExistsError(f"{output} already exists (fix: pass --overwrite or choose another -o)")
+        jobs.append(SegmentJob(source=source, output=output, fmt=fmt, into_source=args.into_source,
+                               overwrite=args.overwrite))
+    outputs = [job.output for job in jobs if not job.into_source]
+    if len(set(outputs)) != len(outputs):
+        raise InputError("two inputs share a name, so their outputs would collide "
+                         "(fix: segment them separately or rename one)")
+    if len(sources) > 1 and args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+def _is_folder(args: argparse.Namespace) -> bool:
+    return args.output is not None and args.output.is_dir() and not args.output.name.lower().endswith(".zarr")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    jobs = plan_jobs(args)
+    show = not args.quiet
+    if args.scheduler or args.workers:
+        from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
+
+        with connect(args.scheduler, args.workers) as client:
+            if args.block_slices:
+                summaries = [segment_zarr_in_blocks(client, job, options, block_slices=args.block_slices)
+                             for job in overall_bar(jobs, len(jobs), show)]
+            else:
+                summaries = segment_jobs(client, jobs, options, progress=show)
+    else:
+        if args.block_slices:
+            raise InputError("--block-slices needs workers (fix: add --workers N or --scheduler ADDRESS)")
+        summaries = []
+        for job in overall_bar(jobs, len(jobs), show and len(jobs) > 1):
+            bar = ProgressBar(job.source.name, enabled=show)
+            try:
+                summaries.append(run_segment_job(job, options, progress=bar))
+            finally:
+                bar.close()
+    print(format_table([s.row() for s in summaries]), file=sys.stdout)
+    return 0

@@ -1,0 +1,405 @@
+"""Scale-out on dask.distributed: many volumes across workers, or one huge OME-Zarr volume in blocks.
+
+Many volumes (`segment_jobs`)
+    ``client.map`` over the input files; each worker process loads the model once (`load_segmenter` is
+    cached per process) and writes its own outputs.
+
+One huge volume (`segment_zarr_in_blocks`)
+    The volume is cut into blocks of ``block_slices`` slices along the slicing axis. Pass 1 (parallel):
+    each worker reads its block plus a halo of ``3k − 2`` slices on each side (the FVE context of order
+    k), normalises it with the intensity range computed *once* for the whole volume, segments it and
+    writes the core slices' semantic labels (and, for instances, edge probabilities) into a scratch zarr.
+    Each slice's network output depends only on its own FVE image, so the semantic result equals a
+    single-process run exactly. Pass 2 (parallel, instances only): each worker splits instances on its
+    block plus ``instance_margin`` slices on each side, writes the core's local ids, and the labels its
+    margin gives to the next block's first slices; label pairs that overlap there are joined by a
+    union-find into one global numbering, applied while the labels are written to the OME-Zarr.
+
+    Instances equal the single-process result (up to renumbering) whenever every object is decided by
+    the voxels within ``instance_margin`` slices of a block boundary — true for objects shorter than the
+    margin along the block axis (nuclei, cells). A taller object that the splitter would treat differently
+    with more context can differ at a boundary; raise the margin for such data.
+
+Memory per worker: pass 1 holds ``block_slices + 2·(3k − 2)`` image slices plus P probability and edge
+slices per core slice; pass 2 holds ``block_slices + 2·margin`` slices of mask, edges and labels. Neither
+grows with the volume. The scratch zarr sits beside the output (the workers must share its file system)
+and is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "load_segmenter",
+    "connect",
+    "segment_jobs",
+    "plan_blocks",
+    "segment_zarr_in_blocks",
+    "split_instances_in_blocks",
+    "merge_block_labels",
+]
+
+
+@functools.lru_cache(maxsize=2)
+def load_segmenter(checkpoint: str | None, device: str = "auto", batch_size: int = 8):
+    """The Segmenter for this checkpoint, built once per process (so once per dask worker)."""
+    from fveseg.inference import Segmenter
+
+    return Segmenter(checkpoint=checkpoint, device=device, batch_size=batch_size)
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, workers: int | None = None, **cluster_options) -> Iterator:
+    """A dask `Client`: to ``scheduler`` if given, else to a new local cluster of ``workers`` processes.
+
+    ``cluster_options`` go to `distributed.LocalCluster` (for example ``memory_limit="2GiB"``).
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    options = dict(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+    options.update(cluster_options)
+    with LocalCluster(**options) as cluster, Client(cluster) as client:
+        yield client
+
+
+def segment_jobs(client, jobs, options, progress: bool = True) -> list:
+    """Run `fveseg.cli.jobs.run_segment_job` for every job across the workers; summaries in job order."""
+    from distributed import as_completed
+
+    from fveseg.cli.common import overall_bar
+    from fveseg.cli.jobs import run_segment_job
+
+    futures = client.map(run_segment_job, jobs, options=options, pure=False)
+    order = {future.key: i for i, future in enumerate(futures)}
+    summaries: list = [None] * len(futures)
+    try:
+        for future in overall_bar(as_completed(futures), len(futures), progress):
+            summaries[order[future.key]] = future.result()
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return summaries
+
+
+@dataclass(frozen=True)
+class Block:
+    """Slices ``[start, stop)`` are this block's result; ``[read_start, read_stop)`` are read for it."""
+
+    index: int
+    start: int
+    stop: int
+    read_start: int
+    read_stop: int
+
+
+def plan_blocks(depth: int, block_slices: int, halo: int) -> list[Block]:
+    """Cut ``depth`` slices into blocks of ``block_slices`` with ``halo`` context slices on each side."""
+    starts = range(0, depth, block_slices)
+    return [Block(i, s, min(s + block_slices, depth), max(0, s - halo), min(depth, s + block_slices + halo))
+            for i, s in enumerate(starts)]
+
+
+def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
+    return (*leading, *([slice(None)] * axis), slice(start, stop))
+
+
+def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int, value_range):
+    """Segment focal slices ``[start, stop)`` of a (lazy) volume exactly as `Segmenter.segment` would.
+
+    Mirrors the Segmenter's batch loop (same batches when ``start`` is a multiple of its batch size, the
+    same per-batch seed ``seed · 1000003 + first``, the same volume-wide intensity range) so a block gives
+    the single-process result bit for bit. Only the slab each batch needs is read from ``volume``.
+
+    Yields ``(first, semantic (B, …) uint8, edges (P, B, …) float16)`` per batch along ``axis``.
+    """
+    import torch
+
+    from fveseg import fve
+    from fveseg.model.checkpoint import DEFAULT_METADATA
+    from fveseg.postprocess import semantic_labels
+
+    prompts = segmenter._check_prompts(list(options.prompts))
+    settings = segmenter.metadata.get("fve", DEFAULT_METADATA["fve"])
+    order = int(settings.get("order", 1) if options.order is None else options.order)
+    with torch.inference_mode():
+        text = segmenter.model.encode_text(prompts).to(segmenter.device)
+    generator = torch.Generator(device=segmenter.device)
+    thresholds = (0.5 if options.mask_threshold is None else options.mask_threshold,
+                  0.5 if options.exist_threshold is None else options.exist_threshold)
+    batches = fve.encode_volume(volume, order=order, axis=axis, pad=settings.get("pad", "edge"),
+                                downsample=settings.get("downsample", "mean"), start=start, stop=stop,
+                                batch_size=segmenter.batch_size)
+    for first, images in batches:
+        generator.manual_seed(segmenter.seed * 1_000_003 + first)
+        with torch.inference_mode():
+            probs, edges, exist = segmenter._predict_batch(images, text, *value_range, 1.0, generator)
+        yield first, semantic_labels(probs, exist, *thresholds), edges.astype(np.float16)
+
+
+def _segment_block(block: Block, source: str, scratch: str, options, axis: int) -> int:
+    """Pass 1 on a worker: segment the block's slices (context read from the volume), write them."""
+    import dask
+    import zarr
+
+    from fveseg import io
+
+    group = zarr.open_group(scratch, mode="r")
+    value_range = tuple(group.attrs["value_range"])
+    segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
+    group = zarr.open_group(scratch, mode="r+")
+    with dask.config.set(scheduler="sync"):  # reading slabs inside a task: no nested cluster compute
+        volume = io.read_volume(source).data
+        for first, semantic, edges in segment_slices(segmenter, volume, options, block.start, block.stop, axis,
+                                                     value_range):
+            where = _along(axis, first, first + semantic.shape[0])
+            group["semantic"][where] = semantic if axis == 0 else np.moveaxis(semantic, 0, axis)
+            if options.instances:
+                group["edges"][(slice(None), *where)] = edges if axis == 0 else np.moveaxis(edges, 1, axis + 1)
+    return block.stop - block.start
+
+
+def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_margin: int = 16):
+    """Segment one (OME-)Zarr volume block by block on the cluster and write its labels (see module doc).
+
+    Returns a `fveseg.cli.jobs.JobSummary` with per-pass seconds in ``stages``.
+    """
+    import zarr
+
+    from fveseg import fve, io
+    from fveseg.cli.jobs import JobSummary, write_layers
+    from fveseg.io.atomic import remove_path, temporary_sibling
+
+    start = time.perf_counter()
+    stages: dict[str, float] = {}
+    volume = io.read_volume(job.source)
+    data, spacing = volume.data, options.spacing or volume.spacing
+    axis = fve.select_view(tuple(data.shape), spacing) if options.axis == "auto" else int(options.axis)
+    if axis != 0 and options.instances:
+        from fveseg.errors import InputError
+
+        raise InputError(f"block mode with --instances slices along z only, this volume's view is axis {axis} "
+                         "(fix: pass --axis 0, or run without --block-slices)")
+    if not job.into_source and job.output.exists() and not job.overwrite:
+        from fveseg.errors import OutputExistsError
+
+        raise OutputExistsError(f"{job.output} already exists (fix: pass --overwrite or choose another -o)")
+    step = options.batch_size  # blocks start on batch boundaries so batches (and seeds) match one process
+    block_slices = -(-block_slices // step) * step
+    blocks = plan_blocks(int(data.shape[axis]), block_slices, 0)
+    value_range = _volume_range(data, options.checkpoint)
+    stages["plan"] = time.perf_counter() - start
+
+    scratch = temporary_sibling(job.output if not job.into_source else Path(job.source), "blocks")
+    try:
+        mark = time.perf_counter()
+        chunks = tuple(block_slices if i == axis else s for i, s in enumerate(data.shape))
+        group = zarr.open_group(str(scratch), mode="w")
+        group.attrs["value_range"] = list(value_range)
+        dtype = np.uint8 if len(options.prompts) < 256 else np.uint16
+        group.create_array("semantic", shape=data.shape, chunks=chunks, dtype=dtype, fill_value=0)
+        if options.instances:
+            group.create_array("edges", shape=(len(options.prompts), *data.shape), chunks=(1, *chunks),
+                               dtype=np.float16, fill_value=0)
+        futures = client.map(_segment_block, blocks, source=str(job.source), scratch=str(scratch),
+                             options=options, axis=axis, pure=False)
+        client.gather(futures)
+        stages["segment"] = time.perf_counter() - mark
+
+        import dask.array as da
+
+        mark = time.perf_counter()
+        semantic = da.from_zarr(str(scratch), component="semantic")
+        layers, objects = {}, 0
+        names = {i + 1: p for i, p in enumerate(options.prompts)}
+        from fveseg.cli.common import slug
+
+        if len(options.prompts) > 1:
+            layers["semantic"] = (semantic.astype(np.uint32), names)
+        for index, prompt in enumerate(options.prompts):
+            if options.instances:
+                labels, found = split_instances_in_blocks(
+                    client, str(scratch), index, scratch / f"instances-{index}", block_slices,
+                    instance_margin, spacing=spacing, method=options.instance_method,
+                    min_size=options.min_size)
+                layers[slug(prompt)] = (labels, {})
+                objects += found
+            elif len(options.prompts) == 1:
+                layers[slug(prompt)] = ((semantic == 1).astype(np.uint32), {1: prompt})
+        stages["instances"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        image = data if options.with_image and not job.into_source else None
+        written = write_layers(job, layers, spacing, image=image)
+        objects = objects if options.instances else -1  # counting components needs the whole volume
+        stages["write"] = time.perf_counter() - mark
+    finally:
+        remove_path(scratch)
+    return JobSummary(volume=volume.name or job.source.name, prompts=", ".join(options.prompts),
+                      objects=objects, seconds=time.perf_counter() - start,
+                      output=", ".join(str(p) for p in written), stages=stages)
+
+
+def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
+    """The intensity range the Segmenter would compute for the whole volume (checkpoint's modality)."""
+    import json
+
+    from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
+    from fveseg.normalize import intensity_range
+
+    json_path, _ = checkpoint_paths(checkpoint if checkpoint is not None else default_checkpoint_path())
+    meta = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    intensity = meta.get("intensity") or {}
+    return intensity_range(data, intensity.get("modality") or "auto", intensity.get("window"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Instances in blocks: local splitting with a margin, then one global relabelling.
+
+
+def _split_block(block: Block, source: str, index: int, scratch: str, spacing, method: str,
+                 min_size: float) -> np.ndarray:
+    """Pass 2 on a worker: split instances on the block plus margin; store core ids and the upper margin."""
+    import zarr
+
+    from fveseg.instances import split_instances
+
+    read = slice(block.read_start, block.read_stop)
+    inputs = zarr.open_group(source, mode="r")
+    mask = np.asarray(inputs["semantic"][read]) == index + 1
+    labels = split_instances(mask, np.asarray(inputs["edges"][index, read]), spacing=spacing, method=method,
+                             min_size=min_size)
+    group = zarr.open_group(scratch, mode="r+")
+    core = labels[block.start - block.read_start: block.stop - block.read_start]
+    group["local"][block.start: block.stop] = core
+    if block.stop < block.read_stop:  # what this block calls the next block's first slices
+        ahead = labels[block.stop - block.read_start:]
+        group["ahead"][block.index, : len(ahead)] = ahead
+    ids = np.unique(core)
+    return ids[ids > 0]  # only ids present in the core get a global id
+
+
+def _boundary_pairs(block: Block, next_block: Block, scratch: str) -> np.ndarray:
+    """(id in block, id in next block) pairs that label the same voxel in the next block's first slices."""
+    import zarr
+
+    group = zarr.open_group(scratch, mode="r")
+    depth = min(block.read_stop, next_block.stop) - block.stop
+    mine = np.asarray(group["ahead"][block.index, :depth]).ravel()
+    theirs = np.asarray(group["local"][next_block.start: next_block.start + depth]).ravel()
+    both = (mine > 0) & (theirs > 0)
+    pairs = np.stack([mine[both], theirs[both]], axis=1).astype(np.int64)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def merge_block_labels(present: list[np.ndarray], pairs: list[np.ndarray]) -> list[np.ndarray]:
+    """Global relabelling of per-block ids joined across boundaries (union-find via connected components).
+
+    Parameters
+    ----------
+    present : list of 1D int arrays
+        The sorted non-zero local ids found in each block's core.
+    pairs : list of (N_i, 2) int arrays
+        ``pairs[i]`` joins local id ``a`` of block i with local id ``b`` of block i + 1; pairs naming an id
+        absent from a core (seen only in a margin) are ignored.
+
+    Returns
+    -------
+    list of uint32 lookup tables, one per block: ``table[local_id] → global id`` (0 → 0). Global ids are
+    1..K, numbered in the order of each object's first block and local id.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    present = [np.asarray(ids, np.int64) for ids in present]
+    offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in present])]).astype(np.int64)
+    total = int(offsets[-1])
+    links = []
+    for i, block_pairs in enumerate(pairs):
+        if len(block_pairs) == 0:
+            continue
+        here, there = _node_index(present[i], block_pairs[:, 0]), _node_index(present[i + 1], block_pairs[:, 1])
+        keep = (here >= 0) & (there >= 0)
+        links.append(np.stack([here[keep] + offsets[i], there[keep] + offsets[i + 1]], axis=1))
+    joined = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
+    graph = coo_matrix((np.ones(len(joined)), (joined[:, 0], joined[:, 1])), shape=(total, total))
+    _, component = connected_components(graph, directed=False)
+    # Renumber components by first appearance so ids are sequential 1..K.
+    _, first = np.unique(component, return_index=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    global_ids = (rank[component] + 1).astype(np.uint32)
+    tables = []
+    for i, ids in enumerate(present):
+        table = np.zeros(int(ids.max(initial=0)) + 1, np.uint32)
+        table[ids] = global_ids[offsets[i]: offsets[i + 1]]
+        tables.append(table)
+    return tables
+
+
+def _node_index(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Position of each ``wanted`` id in the sorted ``ids``, or -1 where it is absent."""
+    where = np.searchsorted(ids, wanted)
+    found = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == wanted) if len(ids) else where < 0
+    return np.where(found, where, -1)
+
+
+def split_instances_in_blocks(client, source: str, index: int, scratch: Path, block_slices: int, margin: int,
+                              *, spacing=None, method: str = "watershed", min_size: float = 0.0):
+    """Instance labels of one class of a (D, H, W) semantic zarr in z-blocks, merged into one numbering.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    source : str
+        A zarr group with ``semantic`` (D, H, W) class ids and ``edges`` (P, D, H, W) float32 edge
+        probabilities; the mask is ``semantic == index + 1``. Workers read only their slab.
+    index : int
+        Prompt index (class ``index + 1``).
+    scratch : Path
+        A new zarr group for the local ids (deleted by the caller).
+    block_slices, margin : int
+        Core slices per block and context slices on each side (see the module docstring).
+
+    Returns
+    -------
+    labels : dask array (D, H, W) uint32
+        Chunked by block; computing it applies the global lookup tables (ids 1..K).
+    count : int
+        K, the number of objects.
+    """
+    import dask.array as da
+    import zarr
+
+    depth, *plane = (int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
+    blocks = plan_blocks(depth, block_slices, margin)
+    group = zarr.open_group(str(scratch), mode="w")
+    group.create_array("local", shape=(depth, *plane), chunks=(block_slices, *plane), dtype=np.uint32,
+                       fill_value=0)
+    group.create_array("ahead", shape=(len(blocks), max(margin, 1), *plane), chunks=(1, max(margin, 1), *plane),
+                       dtype=np.uint32, fill_value=0)
+    futures = client.map(_split_block, blocks, source=source, index=index, scratch=str(scratch),
+                         spacing=spacing, method=method, min_size=min_size, pure=False)
+    present = client.gather(futures)
+    pair_futures = [client.submit(_boundary_pairs, a, b, str(scratch), pure=False)
+                    for a, b in zip(blocks[:-1], blocks[1:])]
+    tables = merge_block_labels(present, client.gather(pair_futures))
+    local = da.from_zarr(str(scratch), component="local").rechunk((block_slices, *plane))
+
+    def relabel(chunk: np.ndarray, block_info=None) -> np.ndarray:
+        table = tables[block_info[0]["chunk-location"][0]]
+        return table[chunk]
+
+    count = max((int(table.max(initial=0)) for table in tables), default=0)
+    return local.map_blocks(relabel, dtype=np.uint32), count

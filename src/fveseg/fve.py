@@ -1,0 +1,416 @@
+"""Fractal Volumetric Encoding (FVE): a 3D neighbourhood packed into one RGB image (paper section 3.2).
+
+Channel 0 holds the focal slice at full resolution. Channel 1 holds the preceding side (slices
+``index - 1, index - 2, ...``), channel 2 the following side (``index + 1, ...``). Each side packs
+N(k) = 3k - 2 slices with the paper's ``pixel_mix``: at order k, distances 1-3 sit at 1/2 resolution,
+4-6 at 1/4, ..., and the last level (k - 1) holds 4 slices. Order 1 stores distance 1 at full
+resolution (the public reference implementation); order 0 repeats the focal slice in all channels.
+
+Position of each context slice inside a channel (``s = 2**level`` is the stride of its pixel grid)::
+
+    level l (1 .. k-1), base b = 2**(l-1) - 1, half h = 2**(l-1):
+        distance 3(l-1)+1 at (b, b), 3(l-1)+2 at (b, b+h), 3(l-1)+3 at (b+h, b)
+    distance 3k-2 at (2**(k-1) - 1, 2**(k-1) - 1), level k-1
+
+Sizes that are not multiples of 2**(k-1): each pyramid level has size ceil(previous / 2); a level
+with an odd height or width is edge-padded by one pixel before halving, so a partial border block
+averages the pixels it has. ``pixel_mix`` output is cropped to H x W, so a level's pixels whose
+position falls outside the image are not stored (`DecodedFVE.stored_shapes` tells which are).
+
+Integer means are rounded half to even (as ``np.round``) in a wider integer type; floats stay float.
+See ``docs/fve.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fveseg.errors import InputError
+
+PAD_MODES = ("edge", "reflect")
+DOWNSAMPLE_MODES = ("mean", "stride")
+_WIDER = {1: 2, 2: 4, 4: 8}  # itemsize -> itemsize that holds the sum of four values
+
+
+def _wider(dtype: np.dtype) -> np.dtype:
+    return np.dtype(f"{dtype.kind}{_WIDER[dtype.itemsize]}")
+
+
+class Placement(NamedTuple):
+    """Where the context slice at ``distance`` lives in a context channel: pixels
+    ``[row::2**level, col::2**level]`` hold that slice downsampled ``level`` times."""
+
+    distance: int
+    level: int
+    row: int
+    col: int
+
+
+@dataclass
+class DecodedFVE:
+    """Slices recovered from an encoded image.
+
+    ``focal`` is (H, W). ``before[j]`` / ``after[j]`` is the slice at distance j + 1, shape
+    (ceil(H / 2**level), ceil(W / 2**level)) or (H, W) when upsampled. ``stored_shapes[j]`` is the
+    top-left (rows, cols) block of that slice actually stored; pixels beyond it (odd sizes only) are
+    filled by repeating the nearest stored pixel.
+    """
+
+    focal: np.ndarray
+    before: list[np.ndarray] = field(default_factory=list)
+    after: list[np.ndarray] = field(default_factory=list)
+    stored_shapes: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _check_order(order: Any) -> int:
+    if isinstance(order, bool) or not isinstance(order, int | np.integer) or order < 0:
+        raise InputError(f"order must be an integer >= 0, got {order!r}; use 1 (CT) or 2 (MRI).")
+    return int(order)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{name}={value!r} is not supported; use one of {', '.join(map(repr, choices))}.")
+
+
+def slices_per_side(order: int) -> int:
+    """Number of context slices packed into each side channel: N(k) = 3k - 2 (0 for order 0)."""
+    order = _check_order(order)
+    return 0 if order == 0 else 3 * order - 2
+
+
+def layout(order: int) -> list[Placement]:
+    """Placement of every context distance 1 .. N(k) in a context channel (see the module docstring)."""
+    order = _check_order(order)
+    if order == 0:
+        return []
+    if order == 1:
+        return [Placement(1, 0, 0, 0)]
+    places, distance = [], 1
+    for level in range(1, order):
+        base, half = 2 ** (level - 1) - 1, 2 ** (level - 1)
+        for dr, dc in ((0, 0), (0, half), (half, 0)):
+            places.append(Placement(distance, level, base + dr, base + dc))
+            distance += 1
+    last = 2 ** (order - 1) - 1
+    places.append(Placement(distance, order - 1, last, last))
+    return places
+
+
+def context_indices(index: int | np.ndarray, depth: int, order: int, pad: str = "edge"):
+    """Slice indices of each side's context, ordered by distance.
+
+    Parameters
+    ----------
+    index : int or int array (B,)
+        Focal slice index (or indices) in ``[0, depth)``.
+    depth : int
+        Number of slices along the slicing axis.
+    order : int
+        Encoding order k; each side gets N(k) = 3k - 2 indices.
+    pad : {"edge", "reflect"}
+        "edge" clamps to the nearest existing slice (the paper); "reflect" mirrors without repeating
+        the end slice (-1 -> 1, depth -> depth - 2); a one-slice volume repeats slice 0.
+
+    Returns
+    -------
+    before, after : int64 arrays (N,) or (B, N)
+        ``before[..., j]`` is the slice used for ``index - (j + 1)``, ``after`` for ``index + j + 1``.
+    """
+    _check_choice("pad", pad, PAD_MODES)
+    n = slices_per_side(order)
+    focal = np.asarray(index, dtype=np.int64)
+    offsets = np.arange(1, n + 1, dtype=np.int64)
+    raw_before, raw_after = focal[..., None] - offsets, focal[..., None] + offsets
+    if pad == "edge":
+        return np.clip(raw_before, 0, depth - 1), np.clip(raw_after, 0, depth - 1)
+    if depth == 1:
+        return np.zeros_like(raw_before), np.zeros_like(raw_after)
+    period = 2 * (depth - 1)
+
+    def reflect(raw: np.ndarray) -> np.ndarray:
+        folded = np.mod(raw, period)
+        return np.where(folded < depth, folded, period - folded)
+
+    return reflect(raw_before), reflect(raw_after)
+
+
+def _halve(stack: np.ndarray, mode: str) -> np.ndarray:
+    """Downsample (S, h, w) by two in y and x to (S, ceil(h/2), ceil(w/2)); see the module docstring."""
+    if mode == "stride":
+        return np.ascontiguousarray(stack[:, ::2, ::2])
+    h, w = stack.shape[1:]
+    if h % 2 or w % 2:  # a partial border block averages its available pixels
+        stack = np.pad(stack, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+    q00, q01 = stack[:, 0::2, 0::2], stack[:, 0::2, 1::2]
+    q10, q11 = stack[:, 1::2, 0::2], stack[:, 1::2, 1::2]
+    dtype = stack.dtype
+    if dtype.kind == "f":
+        work = np.float32 if dtype.itemsize < 4 else dtype
+        total = q00.astype(work) + q01  # pairwise sums keep a constant block exact
+        total += q10.astype(work) + q11
+        total *= 0.25
+        return total.astype(dtype, copy=False)
+    if dtype.itemsize in _WIDER:  # exact sum in a wider integer; add row pairs first (contiguous reads)
+        row_pairs = stack.reshape(stack.shape[0], stack.shape[1] // 2, 2, stack.shape[2])
+        rows = row_pairs[:, :, 0].astype(_wider(dtype))
+        rows += row_pairs[:, :, 1]
+        total = rows[..., 0::2] + rows[..., 1::2]
+        quotient, remainder = total, None
+    else:  # 64-bit: sum quarters and remainders separately so nothing overflows
+        quotient = (q00 >> 2) + (q01 >> 2) + (q10 >> 2) + (q11 >> 2)
+        remainder = (q00 & 3) + (q01 & 3) + (q10 & 3) + (q11 & 3)
+    if remainder is None:
+        # round half to even: (s + 1 + ((s >> 2) & 1)) >> 2 for s = 4 * mean
+        odd = (total >> 2) & 1
+        total += 1
+        total += odd
+        total >>= 2
+        return total.astype(dtype)
+    odd = (quotient + (remainder >> 2)) & 1
+    return (quotient + ((remainder + 1 + odd) >> 2)).astype(dtype)
+
+
+def _slab_levels(volume: Any, axis: int, first: int, stop: int, order: int, mode: str, cache: dict | None):
+    """Pyramid levels 0 .. order-1 of slices [first, stop), each level built from the previous one.
+
+    Level 0 is read from ``volume``. Levels >= 1 of slices already in ``cache`` (the previous batch's
+    slab, which overlaps this one by up to 2N slices) are reused, so across `encode_volume` every
+    slice is downsampled once per level.
+    """
+    take: list[Any] = [slice(None)] * 3
+    take[axis] = slice(first, stop)
+    slab = np.ascontiguousarray(np.moveaxis(np.asarray(volume[tuple(take)]), axis, 0))
+    if order <= 1:
+        return [slab]
+    reused, new_from = None, first
+    if cache and cache["first"] <= first < cache["stop"]:
+        new_from = min(stop, cache["stop"])
+        reused = [level[first - cache["first"] : new_from - cache["first"]] for level in cache["levels"]]
+    levels = [slab]
+    if new_from < stop:
+        current = slab[new_from - first :]
+        for level in range(1, order):
+            current = _halve(current, mode)
+            levels.append(current if reused is None else np.concatenate([reused[level - 1], current]))
+    else:
+        levels += reused
+    if cache is not None:
+        cache.update(first=first, stop=stop, levels=levels[1:])
+    return levels
+
+
+def _check_volume(volume: Any, axis: int) -> tuple[tuple[int, ...], int]:
+    shape = tuple(int(s) for s in getattr(volume, "shape", ()))
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume (z, y, x), got shape {shape}; add an axis for one slice.")
+    dtype = np.dtype(volume.dtype)
+    if dtype.kind not in "uif":
+        raise InputError(f"volume dtype {dtype} is not a real number type; convert it to integers or floats.")
+    if not isinstance(axis, int | np.integer) or not -3 <= axis < 3:
+        raise InputError(f"axis must be 0, 1 or 2, got {axis!r}.")
+    if min(shape) == 0:
+        raise InputError(f"volume shape {shape} is empty; give a volume with at least one voxel.")
+    return shape, int(axis) % 3
+
+
+def _gather(stack: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``stack[indices]``, as a view (no copy) when the indices are a run of consecutive slices."""
+    first = int(indices[0])
+    if np.array_equal(indices, np.arange(first, first + len(indices))):
+        return stack[first : first + len(indices)]
+    return stack[indices]
+
+
+def _encode_batch(
+    volume: Any, axis: int, focal: np.ndarray, order: int, pad: str, mode: str, cache: dict | None = None
+) -> np.ndarray:
+    """Encode focal slices ``focal`` (B,) reading only the slab of slices they use."""
+    depth = volume.shape[axis]
+    before, after = context_indices(focal, depth, order, pad)
+    first = int(min(focal.min(), before.min(initial=depth)))
+    last = int(max(focal.max(), after.max(initial=-1)))
+    levels = _slab_levels(volume, axis, first, last + 1, order, mode, cache)
+    slab = levels[0]
+    height, width = slab.shape[1:]
+    out = np.empty((len(focal), height, width, 3), dtype=slab.dtype)
+    out[..., 0] = _gather(slab, focal - first)
+    if order == 0:
+        out[..., 1] = out[..., 0]
+        out[..., 2] = out[..., 0]
+        return out
+    for channel, indices in ((1, before - first), (2, after - first)):
+        for place in layout(order):
+            step = 2**place.level
+            target = out[:, place.row :: step, place.col :: step, channel]
+            rows, cols = target.shape[1:]
+            target[...] = _gather(levels[place.level], indices[:, place.distance - 1])[:, :rows, :cols]
+    return out
+
+
+def encode(
+    volume: Any, index: int, order: int = 1, axis: int = 0, pad: str = "edge", downsample: str = "mean"
+) -> np.ndarray:
+    """Encode the neighbourhood of slice ``index`` as one 3-channel image.
+
+    Parameters
+    ----------
+    volume : array-like (D0, D1, D2)
+        numpy, zarr or dask array of integers or floats; only the slices used are read.
+    index : int
+        Focal slice index along ``axis``.
+    order : int
+        Fractal order k >= 0 (0: focal slice only, repeated in all channels).
+    axis : int
+        Slicing axis (0 = z, axial).
+    pad : {"edge", "reflect"}
+        Rule for context beyond the volume's ends (see `context_indices`).
+    downsample : {"mean", "stride"}
+        2x2 area mean (integers rounded half to even) or top-left pixel of each 2x2 block.
+
+    Returns
+    -------
+    ndarray (H, W, 3), the volume's dtype
+        H, W are the two remaining axes in order. Channel 0 focal, 1 preceding, 2 following.
+
+    Examples
+    --------
+    >>> v = np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2)
+    >>> encode(v, 0, order=1, pad="reflect")[..., 2].tolist()
+    [[4, 5], [6, 7]]
+    """
+    order = _check_order(order)
+    _check_choice("pad", pad, PAD_MODES)
+    _check_choice("downsample", downsample, DOWNSAMPLE_MODES)
+    shape, axis = _check_volume(volume, axis)
+    if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < shape[axis]:
+        raise InputError(f"index {index!r} is outside the {shape[axis]} slices along axis {axis}.")
+    return _encode_batch(volume, axis, np.array([index]), order, pad, downsample)[0]
+
+
+def encode_volume(
+    volume: Any,
+    order: int = 1,
+    axis: int = 0,
+    pad: str = "edge",
+    downsample: str = "mean",
+    start: int = 0,
+    stop: int | None = None,
+    batch_size: int = 16,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Encode focal slices ``start .. stop-1`` in batches, streaming.
+
+    Each batch reads only the slab ``[first - N, last + N]`` (clipped) from ``volume``, builds each
+    pyramid level once for that slab and gathers every focal slice's context from it, so the result
+    equals ``encode(volume, i, ...)`` for each i exactly while the whole volume is never in memory.
+
+    Yields
+    ------
+    first_index : int
+        Index of the batch's first focal slice.
+    batch : ndarray (B, H, W, 3), the volume's dtype
+        B <= batch_size encoded images.
+    """
+    order = _check_order(order)
+    _check_choice("pad", pad, PAD_MODES)
+    _check_choice("downsample", downsample, DOWNSAMPLE_MODES)
+    shape, axis = _check_volume(volume, axis)
+    depth = shape[axis]
+    stop = depth if stop is None else stop
+    if not 0 <= start <= stop <= depth:
+        raise InputError(f"need 0 <= start <= stop <= {depth}, got start={start}, stop={stop}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+    cache: dict = {}
+    for first in range(start, stop, batch_size):
+        focal = np.arange(first, min(first + batch_size, stop))
+        yield first, _encode_batch(volume, axis, focal, order, pad, downsample, cache)
+
+
+def _upsample(image: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+    grown = np.repeat(np.repeat(image, step, axis=0), step, axis=1)
+    return grown[: shape[0], : shape[1]]
+
+
+def decode(encoded: np.ndarray, order: int, upsample: bool = False) -> DecodedFVE:
+    """Recover the focal slice and the stored context slices from an encoded image.
+
+    Parameters
+    ----------
+    encoded : ndarray (H, W, 3)
+        An image made by `encode` with the same ``order``.
+    order : int
+        The order used to encode.
+    upsample : bool
+        If True, every context slice is repeated up (nearest neighbour) to (H, W) for display.
+
+    Returns
+    -------
+    DecodedFVE
+        Bit-exact copies of the stored (downsampled) slices; see `DecodedFVE` for shapes.
+    """
+    order = _check_order(order)
+    encoded = np.asarray(encoded)
+    if encoded.ndim != 3 or encoded.shape[-1] != 3:
+        raise InputError(f"expected an encoded image of shape (H, W, 3), got {encoded.shape}.")
+    height, width = encoded.shape[:2]
+    result = DecodedFVE(focal=encoded[..., 0].copy())
+    for place in layout(order):
+        step = 2**place.level
+        full = (-(-height // step), -(-width // step))
+        for channel, side in ((1, result.before), (2, result.after)):
+            stored = encoded[place.row :: step, place.col :: step, channel]
+            if stored.size == 0:  # image smaller than the super pixel: nothing of this slice stored
+                image = np.zeros(full, dtype=encoded.dtype)
+            else:
+                pad_width = ((0, full[0] - stored.shape[0]), (0, full[1] - stored.shape[1]))
+                image = np.pad(stored, pad_width, mode="edge")
+            side.append(_upsample(image, step, (height, width)) if upsample else image)
+        result.stored_shapes.append(tuple(int(n) for n in stored.shape))
+    return result
+
+
+def allocation_map(order: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (in slices) of the voxel stored at each pixel of a context channel (paper Fig. 17).
+
+    Returns
+    -------
+    distance_map : int64 ndarray (H, W)
+        Values 1 .. N(k); all 0 for order 0 (context channels repeat the focal slice).
+    shares : float64 ndarray (N,)
+        Fraction of the channel's pixels holding each distance 1 .. N. For H, W multiples of
+        2**(k-1): 1/4**level, e.g. order 3 gives 1/4 for distances 1-3 and 1/16 for 4-7.
+    """
+    order = _check_order(order)
+    height, width = (int(s) for s in shape)
+    distance_map = np.zeros((height, width), dtype=np.int64)
+    for place in layout(order):
+        step = 2**place.level
+        distance_map[place.row :: step, place.col :: step] = place.distance
+    counts = np.bincount(distance_map.ravel(), minlength=slices_per_side(order) + 1)[1:]
+    return distance_map, counts / max(height * width, 1)
+
+
+def select_view(shape: tuple[int, int, int], spacing: tuple[float, float, float] | None = None) -> int:
+    """The paper's slicing view: axis 0 (axial) when its in-plane ratio 2|a - b| / (a + b) < 0.5,
+    else the axis whose in-plane ratio is lowest (ties go to the lower axis).
+
+    ``a, b`` are the two in-plane extents in voxels, or in physical units when ``spacing`` (per
+    axis, same order as ``shape``) is given.
+    """
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"select_view needs a 3D shape of positive sizes, got {tuple(shape)}.")
+    extents = np.asarray(shape, dtype=np.float64)
+    if spacing is not None:
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise InputError(f"spacing must be three positive sizes, got {tuple(spacing)}.")
+        extents = extents * np.asarray(spacing, dtype=np.float64)
+    ratios = []
+    for axis in range(3):
+        a, b = np.delete(extents, axis)
+        ratios.append(2 * abs(a - b) / (a + b))
+    return 0 if ratios[0] < 0.5 else int(np.argmin(ratios))

@@ -1,0 +1,345 @@
+"""The Segmenter: run a BiomedParse-V checkpoint over a 3D volume, streaming slice batches.
+
+Per batch of slices along the view axis: FVE encoding (`fveseg.fve.encode_volume`), intensity mapping
+with a range computed once per volume (`fveseg.normalize`), optional rescaling, tiling of large slices
+(`fveseg.tiling`), image features computed once and shared by all prompts, then per-slice existence
+gating, NMS and argmax (`fveseg.postprocess`). Outputs are written slice batch by slice batch into
+preallocated arrays (numpy, or a zarr group on disk), so memory beyond the outputs does not grow with
+the number of slices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from fveseg import fve
+from fveseg.errors import Cancelled, InputError, OutputExistsError
+from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata, load_checkpoint
+from fveseg.model.text_encoder import normalize_prompt
+from fveseg.normalize import apply_range, intensity_range
+from fveseg.postprocess import label_dtype, semantic_labels
+from fveseg.tiling import SliceTiler
+
+__all__ = ["Segmenter", "SegmentationResult", "select_device"]
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda, else mps, else cpu; anything else is passed to `torch.device`."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _take(array: Any, axis: int, start: int, stop: int, leading: int) -> np.ndarray:
+    """Slab ``start:stop`` along spatial ``axis`` of an array with ``leading`` extra first dims, view axis first."""
+    index = [slice(None)] * (leading + 3)
+    index[leading + axis] = slice(start, stop)
+    return np.moveaxis(np.asarray(array[tuple(index)]), leading + axis, leading)
+
+
+def _put(array: Any, axis: int, start: int, value: np.ndarray, leading: int) -> None:
+    """Write ``value`` (view axis at position ``leading``) into ``array`` at ``start`` along ``axis``."""
+    index = [slice(None)] * (leading + 3)
+    index[leading + axis] = slice(start, start + value.shape[leading])
+    array[tuple(index)] = np.moveaxis(value, leading, leading + axis)
+
+
+@dataclass
+class SegmentationResult:
+    """Outputs in the input volume's orientation.
+
+    Attributes
+    ----------
+    probabilities : array (P, D, H, W) float16
+        Raw (ungated) mask probability per prompt.
+    edges : array (P, D, H, W) float16
+        Edge probability per prompt.
+    existence : ndarray (P, N) float32
+        Existence probability per prompt and slice along ``axis`` (N = shape[axis]).
+    semantic : array (D, H, W) uint8 (uint16 for >= 256 prompts)
+        0 background, i + 1 for ``prompts[i]``.
+    prompts : list of str
+        Canonical prompts in class-id order.
+    axis : int
+        The slicing axis used.
+    path : Path or None
+        The zarr group holding the arrays when written to disk.
+    """
+
+    probabilities: Any
+    edges: Any
+    existence: np.ndarray
+    semantic: Any
+    prompts: list[str]
+    axis: int
+    path: Path | None = None
+
+    def rethreshold(self, mask_threshold: float = 0.5, exist_threshold: float = 0.5,
+                    chunk: int = 16) -> np.ndarray:
+        """Recompute the semantic labels (D, H, W) with other thresholds, without the network."""
+        shape = self.probabilities.shape[1:]
+        out = np.zeros(shape, dtype=label_dtype(len(self.prompts)))
+        for start in range(0, shape[self.axis], chunk):
+            stop = min(start + chunk, shape[self.axis])
+            probs = _take(self.probabilities, self.axis, start, stop, 1)
+            labels = semantic_labels(probs, self.existence[:, start:stop], mask_threshold, exist_threshold)
+            _put(out, self.axis, start, labels, 0)
+        return out
+
+
+class Segmenter:
+    """Text-prompted 3D segmentation with a BiomedParse-V checkpoint.
+
+    Parameters
+    ----------
+    checkpoint : None, str, Path or torch.nn.Module
+        None: the installed default model; a path: `load_checkpoint`; a module: used as is (its
+        ``metadata`` dict, if any, gives FVE order, input size and normalisation; defaults otherwise).
+    device : str or torch.device
+        "auto" (cuda -> mps -> cpu) or an explicit device.
+    batch_size : int
+        Slices (or tiles) per network call.
+    seed : int
+        Seed of the Boltzmann attention sampling: the same input gives the same output.
+    overlap : int, optional
+        Tile overlap in pixels for slices larger than the model input (default: input size // 4).
+    """
+
+    def __init__(self, checkpoint=None, device: str | torch.device = "auto", batch_size: int = 8,
+                 seed: int = 0, overlap: int | None = None):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+        self.device = select_device(device)
+        if checkpoint is None:
+            model = default_checkpoint()
+        elif isinstance(checkpoint, torch.nn.Module):
+            model = checkpoint
+        else:
+            model = load_checkpoint(checkpoint)
+        self.model = model.to(self.device).eval()
+        self.metadata = full_metadata(model)
+        self.input_size = int(self.metadata["input_size"])
+        self.batch_size = batch_size
+        self.seed = seed
+        self.overlap = self.input_size // 4 if overlap is None else int(overlap)
+        norm = self.metadata.get("normalization", DEFAULT_METADATA["normalization"])
+        self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    # -- checks ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_prompts(prompts) -> list[str]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts) if prompts is not None else []
+        if not prompts:
+            raise InputError("No prompts given; pass at least one target name, e.g. ['nuclei'].")
+        canonical = [normalize_prompt(p) for p in prompts]
+        if len(set(canonical)) != len(canonical):
+            raise InputError(f"Prompts {prompts} repeat a target (case and spaces are ignored); give each once.")
+        return canonical
+
+    @staticmethod
+    def _check_volume(volume):
+        if not hasattr(volume, "shape") or not hasattr(volume, "dtype"):
+            volume = np.asarray(volume)
+        if len(volume.shape) == 2:
+            volume = np.asarray(volume)[None]
+        if len(volume.shape) != 3:
+            raise InputError(f"Expected a 3D volume (z, y, x), got shape {tuple(volume.shape)}; pick one "
+                             "channel/time point of 4D data first.")
+        if min(volume.shape) == 0:
+            raise InputError(f"The volume {tuple(volume.shape)} is empty.")
+        kind = np.dtype(volume.dtype).kind
+        if kind not in "uif":
+            raise InputError(f"Volume dtype {volume.dtype} is not numeric; convert it to integers or floats.")
+        if kind == "f":
+            picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 16)).astype(int))
+            step = max(1, max(volume.shape[1:]) // 256)
+            sample = np.stack([np.asarray(volume[int(z), ::step, ::step]) for z in picks])
+            if not np.isfinite(sample).any() and not np.isfinite(np.asarray(volume)).any():
+                raise InputError("The volume holds no finite values (all NaN/inf); check the file or channel.")
+        return volume
+
+    # -- network --------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _predict_batch(self, images: np.ndarray, text, lo: float, hi: float, scale: float, generator):
+        """uint8-mapped FVE images (B, h, w, 3) -> (probabilities, edges) (P, B, h, w) float32, exist (P, B)."""
+        batch = torch.from_numpy(apply_range(images, lo, hi)).to(self.device).permute(0, 3, 1, 2).float()
+        h, w = batch.shape[-2:]
+        if scale != 1.0:
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        tiler = SliceTiler(batch.shape[-2], batch.shape[-1], self.input_size, self.overlap)
+        tiles = (tiler.split(batch, fill=0.0) - self._mean) / self._std
+        masks, edges, exist = [], [], []
+        with self._autocast():
+            for start in range(0, tiles.shape[0], self.batch_size):
+                features = self.model.encode_image(tiles[start:start + self.batch_size])
+                out = self.model.decode(features, text, generator=generator, return_aux=False)
+                masks.append(out["mask_logits"].float().sigmoid())
+                edges.append(out["edge_logits"].float().sigmoid())
+                exist.append(out["exist_logits"].float().sigmoid())
+        masks, edges = tiler.merge(torch.cat(masks)), tiler.merge(torch.cat(edges))
+        exist = torch.cat(exist).unflatten(0, (-1, tiler.tiles_per_slice)).amax(1)  # any tile -> present
+        if scale != 1.0:
+            masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+            edges = F.interpolate(edges, size=(h, w), mode="bilinear", align_corners=False)
+        to_np = lambda t: t.transpose(0, 1).cpu().numpy()  # noqa: E731 - (B, P, ..) -> (P, B, ..)
+        return to_np(masks), to_np(edges), exist.T.cpu().numpy()
+
+    # -- public ---------------------------------------------------------------------------------------
+    def segment(
+        self,
+        volume,
+        prompts: list[str] | str,
+        spacing: tuple[float, float, float] | None = None,
+        axis: int | str = "auto",
+        order: int | None = None,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        scale: float = 1.0,
+        progress: Callable[[int, int], Any] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+    ) -> SegmentationResult:
+        """Segment ``prompts`` in a (D, H, W) volume (numpy, zarr or dask; 2D is taken as D = 1).
+
+        Parameters
+        ----------
+        spacing : (dz, dy, dx), optional
+            Voxel size in physical units; used to pick the view when ``axis="auto"``.
+        axis : "auto" or int
+            Slicing axis (paper rule via `fveseg.fve.select_view` when "auto").
+        order : int, optional
+            FVE order; default from the checkpoint.
+        mask_threshold, exist_threshold : float
+            Mask probability and slice existence thresholds for ``semantic``.
+        scale : float
+            Rescale slices by this factor before the network (objects larger than trained: < 1).
+        progress : callable(done, total), optional
+            Called with slices done after each batch.
+        cancel : callable() -> bool, optional
+            Checked before each batch; True raises `Cancelled` and nothing is kept.
+        out : path, optional
+            Write the arrays into a new zarr group there (volumes larger than RAM).
+        overwrite : bool
+            Replace an existing ``out``.
+
+        Returns
+        -------
+        SegmentationResult
+        """
+        canonical = self._check_prompts(prompts)
+        volume = self._check_volume(volume)
+        shape = tuple(int(s) for s in volume.shape)
+        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+            raise InputError(f"scale must be a positive number, got {scale!r}.")
+        for name, value in (("mask_threshold", mask_threshold), ("exist_threshold", exist_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {value!r}.")
+        if axis == "auto":
+            axis = fve.select_view(shape, spacing)
+        elif not isinstance(axis, int | np.integer) or not 0 <= axis < 3:
+            raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
+        axis = int(axis)
+        settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
+        order = int(settings.get("order", 1) if order is None else order)
+        intensity = self.metadata.get("intensity") or {}
+        lo, hi = intensity_range(volume, intensity.get("modality") or "auto", intensity.get("window"))
+
+        with torch.inference_mode():
+            text = self.model.encode_text(canonical).to(self.device)  # once per call
+        num, depth = len(canonical), shape[axis]
+        store, final_path, tmp_path = self._allocate(out, overwrite, num, shape, axis)
+        existence = np.zeros((num, depth), dtype=np.float32)
+        generator = torch.Generator(device=self.device)
+        try:
+            done = 0
+            if progress is not None:
+                progress(0, depth)
+            batches = fve.encode_volume(volume, order=order, axis=axis, pad=settings.get("pad", "edge"),
+                                        downsample=settings.get("downsample", "mean"),
+                                        batch_size=self.batch_size)
+            for first, images in batches:
+                if cancel is not None and cancel():
+                    raise Cancelled("Segmentation cancelled; no output was kept.")
+                generator.manual_seed(self.seed * 1_000_003 + first)
+                with torch.inference_mode():
+                    probs, edges, exist = self._predict_batch(images, text, lo, hi, float(scale), generator)
+                existence[:, first:first + len(images)] = exist
+                _put(store["probabilities"], axis, first, probs.astype(np.float16), 1)
+                _put(store["edges"], axis, first, edges.astype(np.float16), 1)
+                labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
+                _put(store["semantic"], axis, first, labels, 0)
+                done += len(images)
+                if progress is not None:
+                    progress(done, depth)
+        except BaseException:
+            if tmp_path is not None:
+                shutil.rmtree(tmp_path, ignore_errors=True)
+            raise
+        if tmp_path is None:
+            return SegmentationResult(store["probabilities"], store["edges"], existence, store["semantic"],
+                                      canonical, axis)
+        return self._finish_zarr(store, existence, canonical, axis, tmp_path, final_path, overwrite)
+
+    # -- outputs --------------------------------------------------------------------------------------
+    def _allocate(self, out, overwrite, num, shape, axis):
+        """Output arrays: in memory, or in a zarr group at a temporary path renamed when complete."""
+        dtype = label_dtype(num)
+        if out is None:
+            store = {"probabilities": np.zeros((num, *shape), np.float16),
+                     "edges": np.zeros((num, *shape), np.float16),
+                     "semantic": np.zeros(shape, dtype)}
+            return store, None, None
+        import zarr
+
+        final = Path(out)
+        if final.exists() and not overwrite:
+            raise OutputExistsError(f"{final} exists; choose another output path or pass overwrite=True.")
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        group = zarr.open_group(str(tmp), mode="w")
+        chunks = [min(s, 256) for s in shape]
+        chunks[axis] = min(shape[axis], self.batch_size)
+        store = {"probabilities": group.create_array("probabilities", shape=(num, *shape), dtype="float16",
+                                                     chunks=(1, *chunks)),
+                 "edges": group.create_array("edges", shape=(num, *shape), dtype="float16", chunks=(1, *chunks)),
+                 "semantic": group.create_array("semantic", shape=shape, dtype=dtype, chunks=tuple(chunks))}
+        store["group"] = group
+        return store, final, tmp
+
+    @staticmethod
+    def _finish_zarr(store, existence, prompts, axis, tmp, final, overwrite):
+        import zarr
+
+        group = store["group"]
+        group.create_array("existence", data=existence)
+        group.attrs.update({"prompts": prompts, "axis": axis})
+        if final.exists() and overwrite:
+            shutil.rmtree(final) if final.is_dir() else final.unlink()
+        tmp.rename(final)
+        group = zarr.open_group(str(final), mode="r")
+        return SegmentationResult(group["probabilities"], group["edges"], existence, group["semantic"],
+                                  prompts, axis, path=final)

@@ -1,0 +1,39 @@
+"""Write the prompt-embedding table the trainer uses on machines without the MiniLM weights.
+
+    python -m training.precompute_text [--out training/prompt_embeddings.safetensors] [--extra "a" "b"]
+
+The table holds the token embeddings of every training prompt plus the evaluation-only prompts
+(held-out paraphrases and held-out negatives: embedding them is harmless, they are never trained on),
+computed by the same frozen MiniLM encoder the shipped model uses at inference, so training and
+inference see identical tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.prompts import all_prompts
+
+DEFAULT_TABLE = Path(__file__).with_name("prompt_embeddings.safetensors")
+
+
+def write_table(path: str | Path = DEFAULT_TABLE, extra: list[str] | tuple[str, ...] = (), encoder=None) -> Path:
+    """Encode `all_prompts(extra)` with MiniLM (or `encoder`) and save them to `path` (safetensors)."""
+    from fveseg.model.text_encoder import MiniLMTextEncoder, save_text_table
+
+    encoder = MiniLMTextEncoder() if encoder is None else encoder
+    return save_text_table(path, encoder, all_prompts(extra))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_TABLE), help="safetensors file to write")
+    parser.add_argument("--extra", nargs="*", default=[], help="more prompts to embed")
+    args = parser.parse_args(argv)
+    path = write_table(args.out, args.extra)
+    print(f"wrote {len(all_prompts(args.extra))} prompt embeddings to {path}")
+
+
+if __name__ == "__main__":
+    main()
