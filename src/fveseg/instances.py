@@ -283,8 +283,6 @@ def _split_at_necks(seeds, spacing, ratio, min_core=0.2) -> np.ndarray:
     np.maximum.at(largest, owner, core_size)
     keep = core_size >= min_core * largest[owner]
     keep[0] = False
-    if keep.all() if keep.size == 1 else False:
-        return seeds
     core_labels.ravel()[where] = np.where(keep[core_of], core_of, 0)
     return grow_in_mask(core_labels, inside, spacing)
 

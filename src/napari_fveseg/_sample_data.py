@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def make_sample_nuclei() -> list[tuple[Any, dict, str]]:
     """Layer-data tuples for the synthetic nuclei sample.
 

@@ -140,9 +140,9 @@ class FVEVisualiser(QWidget):
         rgb = np.clip((encoded.astype(np.float32) - lo) / max(hi - lo, 1e-12), 0, 1)
         rgb = (rgb * 255).astype(np.uint8)
         height, width = encoded.shape[:2]
-        kept_axes = [a for a in range(3) if a != axis]
-        scale = np.asarray(layer.scale)[-3:][kept_axes] if layer.ndim == 3 else np.asarray(layer.scale)
-        origin = np.asarray(layer.translate)[-3:][kept_axes] if layer.ndim == 3 else np.asarray(layer.translate)
+        kept_axes = [a for a in range(3) if a != axis] if layer.ndim == 3 else [0, 1]
+        scale = np.asarray(layer.scale)[kept_axes]
+        origin = np.asarray(layer.translate)[kept_axes]
         right = origin + [0, (width + GAP) * scale[1]]
         below = origin + [(height + GAP) * scale[0], 0]
 

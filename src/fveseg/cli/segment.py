@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=_positive_int, help="start a local cluster with N worker processes")
     group.add_argument("--block-slices", type=_positive_int,
                        help="process each OME-Zarr input in blocks of N slices across the workers")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--instance-margin", type=_positive_int, default=16,
+                       help="slices of context on each side of a block when splitting instances in blocks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _positive_int(text: str) -> int:
@@ -91,7 +93,7 @@ def plan_jobs(args: argparse.Namespace) -> list[SegmentJob]:
             output = source
         elif args.output is None:
             output = source.with_name(f"{stem(source)}.fveseg{extension}")
-        elif len(sources) == 1 and (args.output.suffix or not args.output.is_dir()) and not _is_folder(args):
+        elif len(sources) == 1 and not _is_folder(args.output):
             output = args.output
         else:
             output = args.output / f"{stem(source)}{extension}"
@@ -108,8 +110,9 @@ def plan_jobs(args: argparse.Namespace) -> list[SegmentJob]:
     return jobs
 
 
-def _is_folder(args: argparse.Namespace) -> bool:
-    return args.output is not None and args.output.is_dir() and not args.output.name.lower().endswith(".zarr")
+def _is_folder(output: Path) -> bool:
+    """An existing plain folder (not a .zarr container) receives one output per input."""
+    return output.is_dir() and not output.name.lower().endswith(".zarr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
         with connect(args.scheduler, args.workers) as client:
             if args.block_slices:
-                summaries = [segment_zarr_in_blocks(client, job, options, block_slices=args.block_slices)
+                summaries = [segment_zarr_in_blocks(client, job, options, block_slices=args.block_slices,
+                                                    instance_margin=args.instance_margin)
                              for job in overall_bar(jobs, len(jobs), show)]
             else:
                 summaries = segment_jobs(client, jobs, options, progress=show)

@@ -143,7 +143,7 @@ def make_sample_volume() -> SyntheticVolume:
     """The deterministic sample of the napari plugin: (32, 128, 128) uint16 nuclei with labels.
 
     Touching clusters, a dividing pair, dim and bright nuclei, anisotropic blur (z step 1 µm, pixel
-    0.5 µm) and Poisson–Gaussian noise. Takes about 0.1–0.3 s (see ``docs/bench/synthetic.md``).
+    0.5 µm) and Poisson–Gaussian noise. Takes about 0.15 s of CPU time (see ``docs/bench/synthetic.md``).
     """
     return make_nuclei_volume(
         (32, 128, 128), seed=2024, spacing=(1.0, 0.5, 0.5), preset="anisotropic",

@@ -1,0 +1,404 @@
+"""Segmentation dock widget: text prompts in, Labels layers out, the viewer responsive throughout.
+
+The network runs in a napari ``thread_worker`` generator that yields (slices done, total) so the progress
+bar moves; **Cancel** sets a flag the :class:`fveseg.inference.Segmenter` checks before every batch, so a
+run stops within one batch and leaves the viewer unchanged. The :class:`SegmentationResult` is kept:
+changing a threshold, instance splitting or the output style recomputes the layers from it (in a worker
+too) without running the network again. Every failure is a napari notification naming the fix, never a
+traceback dialog. Settings are remembered between sessions (:mod:`napari_fveseg._settings`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fveseg._existence_plot import ExistencePlot
+from napari_fveseg._results import Placement, Thresholds, result_layers
+from napari_fveseg._settings import WidgetSettings, load_settings, save_settings
+
+if TYPE_CHECKING:
+    import napari
+
+AXES = {"auto": "auto", "z (axial)": 0, "y": 1, "x": 2}
+OUTPUTS = ("per prompt", "semantic")
+
+
+class SegmentationWidget(QWidget):
+    """Dock widget running :class:`fveseg.inference.Segmenter` on an image layer (module docstring)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self._segmenter: Any = None
+        self._segmenter_key: tuple | None = None
+        self._cancel = threading.Event()
+        self.worker: Any = None
+        self.result: Any = None  # the last SegmentationResult, for re-thresholding
+        self._run_context: dict | None = None
+        self._layers: dict[str, Any] = {}  # result layers this widget added, by name
+        self._build_ui()
+        self.apply_settings(load_settings())
+        self._retune_timer = QTimer(self, singleShot=True, interval=150)
+        self._retune_timer.timeout.connect(self.rethreshold)
+        for signal in (self.mask_box.valueChanged, self.exist_box.valueChanged, self.split_check.toggled,
+                       self.min_size_box.valueChanged, self.output_box.currentTextChanged):
+            signal.connect(self._schedule_rethreshold)
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        viewer.dims.events.current_step.connect(self._follow_slider)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        self.layer_box = QComboBox()
+        self.prompts_edit = QPlainTextEdit()
+        self.prompts_edit.setPlaceholderText("one prompt per line, e.g.\nnuclei\ncell membranes")
+        self.prompts_edit.setMaximumHeight(70)
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("bundled default model")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_checkpoint)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.checkpoint_edit)
+        model_row.addWidget(browse)
+        self.device_box = QComboBox()
+        self.device_box.addItems(available_devices())
+        self.mask_box = _probability_box("Voxels with a mask probability above this are foreground.")
+        self.exist_box = _probability_box("Slices whose existence probability is above this keep their mask.")
+        self.split_check = QCheckBox("split into instances")
+        self.min_size_box = QDoubleSpinBox()
+        self.min_size_box.setRange(0.0, 1e9)
+        self.min_size_box.setDecimals(1)
+        self.min_size_box.setToolTip("Smallest instance kept, in physical units (µm³ with µm spacing).")
+        self.axis_box = QComboBox()
+        self.axis_box.addItems(list(AXES))
+        self.output_box = QComboBox()
+        self.output_box.addItems(list(OUTPUTS))
+        self.output_box.setToolTip("One Labels layer per prompt, or one layer with a class per prompt.")
+
+        form = QFormLayout()
+        form.addRow("image", self.layer_box)
+        form.addRow("prompts", self.prompts_edit)
+        form.addRow("model", model_row)
+        form.addRow("device", self.device_box)
+        form.addRow("mask threshold", self.mask_box)
+        form.addRow("existence threshold", self.exist_box)
+        form.addRow(self.split_check)
+        form.addRow("min instance size", self.min_size_box)
+        form.addRow("view axis", self.axis_box)
+        form.addRow("output", self.output_box)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m slices")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.existence_plot = ExistencePlot()
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(QLabel("existence probability per slice"))
+        layout.addWidget(self.existence_plot)
+        layout.addStretch(1)
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
+                                              "fveseg checkpoint (*.json *.safetensors)")
+        if path:
+            self.checkpoint_edit.setText(path)
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        from napari.layers import Image
+
+        current = self.layer_box.currentText()
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
+                 and not layer.metadata.get("fve_visualiser")]
+        self.layer_box.blockSignals(True)
+        self.layer_box.clear()
+        self.layer_box.addItems(names)
+        if current in names:
+            self.layer_box.setCurrentText(current)
+        self.layer_box.blockSignals(False)
+        self._layers = {name: layer for name, layer in self._layers.items() if layer in self.viewer.layers}
+
+    # ------------------------------------------------------------------ settings
+    def settings(self) -> WidgetSettings:
+        """The widget's current choices."""
+        return WidgetSettings(
+            prompts=self.prompts_edit.toPlainText(), checkpoint=self.checkpoint_edit.text().strip(),
+            device=self.device_box.currentText(), mask_threshold=self.mask_box.value(),
+            existence_threshold=self.exist_box.value(), split_instances=self.split_check.isChecked(),
+            min_size=self.min_size_box.value(), output=self.output_box.currentText(),
+            axis=self.axis_box.currentText())
+
+    def apply_settings(self, settings: WidgetSettings) -> None:
+        self.prompts_edit.setPlainText(settings.prompts)
+        self.checkpoint_edit.setText(settings.checkpoint)
+        if settings.device in available_devices():
+            self.device_box.setCurrentText(settings.device)
+        self.mask_box.setValue(settings.mask_threshold)
+        self.exist_box.setValue(settings.existence_threshold)
+        self.split_check.setChecked(settings.split_instances)
+        self.min_size_box.setValue(settings.min_size)
+        if settings.output in OUTPUTS:
+            self.output_box.setCurrentText(settings.output)
+        if settings.axis in AXES:
+            self.axis_box.setCurrentText(settings.axis)
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.mask_box.value(), self.exist_box.value(), self.split_check.isChecked(),
+                          self.min_size_box.value(), self.output_box.currentText())
+
+    def prompts(self) -> list[str]:
+        return [line.strip() for line in self.prompts_edit.toPlainText().splitlines() if line.strip()]
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> None:
+        """Check the inputs, then segment in a worker thread (the Run button)."""
+        from napari.utils.notifications import show_error
+
+        if self.worker is not None:
+            return
+        name = self.layer_box.currentText()
+        if name not in self.viewer.layers:
+            show_error("No image layer to segment: open an image (File › Open, or File › Open Sample › "
+                       "fveseg) and choose it in the 'image' box.")
+            return
+        prompts = self.prompts()
+        if not prompts:
+            show_error("No prompt given: type what to segment, one prompt per line (e.g. 'nuclei').")
+            return
+        checkpoint = self.checkpoint_edit.text().strip() or None
+        if checkpoint is not None and not _checkpoint_exists(checkpoint):
+            show_error(f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
+                       "fveseg checkpoint with Browse…, or clear the box to use the bundled model.")
+            return
+        save_settings(self.settings())
+        layer = self.viewer.layers[name]
+        data = layer.data[0] if layer.multiscale else layer.data
+        spacing = tuple(float(s) for s in layer.scale[-3:]) if layer.ndim == 3 else None
+        self._run_context = {
+            "prompts": prompts,
+            "place": Placement(tuple(layer.scale), tuple(layer.translate), spacing, squeeze=layer.ndim == 2),
+        }
+        self._cancel.clear()
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first batch reports
+        self.status.setText("Loading the model…" if self._segmenter is None else "Segmenting…")
+        self._start(self._segment_steps, data, prompts, spacing, AXES[self.axis_box.currentText()],
+                    checkpoint, self.device_box.currentText(), self.thresholds(), self._run_context["place"])
+
+    def cancel(self) -> None:
+        """Stop the run within one batch; the viewer keeps its layers as they were."""
+        self._cancel.set()
+        self.cancel_button.setEnabled(False)
+        self.status.setText("Cancelling after the current batch…")
+
+    def _start(self, function: Any, *args: Any) -> None:
+        from napari.qt.threading import create_worker
+
+        self.worker = create_worker(function, *args, _start_thread=False)
+        if hasattr(self.worker, "yielded"):
+            self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+
+    def _segment_steps(self, data, prompts, spacing, axis, checkpoint, device, thresholds, place
+                       ) -> Generator[tuple[int, int], None, dict]:
+        """Worker: yields (done, total) per batch; returns {"result", "layers"} or {"error"}."""
+        updates: queue.SimpleQueue = queue.SimpleQueue()
+        outcome: dict = {}
+
+        def segment() -> None:  # the network runs here; the generator relays its progress
+            try:
+                segmenter = self._get_segmenter(checkpoint, device)
+                result = segmenter.segment(data, prompts, spacing=spacing, axis=axis,
+                                           mask_threshold=thresholds.mask_threshold,
+                                           exist_threshold=thresholds.existence_threshold,
+                                           progress=lambda done, total: updates.put((done, total)),
+                                           cancel=self._cancel.is_set)
+                outcome["layers"] = result_layers(result, prompts, thresholds, place, result.semantic)
+                outcome["result"] = result
+            except BaseException as error:  # reported in the GUI thread as a notification
+                outcome["error"] = error
+            finally:
+                updates.put(None)
+
+        thread = threading.Thread(target=segment, name="fveseg-segment", daemon=True)
+        thread.start()
+        while (update := updates.get()) is not None:
+            yield update
+        thread.join()
+        return outcome
+
+    def _get_segmenter(self, checkpoint: str | None, device: str) -> Any:
+        from fveseg.inference import Segmenter
+
+        key = (checkpoint, device)
+        if self._segmenter is None or self._segmenter_key != key:
+            self._segmenter = Segmenter(checkpoint, device=device)
+            self._segmenter_key = key
+        return self._segmenter
+
+    def _on_progress(self, update: tuple[int, int]) -> None:
+        done, total = update
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        if not self._cancel.is_set():
+            self.status.setText(f"Segmenting… {done} / {total} slices")
+
+    def _on_done(self, outcome: dict) -> None:
+        error = outcome.get("error")
+        if error is not None:
+            self._report(error)
+            return
+        if "result" in outcome:
+            self.result = outcome["result"]
+        self._show_layers(outcome["layers"])
+        self.status.setText(f"Done: {', '.join(self._run_context['prompts'])}. Change a threshold to update "
+                            "the layers without running the network again.")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+
+    def _report(self, error: BaseException) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        from fveseg.errors import Cancelled, FvesegError
+
+        if isinstance(error, Cancelled):
+            self.status.setText("Cancelled; the viewer is unchanged.")
+            show_info("Segmentation cancelled; no layers were changed.")
+            return
+        if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+            message = ("Out of memory while segmenting. Choose device 'cpu' (more memory than most GPUs), "
+                       "close other programs, or crop the image to a smaller region and run again.")
+        elif isinstance(error, FvesegError):
+            message = str(error)
+        else:
+            message = (f"Segmentation failed ({type(error).__name__}: {error}). Check the image and the "
+                       "checkpoint; run `fveseg segment` on the command line for the full report.")
+        self.status.setText(message)
+        show_error(message)
+
+    # ------------------------------------------------------------------ results
+    def _show_layers(self, layers: list) -> None:
+        """Add result layers, or update the ones this widget added before (same name) in place."""
+        from napari.layers import Labels
+
+        wanted = {kwargs["name"] for _, kwargs, _ in layers}
+        for name in [n for n in self._layers if n not in wanted]:
+            if self._layers[name] in self.viewer.layers:
+                self.viewer.layers.remove(self._layers.pop(name))
+        for data, kwargs, _ in layers:
+            existing = self._layers.get(kwargs["name"])
+            if isinstance(existing, Labels) and existing in self.viewer.layers:
+                existing.data = data
+                existing.metadata = kwargs["metadata"]
+                existing.scale, existing.translate = kwargs["scale"], kwargs["translate"]
+                if "features" in kwargs:
+                    existing.features = kwargs["features"]
+            else:
+                self._layers[kwargs["name"]] = self.viewer.add_labels(data, **kwargs)
+        existence = layers[0][1]["metadata"]["existence"] if layers else {}
+        self.existence_plot.set_data(existence, self.exist_box.value(), self._current_slice())
+
+    def _schedule_rethreshold(self, *args: Any) -> None:
+        if self.result is not None:
+            self._retune_timer.start()
+
+    def rethreshold(self) -> None:
+        """Recompute the layers from the cached result with the current thresholds (no network)."""
+        if self.result is None or self._run_context is None:
+            return
+        if self.worker is not None:  # a run or another update is going: try again when it ends
+            self._retune_timer.start()
+            return
+        self.status.setText("Updating the layers…")
+        self._start(_derive_layers, self.result, self._run_context["prompts"], self.thresholds(),
+                    self._run_context["place"])
+
+    def _current_slice(self) -> int | None:
+        if self.result is None:
+            return None
+        step = self.viewer.dims.current_step
+        world_axis = len(step) - 3 + int(self.result.axis)
+        return int(step[world_axis]) if 0 <= world_axis < len(step) else None
+
+    def _follow_slider(self, event: Any = None) -> None:
+        self.existence_plot.set_current(self._current_slice())
+
+
+def _derive_layers(result: Any, prompts: list[str], thresholds: Thresholds, place: Placement) -> dict:
+    """Worker for re-thresholding: {"layers"} or {"error"}."""
+    try:
+        return {"layers": result_layers(result, prompts, thresholds, place)}
+    except Exception as error:  # reported in the GUI thread
+        return {"error": error}
+
+
+def available_devices() -> list[str]:
+    """"auto" and the devices torch can use on this machine (cpu always)."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _probability_box(tooltip: str) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(0.0, 1.0)
+    box.setSingleStep(0.05)
+    box.setDecimals(2)
+    box.setToolTip(tooltip)
+    return box
+
+
+def _checkpoint_exists(checkpoint: str) -> bool:
+    path = Path(checkpoint)
+    return path.exists() or path.with_suffix(".json").exists() or Path(checkpoint + ".json").exists()
+
+
+__all__ = ["SegmentationWidget", "available_devices"]

@@ -1,0 +1,255 @@
+"""The ``fveseg`` command line: subcommands through main(argv), exit codes through a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from fveseg.cli import main
+
+
+def micro_checkpoint(folder: Path) -> Path:
+    """A randomly initialised, very small model saved as a checkpoint (stands in for the default model)."""
+    import torch
+
+    from fveseg.model import CONFIGS, build_model
+    from fveseg.model.checkpoint import save_checkpoint
+
+    config = asdict(replace(CONFIGS["tiny"], name="micro", input_size=32, decoder_layers=3, embed_dim=16,
+                            hidden_dim=32, ffn_dim=64, conv_dim=32, mask_dim=32, nheads=2))
+    torch.manual_seed(0)
+    return save_checkpoint(build_model(config), folder / "micro", metadata={"prompts": ["nuclei"]})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return micro_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def volume_tif(tmp_path) -> Path:
+    from fveseg.synthetic import make_nuclei_volume
+
+    path = tmp_path / "vol.tif"
+    tifffile.imwrite(path, make_nuclei_volume((8, 32, 32), seed=1).image)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fveseg.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+# -- errors and exit codes ------------------------------------------------------------------------------
+
+
+def test_missing_input_exits_1_with_one_line_and_no_traceback(tmp_path):
+    done = run_cli("segment", str(tmp_path / "missing.tif"))
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "does not exist" in done.stderr and "fix:" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_unknown_option_exits_2(capsys):
+    assert main(["segment", "x.tif", "--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unrecognized arguments: --no-such-option") and "Traceback" not in err
+    assert main(["segment", "x.tif", "--mask-threshold", "2"]) == 2  # out-of-range value
+    assert main([]) == 2  # no subcommand
+
+
+def test_subprocess_unknown_subcommand_exits_2():
+    done = run_cli("frobnicate")
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_bad_checkpoint_is_a_user_error(tmp_path, volume_tif, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["segment", str(volume_tif), "--model", str(bad), "--quiet"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "vol.fveseg.ome.zarr").exists()
+
+
+def test_keyboard_interrupt_exits_130_without_partial_output(tmp_path, volume_tif, checkpoint, monkeypatch):
+    import fveseg.io
+
+    def interrupted(path, *args, **kwargs):
+        Path(path).mkdir()
+        (Path(path) / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fveseg.io, "write_labels_zarr", interrupted)
+    output = tmp_path / "out.zarr"
+    assert main(["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.tif"]
+
+
+def test_bugs_are_not_swallowed(monkeypatch, volume_tif):
+    import fveseg.cli.segment
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fveseg.cli.segment, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["segment", str(volume_tif)])
+
+
+# -- segment ----------------------------------------------------------------------------------------------
+
+
+def test_segment_writes_zarr_refuses_existing_and_overwrites(tmp_path, volume_tif, checkpoint, capsys):
+    from fveseg.io import read_labels
+
+    output = tmp_path / "out.zarr"
+    argv = ["segment", str(volume_tif), "--model", str(checkpoint), "--instances", "-o", str(output),
+            "--batch-size", "4", "--exist-threshold", "0", "--quiet"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "volume" in table and "objects" in table and "vol" in table and "nuclei" in table
+    labels, meta = read_labels(output, "nuclei")
+    assert labels.shape == (8, 32, 32) and labels.dtype == np.uint32
+    first = np.asarray(labels)
+
+    assert main(argv) == 1  # refuses to replace
+    assert "already exists" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0  # replaces, same deterministic result
+    assert np.array_equal(np.asarray(read_labels(output, "nuclei")[0]), first)
+
+
+def test_segment_tiff_several_prompts_and_folder_input(tmp_path, volume_tif, checkpoint, capsys):
+    from fveseg.io import read_labels
+
+    second = tmp_path / "other.tif"
+    second.write_bytes(volume_tif.read_bytes())
+    out = tmp_path / "out"
+    argv = ["segment", str(tmp_path), "-p", "nuclei", "-p", "cells", "--format", "tiff", "-o", str(out),
+            "--model", str(checkpoint), "--quiet"]
+    assert main(argv) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["other.tif", "vol.tif"]
+    semantic, meta = read_labels(out / "vol.tif")
+    assert semantic.shape == (8, 32, 32) and set(np.unique(semantic)) <= {0, 1, 2}
+    assert capsys.readouterr().out.count(".tif") == 2
+
+
+def test_segment_into_source_adds_labels_to_the_image_group(tmp_path, checkpoint):
+    from fveseg.io import read_labels, read_volume, write_labels_zarr
+    from fveseg.synthetic import make_nuclei_volume
+
+    sample = make_nuclei_volume((8, 32, 32), seed=2)
+    source = tmp_path / "img.ome.zarr"
+    write_labels_zarr(source, sample.labels, "truth", image=sample.image, spacing=sample.spacing)
+    assert main(["segment", str(source), "--into-source", "--model", str(checkpoint), "--quiet"]) == 0
+    labels, _ = read_labels(source, "nuclei")
+    assert labels.shape == sample.image.shape
+    assert "truth" in read_volume(source).labels
+
+
+# -- encode, evaluate, info, demo ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_encode_writes_d_h_w_3(tmp_path, suffix):
+    volume = np.random.default_rng(0).integers(0, 255, (5, 16, 12), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "v.tif", volume)
+    output = tmp_path / f"fve{suffix}"
+    assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--order", "2", "--quiet"]) == 0
+    if suffix == ".tif":
+        encoded = tifffile.imread(output)
+    else:
+        import zarr
+
+        encoded = zarr.open_array(str(output), mode="r")[:]
+    assert encoded.shape == (5, 16, 12, 3) and encoded.dtype == np.uint8
+    assert np.array_equal(encoded[..., 0], volume)  # uint8 passes normalisation unchanged; focal channel
+    from fveseg import fve
+
+    assert np.array_equal(encoded[3], fve.encode(volume, 3, order=2))
+
+
+def test_encode_slice_range_and_existing_output(tmp_path):
+    volume = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
+    tifffile.imwrite(tmp_path / "v.tif", volume)
+    output = tmp_path / "fve.tif"
+    assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--start", "1", "--stop", "3",
+                 "--raw", "--quiet"]) == 0
+    encoded = tifffile.imread(output)
+    assert encoded.shape == (2, 8, 8, 3) and encoded.dtype == np.uint16
+    assert np.array_equal(encoded[0, ..., 1], volume[0]) and np.array_equal(encoded[1, ..., 2], volume[3])
+    assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--quiet"]) == 1
+
+
+def test_evaluate_hand_made_case(tmp_path, capsys):
+    gt = np.zeros((4, 10, 10), np.uint32)
+    gt[1:3, 1:4, 1:4] = 1  # 18 voxels
+    gt[1:3, 6:9, 6:9] = 2  # 18 voxels
+    pred = np.zeros_like(gt)
+    pred[1:3, 1:4, 1:4] = 5  # object 1 found exactly
+    pred[0, 0:2, 7:9] = 7  # 4 voxels of false positive; object 2 missed
+    tifffile.imwrite(tmp_path / "gt.tif", gt)
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.tif"), "--gt", str(tmp_path / "gt.tif"),
+                 "--csv", str(tmp_path / "s.csv"), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "dice" in out and "f1" in out
+    report = json.loads((tmp_path / "s.json").read_text())["volumes"][0]
+    assert report["dice"] == pytest.approx(2 * 18 / (36 + 22))
+    assert report["f1"] == pytest.approx(0.5) and report["dice_tp"] == pytest.approx(1.0)
+    assert (report["tp"], report["fp"], report["fn"]) == (1, 1, 1)
+    assert 0.0 < report["nsd"] < 1.0
+    assert (tmp_path / "s.csv").read_text().splitlines()[0].startswith("prediction,ground truth,dice")
+
+
+def test_evaluate_counts_must_match(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 4, 4), np.uint8))
+    assert main(["evaluate", "--pred", str(tmp_path / "a.tif"), str(tmp_path / "a.tif"),
+                 "--gt", str(tmp_path / "a.tif")]) == 1
+    assert "2 predictions but 1 ground truths" in capsys.readouterr().err
+
+
+def test_info_lists_models_devices_versions(checkpoint, capsys):
+    assert main(["info", "--model", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "models:" in out and "default:" in out and "devices: cpu" in out
+    assert "versions: fveseg 0.1.0" in out and "torch" in out
+    assert str(checkpoint) in out and "micro" in out  # the given checkpoint's config is described
+    assert main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["versions"]["fveseg"] == "0.1.0" and "cpu" in report["devices"]
+
+
+def test_demo_says_default_model_is_missing(tmp_path, monkeypatch, capsys):
+    from fveseg.model import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "default_checkpoint_path", lambda: tmp_path / "none" / "default")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the default model is missing") and "--model" in err
+    assert not (tmp_path / "fveseg-demo.zarr").exists()
+
+
+def test_demo_runs_end_to_end_with_a_given_model(tmp_path, checkpoint, monkeypatch, capsys):
+    import fveseg.synthetic
+    from fveseg.io import read_labels, read_volume
+
+    small = fveseg.synthetic.make_nuclei_volume((8, 32, 32), seed=4)
+    monkeypatch.setattr(fveseg.synthetic, "make_sample_volume", lambda: small)
+    output = tmp_path / "demo.zarr"
+    argv = ["demo", "-o", str(output), "--model", str(checkpoint), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "objects found" in out and "dice" in out and "f1@0.5" in out and "segment" in out
+    assert np.array_equal(np.asarray(read_volume(output).data), small.image)
+    assert read_labels(output, "nuclei")[0].shape == small.image.shape
+    assert main(argv) == 1  # refuses to overwrite
+    assert main(argv + ["--overwrite"]) == 0
