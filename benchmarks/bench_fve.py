@@ -32,9 +32,12 @@ def best_of_interleaved(repeats: int, *runs) -> list[float]:
     return best
 
 
-def encode_all(volume: np.ndarray, order: int, batch_size: int, downsample: str) -> int:
+def encode_all(volume: np.ndarray, order: int, batch_size: int, downsample: str, chw: bool) -> int:
     written = 0
-    for _, batch in encode_volume(volume, order=order, batch_size=batch_size, downsample=downsample):
+    batches = encode_volume(
+        volume, order=order, batch_size=batch_size, downsample=downsample, channels_first=chw
+    )
+    for _, batch in batches:
         written += batch.nbytes
     return written
 
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--downsample", default="mean", choices=("mean", "stride"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--channels-first", action="store_true", help="yield (B, 3, H, W) batches")
     args = parser.parse_args()
 
     volume = np.random.default_rng(0).integers(0, 256, args.shape, dtype=np.uint8)
@@ -55,6 +59,7 @@ def main() -> None:
     source = np.ones(output_bytes, dtype=np.uint8)
     print(
         f"volume {tuple(args.shape)} uint8, batch {args.batch_size}, downsample {args.downsample}, "
+        f"layout {'(B, 3, H, W)' if args.channels_first else '(B, H, W, 3)'}, "
         f"output {output_bytes / 2**20:.1f} MiB per pass, best of {args.repeats}"
     )
     print("| order | encode (s) | copy (s) | ratio copy/encode | encode MB/s | extra memory (MiB) |")
@@ -62,11 +67,13 @@ def main() -> None:
     for order in args.orders:
         encode_s, copy_s = best_of_interleaved(
             args.repeats,
-            lambda o=order: encode_all(volume, o, args.batch_size, args.downsample),
+            lambda o=order: encode_all(volume, o, args.batch_size, args.downsample, args.channels_first),
             lambda: np.copy(source),
         )
         tracemalloc.start()
-        assert encode_all(volume, order, args.batch_size, args.downsample) == output_bytes
+        assert (
+            encode_all(volume, order, args.batch_size, args.downsample, args.channels_first) == output_bytes
+        )
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         print(

@@ -38,8 +38,13 @@ def volume_tif(tmp_path) -> Path:
     from fveseg.synthetic import make_nuclei_volume
 
     path = tmp_path / "vol.tif"
-    tifffile.imwrite(path, make_nuclei_volume((8, 32, 32), seed=1).image)
+    write_zyx(path, make_nuclei_volume((8, 32, 32), seed=1).image)
     return path
+
+
+def write_zyx(path: Path, array: np.ndarray) -> None:
+    """A TIFF whose axes say z, y, x (a few-slice stack is otherwise taken for channels)."""
+    tifffile.imwrite(path, array, metadata={"axes": "ZYX"})
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -160,7 +165,7 @@ def test_segment_into_source_adds_labels_to_the_image_group(tmp_path, checkpoint
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
 def test_encode_writes_d_h_w_3(tmp_path, suffix):
     volume = np.random.default_rng(0).integers(0, 255, (5, 16, 12), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "v.tif", volume)
+    write_zyx(tmp_path / "v.tif", volume)
     output = tmp_path / f"fve{suffix}"
     assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--order", "2", "--quiet"]) == 0
     if suffix == ".tif":
@@ -178,7 +183,7 @@ def test_encode_writes_d_h_w_3(tmp_path, suffix):
 
 def test_encode_slice_range_and_existing_output(tmp_path):
     volume = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
-    tifffile.imwrite(tmp_path / "v.tif", volume)
+    write_zyx(tmp_path / "v.tif", volume)
     output = tmp_path / "fve.tif"
     assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--start", "1", "--stop", "3",
                  "--raw", "--quiet"]) == 0
@@ -195,8 +200,8 @@ def test_evaluate_hand_made_case(tmp_path, capsys):
     pred = np.zeros_like(gt)
     pred[1:3, 1:4, 1:4] = 5  # object 1 found exactly
     pred[0, 0:2, 7:9] = 7  # 4 voxels of false positive; object 2 missed
-    tifffile.imwrite(tmp_path / "gt.tif", gt)
-    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    write_zyx(tmp_path / "gt.tif", gt)
+    write_zyx(tmp_path / "pred.tif", pred)
     assert main(["evaluate", "--pred", str(tmp_path / "pred.tif"), "--gt", str(tmp_path / "gt.tif"),
                  "--csv", str(tmp_path / "s.csv"), "--json", str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out
@@ -210,10 +215,11 @@ def test_evaluate_hand_made_case(tmp_path, capsys):
 
 
 def test_evaluate_counts_must_match(tmp_path, capsys):
-    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 4, 4), np.uint8))
+    write_zyx(tmp_path / "a.tif", np.zeros((2, 4, 4), np.uint8))
     assert main(["evaluate", "--pred", str(tmp_path / "a.tif"), str(tmp_path / "a.tif"),
                  "--gt", str(tmp_path / "a.tif")]) == 1
     assert "2 predictions but 1 ground truths" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(tmp_path / "a.tif"), "--gt", str(tmp_path / "a.tif")]) == 0
 
 
 def test_info_lists_models_devices_versions(checkpoint, capsys):

@@ -70,3 +70,81 @@ def test_blockwise_instances_equal_global_split(client, tmp_path):
     assert result.dtype == np.uint32 and count == expected.max()
     assert same_up_to_renumbering(result, expected)
     assert np.array_equal(np.unique(result), np.arange(result.max() + 1))  # sequential ids
+
+
+# -- the whole pipeline on workers equals one process ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from tests.test_cli import micro_checkpoint
+
+    return micro_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def zarr_volume(tmp_path_factory):
+    from fveseg.io import write_labels_zarr
+    from fveseg.synthetic import make_nuclei_volume
+
+    sample = make_nuclei_volume((16, 32, 32), seed=5)
+    path = tmp_path_factory.mktemp("vol") / "big.ome.zarr"
+    write_labels_zarr(path, sample.labels, "truth", image=sample.image, spacing=sample.spacing)
+    return path
+
+
+def _median_threshold(checkpoint, path) -> float:
+    """A mask threshold that makes the random model's mask non-trivial (about half the voxels)."""
+    from fveseg.distributed import load_segmenter
+    from fveseg.io import read_volume
+
+    result = load_segmenter(str(checkpoint), "cpu", 4).segment(read_volume(path).data, ["nuclei"], axis=0,
+                                                                 exist_threshold=0.0)
+    return float(np.median(np.asarray(result.probabilities, np.float32)))
+
+
+def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, tmp_path):
+    from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
+    from fveseg.distributed import segment_zarr_in_blocks
+    from fveseg.io import read_labels
+
+    options = SegmentOptions(prompts=("nuclei", "cells"), instances=True, checkpoint=str(checkpoint),
+                             device="cpu", batch_size=4, axis=0, exist_threshold=0.0,
+                             mask_threshold=_median_threshold(checkpoint, zarr_volume))
+    single = run_segment_job(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
+    blocks = segment_zarr_in_blocks(client, SegmentJob(zarr_volume, tmp_path / "blocks.zarr", "zarr"), options,
+                                    block_slices=6, instance_margin=16)  # rounded up to 8: two blocks
+    semantic_one = np.asarray(read_labels(tmp_path / "one.zarr", "semantic")[0])
+    semantic_blocks = np.asarray(read_labels(tmp_path / "blocks.zarr", "semantic")[0])
+    assert 0.1 < np.mean(semantic_one > 0) < 0.9  # a non-trivial mask
+    assert np.array_equal(semantic_blocks, semantic_one)
+    for name in ("nuclei", "cells"):
+        one = np.asarray(read_labels(tmp_path / "one.zarr", name)[0])
+        assert same_up_to_renumbering(np.asarray(read_labels(tmp_path / "blocks.zarr", name)[0]), one)
+    assert blocks.objects == single.objects > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # scratch removed
+
+
+def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_path, capsys):
+    from fveseg.cli import main
+    from fveseg.io import read_labels
+    from fveseg.synthetic import make_nuclei_volume
+
+    import tifffile
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for seed in (1, 2, 3):
+        tifffile.imwrite(inputs / f"v{seed}.tif", make_nuclei_volume((8, 32, 32), seed=seed).image,
+                         metadata={"axes": "ZYX"})
+    common = [str(inputs), "--model", str(checkpoint), "--instances", "--batch-size", "4",
+              "--exist-threshold", "0", "--mask-threshold", "0.5", "--quiet"]
+    assert main(["segment", *common, "-o", str(tmp_path / "one")]) == 0
+    address = client.scheduler.address
+    assert main(["segment", *common, "-o", str(tmp_path / "many"), "--scheduler", address]) == 0
+    table = capsys.readouterr().out
+    assert table.count("v1") == 2 and table.count("v3") == 2
+    for seed in (1, 2, 3):
+        one = np.asarray(read_labels(tmp_path / "one" / f"v{seed}.ome.zarr", "nuclei")[0])
+        many = np.asarray(read_labels(tmp_path / "many" / f"v{seed}.ome.zarr", "nuclei")[0])
+        assert np.array_equal(one, many)

@@ -261,6 +261,15 @@ def test_encode_volume_equals_per_slice_encode(spec, k, pad, axis, data):
         assert max(0, first - n) <= read.start and read.stop <= min(size, first + len(b) + n)
 
 
+def test_encode_volume_channels_first_is_a_transpose():
+    v = np.random.default_rng(2).integers(0, 256, (6, 9, 7), dtype=np.uint8)
+    for k in (0, 1, 3):
+        hwc = np.concatenate([b for _, b in encode_volume(v, order=k, batch_size=4)])
+        chw = np.concatenate([b for _, b in encode_volume(v, order=k, batch_size=4, channels_first=True)])
+        assert chw.shape == (6, 3, 9, 7) and np.array_equal(chw, hwc.transpose(0, 3, 1, 2))
+        assert hwc.flags.c_contiguous
+
+
 def test_encode_volume_on_dask():
     da = pytest.importorskip("dask.array")
     v = np.random.default_rng(1).integers(0, 4000, (9, 12, 10), dtype=np.uint16)

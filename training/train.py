@@ -186,6 +186,7 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
         meta = {**metadata_base, "steps": step, "wall_time_s": round(wall, 1), "validation": scores}
         save(model, last_path, meta)
         real = scores["real_f1"] if not math.isnan(scores["real_f1"]) else scores["synthetic_f1"]
+        real = 0.0 if math.isnan(real) else real  # no validation data: the first save is "best"
         if real > best_f1:
             best_f1 = real
             save(model, best_path, meta)

@@ -1,8 +1,7 @@
 """Validation during training: real 2D nuclei images (instance F1) and held-out procedural volumes.
 
-Prediction here runs the in-memory model slice by slice exactly as inference does (normalised volume ->
-FVE at the model's order -> network at native resolution, padded to a multiple of 32 -> existence
-gate), so the trainer can pick its best checkpoint without a save/load round trip.
+Prediction goes through `fveseg.inference.Segmenter` wrapped around the in-memory model, so validation
+sees exactly what users get (normalisation, FVE, tiling, existence gate) without a save/load round trip.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # one grey mean / std on the 0-255 scale (REFERENCE §2), as in fveseg.model.checkpoint.DEFAULT_METADATA
 PIXEL_MEAN = 114.5
@@ -25,78 +23,48 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - PIXEL_MEAN) / PIXEL_STD
 
 
-@torch.no_grad()
-def predict_volume(
-    model,
-    volume: np.ndarray,
-    prompts: list[str],
-    order: int,
-    device: torch.device | str = "cpu",
-    batch_size: int = 8,
-    pad: str = "edge",
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-slice probabilities of a normalised uint8 volume.
+def predict(segmenter, volume: np.ndarray, prompts: list[str], spacing=None, axis: int | str = 0):
+    """Gated mask and edge probabilities (P, D, H, W) float32 and existence (P, N) from a `Segmenter`.
 
-    Parameters
-    ----------
-    model : BiomedParseV
-        Evaluated in eval mode (restored afterwards).
-    volume : ndarray (D, H, W) uint8
-        Already normalised (`fveseg.normalize`), sliced along axis 0.
-    prompts : list of str
-    order : int
-        FVE order.
-
-    Returns
-    -------
-    masks : ndarray (P, D, H, W) float32
-        Mask probability gated by existence (zero on slices where the ISD says absent).
-    edges : ndarray (P, D, H, W) float32
-    existence : ndarray (P, D) float32
+    The mask is zero on slices where the ISD says the target is absent (existence <= 0.5), as in the
+    Segmenter's own semantic output.
     """
-    from fveseg.fve import encode_volume
-
-    was_training = model.training
-    model.eval()
-    device = torch.device(device)
-    text = model.encode_text(prompts)
-    depth, height, width = volume.shape
-    masks = np.zeros((len(prompts), depth, height, width), np.float32)
-    edges = np.zeros_like(masks)
-    exist = np.zeros((len(prompts), depth), np.float32)
-    pad_h, pad_w = (-height) % 32, (-width) % 32
-    generator = torch.Generator(device=device).manual_seed(seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    for first, batch in encode_volume(volume, order=order, axis=0, pad=pad, batch_size=batch_size):
-        images = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(device)
-        images = F.pad(to_model_input(images), (0, pad_w, 0, pad_h), value=-PIXEL_MEAN / PIXEL_STD)
-        with autocast:
-            out = model(images, text, generator=generator)
-        prob = torch.sigmoid(out["mask_logits"].float())[..., :height, :width]
-        edge = torch.sigmoid(out["edge_logits"].float())[..., :height, :width]
-        omega = torch.sigmoid(out["exist_logits"].float())
-        gate = (omega > 0.5).float()[..., None, None]
-        stop = first + images.shape[0]
-        masks[:, first:stop] = (prob * gate).permute(1, 0, 2, 3).cpu().numpy()
-        edges[:, first:stop] = (edge * gate).permute(1, 0, 2, 3).cpu().numpy()
-        exist[:, first:stop] = omega.T.cpu().numpy()
-    model.train(was_training)
-    return masks, edges, exist
+    result = segmenter.segment(volume, prompts, spacing=spacing, axis=axis)
+    gate = result.existence > 0.5  # (P, N) along result.axis
+    shape = [1] * 4
+    shape[0], shape[1 + result.axis] = gate.shape
+    gate = gate.reshape(shape)
+    masks = np.asarray(result.probabilities, dtype=np.float32) * gate
+    edges = np.asarray(result.edges, dtype=np.float32) * gate
+    return masks, edges, result.existence
 
 
-class _null:
-    def __enter__(self):
-        return self
+def model_segmenter(model, order: int, device="cpu"):
+    """A `fveseg.inference.Segmenter` around an in-memory model (eval mode; restore train mode after)."""
+    from fveseg.inference import Segmenter
 
-    def __exit__(self, *exc):
-        return False
+    model.metadata = {**getattr(model, "metadata", {}), "fve": {"order": order, "pad": "edge",
+                                                               "downsample": "mean"},
+                      "normalization": {"mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3}}
+    return Segmenter(model, device=device, batch_size=8)
 
 
 def instances_from(mask: np.ndarray, edges: np.ndarray, spacing=None) -> np.ndarray:
-    """Instance labels from probabilities with the project's edge-based splitting."""
-    from fveseg.instances import split_instances
+    """Instance labels from probabilities with the project's edge-based splitting.
 
+    Machines without cc3d/fastremap (the GPU training box) fall back to the reference recipe in scipy /
+    scikit-image: seeds = mask minus edges, connected components, grown back over the mask by watershed
+    on the edge map.
+    """
+    try:
+        from fveseg.instances import split_instances
+    except ImportError:
+        from scipy import ndimage
+        from skimage.segmentation import watershed
+
+        fg = mask > 0.5
+        seeds, _ = ndimage.label(fg & (edges < 0.5))
+        return watershed(edges, markers=seeds, mask=fg).astype(np.uint32)
     return split_instances(mask > 0.5, edges, spacing=spacing)
 
 
@@ -138,17 +106,20 @@ def validate(model, data: ValidationSet, order: int, device="cpu", prompt: str =
     """Mean instance F1 on the real images; Dice and F1 on the procedural volumes (NaN when absent)."""
     from fveseg.metrics import dice, instance_scores
 
+    was_training = model.training
+    segmenter = model_segmenter(model, order, device)
     real_f1 = []
     for image, labels in data.real:
-        masks, edges, _ = predict_volume(model, image, [prompt], order, device)
+        masks, edges, _ = predict(segmenter, image, [prompt])
         pred = instances_from(masks[0, 0], edges[0, 0])
         real_f1.append(instance_scores(labels[0], pred)["f1"])
     syn_dice, syn_f1 = [], []
     for image, labels, spacing in data.synthetic:
-        masks, edges, _ = predict_volume(model, image, [prompt], order, device)
+        masks, edges, _ = predict(segmenter, image, [prompt], spacing, axis="auto")
         pred = instances_from(masks[0], edges[0], spacing)
         syn_dice.append(dice(labels, masks[0] > 0.5))
         syn_f1.append(instance_scores(labels, pred)["f1"])
+    model.train(was_training)
     nan = float("nan")
     return {
         "real_f1": float(np.mean(real_f1)) if real_f1 else nan,

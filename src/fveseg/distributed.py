@@ -160,7 +160,7 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
     group = zarr.open_group(scratch, mode="r+")
     with dask.config.set(scheduler="sync"):  # reading slabs inside a task: no nested cluster compute
-        volume = io.read_volume(source).data
+        volume = io.read_volume(source, channel=options.channel).data
         for first, semantic, edges in segment_slices(segmenter, volume, options, block.start, block.stop, axis,
                                                      value_range):
             where = _along(axis, first, first + semantic.shape[0])
@@ -183,7 +183,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
 
     start = time.perf_counter()
     stages: dict[str, float] = {}
-    volume = io.read_volume(job.source)
+    volume = io.read_volume(job.source, channel=options.channel)
     data, spacing = volume.data, options.spacing or volume.spacing
     axis = fve.select_view(tuple(data.shape), spacing) if options.axis == "auto" else int(options.axis)
     if axis != 0 and options.instances:

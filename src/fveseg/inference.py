@@ -289,7 +289,8 @@ class Segmenter:
                 with torch.inference_mode():
                     probs, edges, exist = self._predict_batch(images, text, lo, hi, float(scale), generator)
                 existence[:, first:first + len(images)] = exist
-                _put(store["probabilities"], axis, first, probs.astype(np.float16), 1)
+                probs = probs.astype(np.float16)  # labels from the stored values: rethreshold agrees
+                _put(store["probabilities"], axis, first, probs, 1)
                 _put(store["edges"], axis, first, edges.astype(np.float16), 1)
                 labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
                 _put(store["semantic"], axis, first, labels, 0)

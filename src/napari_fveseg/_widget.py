@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import napari
 
 AXES = {"auto": "auto", "z (axial)": 0, "y": 1, "x": 2}
+_SEGMENTERS: dict[tuple, Any] = {}  # (checkpoint, device, file time) -> loaded Segmenter
 OUTPUTS = ("per prompt", "semantic")
 
 
@@ -50,8 +51,6 @@ class SegmentationWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
-        self._segmenter: Any = None
-        self._segmenter_key: tuple | None = None
         self._cancel = threading.Event()
         self.worker: Any = None
         self.result: Any = None  # the last SegmentationResult, for re-thresholding
@@ -217,7 +216,7 @@ class SegmentationWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first batch reports
-        self.status.setText("Loading the model…" if self._segmenter is None else "Segmenting…")
+        self.status.setText("Segmenting…" if _SEGMENTERS else "Loading the model…")
         self._start(self._segment_steps, data, prompts, spacing, AXES[self.axis_box.currentText()],
                     checkpoint, self.device_box.currentText(), self.thresholds(), self._run_context["place"])
 
@@ -265,14 +264,16 @@ class SegmentationWidget(QWidget):
         thread.join()
         return outcome
 
-    def _get_segmenter(self, checkpoint: str | None, device: str) -> Any:
+    @staticmethod
+    def _get_segmenter(checkpoint: str | None, device: str) -> Any:
+        """The loaded Segmenter, reused across runs and widgets while checkpoint, file and device match."""
         from fveseg.inference import Segmenter
 
-        key = (checkpoint, device)
-        if self._segmenter is None or self._segmenter_key != key:
-            self._segmenter = Segmenter(checkpoint, device=device)
-            self._segmenter_key = key
-        return self._segmenter
+        key = (checkpoint, device, _modified_time(checkpoint))
+        if key not in _SEGMENTERS:
+            _SEGMENTERS.clear()  # keep one model in memory
+            _SEGMENTERS[key] = Segmenter(checkpoint, device=device)
+        return _SEGMENTERS[key]
 
     def _on_progress(self, update: tuple[int, int]) -> None:
         done, total = update
@@ -394,6 +395,17 @@ def _probability_box(tooltip: str) -> QDoubleSpinBox:
     box.setDecimals(2)
     box.setToolTip(tooltip)
     return box
+
+
+def _modified_time(checkpoint: str | None) -> float | None:
+    if checkpoint is None:
+        return None
+    from fveseg.model.checkpoint import checkpoint_paths
+
+    try:
+        return checkpoint_paths(checkpoint)[1].stat().st_mtime
+    except Exception:  # missing or ambiguous: Segmenter reports it with the fix
+        return None
 
 
 def _checkpoint_exists(checkpoint: str) -> bool:

@@ -40,8 +40,8 @@ def is_volume_path(path: Path) -> bool:
     return full_suffix(path) in VOLUME_SUFFIXES
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Files, folders (their volume files) and glob patterns → a sorted, de-duplicated list of paths.
+def expand_inputs(patterns: Sequence[str], unique: bool = True) -> list[Path]:
+    """Files, folders (their volume files) and glob patterns → a list of paths (de-duplicated if `unique`).
 
     Raises `InputError` naming the first pattern that matches nothing.
     """
@@ -65,8 +65,8 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
             found.extend(matches)
         else:
             raise InputError(f"input {path} does not exist (fix: check the path and spelling)")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    resolved = [p.resolve() for p in found]
+    return list(dict.fromkeys(resolved)) if unique else resolved
 
 
 def output_format(output: Path | None, requested: str | None, default: str = "zarr") -> str:

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="volume file (TIFF, OME-Zarr, npz, NIfTI)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .tif or .zarr")
     parser.add_argument("--format", choices=("zarr", "tiff"), help="output format (default: from -o)")
+    parser.add_argument("--channel", help="channel index or name of multi-channel inputs")
     parser.add_argument("--order", type=int, default=1, help="FVE order k (0: focal slice only)")
     parser.add_argument("--axis", choices=("auto", "0", "1", "2"), default="0",
                         help="axis to slice along (auto: the paper's view rule)")
@@ -44,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.order < 0:
         raise InputError(f"--order must be >= 0, got {args.order} (fix: use 1, 2, 3, ...)")
-    volume = io.read_volume(args.input)
+    from fveseg.cli.segment import _channel
+
+    volume = io.read_volume(args.input, channel=_channel(args.channel))
     data = volume.data
     axis = fve.select_view(data.shape, volume.spacing) if args.axis == "auto" else int(args.axis)
     if not args.raw:

@@ -62,7 +62,7 @@ def _get(scores, key: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    preds, gts = expand_inputs(args.pred), expand_inputs(args.gt)
+    preds, gts = expand_inputs(args.pred, unique=False), expand_inputs(args.gt, unique=False)
     if len(preds) != len(gts):
         raise InputError(f"{len(preds)} predictions but {len(gts)} ground truths "
                          "(fix: give one ground truth per prediction, in the same order)")

@@ -34,6 +34,7 @@ class SegmentOptions:
     axis: str | int = "auto"
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True
+    channel: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def run_segment_job(
     start = time.perf_counter()
     if job.into_source and job.fmt != "zarr":
         raise InputError("--into-source writes into an OME-Zarr image group (fix: drop --format tiff)")
-    volume = io.read_volume(job.source)
+    volume = io.read_volume(job.source, channel=options.channel)
     if job.into_source and not Path(job.source).name.lower().endswith(".zarr"):
         raise InputError(f"--into-source needs an OME-Zarr input, {job.source.name} is not one "
                          "(fix: drop --into-source or convert the input to OME-Zarr)")

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--into-source", action="store_true",
                         help="write labels into the input OME-Zarr's own image group")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--channel", help="channel index or name of multi-channel inputs")
     parser.add_argument("--no-image", action="store_true", help="new OME-Zarr groups hold labels only")
     group = parser.add_argument_group("instances")
     group.add_argument("--instances", action="store_true", help="split each prompt's mask into instances")
@@ -65,6 +66,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _channel(text: str | None) -> int | str | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -79,6 +84,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         batch_size=args.batch_size, order=args.order, mask_threshold=args.mask_threshold,
         exist_threshold=args.exist_threshold, axis=args.axis if args.axis == "auto" else int(args.axis),
         spacing=parse_spacing(args.scale), with_image=not args.no_image,
+        channel=_channel(args.channel),
     )
 
 

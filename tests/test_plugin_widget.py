@@ -1,0 +1,189 @@
+"""Segmentation dock widget, end to end with a tiny randomly initialised checkpoint (until a model ships)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+torch = pytest.importorskip("torch")
+
+from napari_fveseg._settings import load_settings  # noqa: E402
+from napari_fveseg._widget import SegmentationWidget  # noqa: E402
+
+RUN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(tmp_path_factory):
+    """A ~0.1M-parameter BiomedParse-V with 128-pixel input (no tiling on the 128×128 sample)."""
+    from fveseg.model import ModelConfig, build_model
+    from fveseg.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = ModelConfig(name="micro", embed_dim=8, depths=(1, 1, 1, 1), drop_path_rate=0.0, conv_dim=16,
+                         mask_dim=16, encoder_ffn_dim=32, hidden_dim=16, decoder_layers=3, nheads=2,
+                         ffn_dim=32, num_seg_queries=2, num_edge_queries=1, input_size=128)
+    path = tmp_path_factory.mktemp("model") / "micro"
+    save_checkpoint(build_model(config), path, {})
+    return str(path)
+
+
+@pytest.fixture
+def widget_on_sample(make_napari_viewer, micro_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-fveseg", "nuclei")
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.layer_box.setCurrentText("synthetic nuclei")
+    widget.prompts_edit.setPlainText("nuclei")
+    widget.checkpoint_edit.setText(micro_checkpoint)
+    widget.device_box.setCurrentText("cpu")
+    widget.split_check.setChecked(True)
+    widget.exist_box.setValue(0.0)  # a random model is unsure everywhere: keep every slice
+    return viewer, widget
+
+
+def _notifications():
+    """Messages napari shows as notifications during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    return seen
+
+
+def _wait_idle(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
+
+
+def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
+        widget_on_sample, qtbot, monkeypatch):
+    from qtpy.QtCore import QTimer
+
+    from fveseg.inference import Segmenter
+
+    viewer, widget = widget_on_sample
+    calls = []
+    original = Segmenter.segment
+    monkeypatch.setattr(Segmenter, "segment", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    widget.run_button.click()
+    assert widget.worker is not None  # the run is in a worker thread: click returned at once
+    _wait_idle(qtbot, widget)
+    timer.stop()
+
+    assert len(ticks) > 20  # the Qt event loop kept running timers during the run
+    image = viewer.layers["synthetic nuclei"]
+    semantic, instances = viewer.layers["nuclei"], viewer.layers["nuclei instances"]
+    for layer in (semantic, instances):
+        assert layer.data.shape == (32, 128, 128)
+        assert tuple(layer.scale) == tuple(image.scale) == (1.0, 0.5, 0.5)
+        assert tuple(layer.translate) == tuple(image.translate)
+    assert set(np.unique(semantic.data)) <= {0, 1}
+    assert len(semantic.metadata["existence"]["nuclei"]) == 32
+    assert widget.existence_plot.existence == semantic.metadata["existence"]
+    assert widget.progress.value() == widget.progress.maximum() == 32
+    # the instances cover exactly the semantic foreground, each id a nucleus of "nuclei"
+    np.testing.assert_array_equal(instances.data > 0, semantic.data > 0)
+    assert instances.metadata["class_name"] == "nuclei"
+    assert load_settings().checkpoint == widget.checkpoint_edit.text()  # remembered for next time
+
+    # Re-thresholding: layers follow the cached probabilities, the network is not run again.
+    result = widget.result
+    widget.mask_box.setValue(0.0)
+    qtbot.waitUntil(lambda: not widget._retune_timer.isActive() and widget.worker is None, timeout=30_000)
+    expected = result.rethreshold(mask_threshold=0.0, exist_threshold=0.0) == 1
+    qtbot.waitUntil(lambda: np.array_equal(viewer.layers["nuclei"].data, expected), timeout=30_000)
+    widget.exist_box.setValue(1.0)  # no slice can exceed probability 1: everything goes
+    qtbot.waitUntil(lambda: viewer.layers["nuclei"].data.max() == 0, timeout=30_000)
+    assert viewer.layers["nuclei instances"].data.max() == 0
+    widget.output_box.setCurrentText("semantic")
+    qtbot.waitUntil(lambda: "fveseg classes" in viewer.layers and "nuclei" not in viewer.layers,
+                    timeout=30_000)
+    assert viewer.layers["fveseg classes"].metadata["class_names"] == {1: "nuclei"}
+    assert len(calls) == 1
+
+    # the canvas shows something (not a blank frame)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.reshape(-1, shot.shape[-1]).std(axis=0).max() > 0
+
+
+def test_cancel_stops_within_one_batch_and_leaves_viewer_unchanged(widget_on_sample, qtbot, monkeypatch):
+    from fveseg.inference import Segmenter
+
+    viewer, widget = widget_on_sample
+    release = threading.Event()
+    batches = []
+    original = Segmenter._predict_batch
+
+    def held_batch(self, *args, **kwargs):
+        batches.append(1)
+        release.wait(timeout=60)  # hold the first batch until the test has pressed Cancel
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "_predict_batch", held_batch)
+    before = [(layer.name, layer.data) for layer in viewer.layers]
+    seen = _notifications()
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: len(batches) == 1, timeout=RUN_TIMEOUT_MS)
+    widget.cancel_button.click()
+    release.set()
+    _wait_idle(qtbot, widget)
+
+    assert len(batches) == 1  # stopped before the second batch
+    assert [(layer.name, layer.data) for layer in viewer.layers] == before
+    assert widget.result is None
+    assert "Cancelled" in widget.status.text()
+    assert any("cancelled" in message for message in seen)
+    assert widget.run_button.isEnabled()
+
+
+def test_errors_are_notifications_with_the_fix(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget = SegmentationWidget(viewer)
+    seen = _notifications()
+    widget.run()
+    assert "No image layer" in seen[-1] and "File › Open" in seen[-1]
+
+    viewer.add_image(np.zeros((2, 8, 8), dtype=np.uint8), name="img")
+    widget.layer_box.setCurrentText("img")
+    widget.prompts_edit.setPlainText("  \n ")
+    widget.run()
+    assert "No prompt" in seen[-1]
+
+    widget.prompts_edit.setPlainText("nuclei")
+    widget.checkpoint_edit.setText(str(tmp_path / "missing.json"))
+    widget.run()
+    assert "not found" in seen[-1] and "Browse" in seen[-1]
+
+    broken = tmp_path / "broken"
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "broken.safetensors").write_bytes(b"\0" * 8)
+    widget.checkpoint_edit.setText(str(broken))
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.result is None and len(viewer.layers) == 1
+    assert "broken.json" in seen[-1]
+
+
+def test_settings_are_remembered_between_sessions(make_napari_viewer):
+    viewer = make_napari_viewer()
+    first = SegmentationWidget(viewer)
+    first.prompts_edit.setPlainText("nuclei\ncell membranes")
+    first.mask_box.setValue(0.3)
+    first.split_check.setChecked(False)
+    first.output_box.setCurrentText("semantic")
+    from napari_fveseg._settings import save_settings
+
+    save_settings(first.settings())
+    second = SegmentationWidget(viewer)
+    assert second.prompts() == ["nuclei", "cell membranes"]
+    assert second.mask_box.value() == pytest.approx(0.3)
+    assert not second.split_check.isChecked()
+    assert second.output_box.currentText() == "semantic"

@@ -1,0 +1,219 @@
+"""Training package: targets, prompt sampling, loss, a few real optimisation steps, the GPU import path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.augment import AugmentConfig, edge_target, random_crop_scale
+from training.data import LabelledVolume, SampleConfig, load_volume_file, make_sample
+from training.losses import segmentation_loss
+from training.prompts import (
+    HELDOUT_NEGATIVES,
+    HELDOUT_PARAPHRASES,
+    TRAIN_NEGATIVES,
+    all_prompts,
+    sample_prompts,
+    training_prompts,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_AUG = AugmentConfig(scale=(1.0, 1.0), flip=False, rot90=False, blur_p=0, contrast_p=0, gamma_p=0,
+                       noise_p=0, swap_context_p=0)
+
+
+def _touching_pair() -> np.ndarray:
+    labels = np.zeros((8, 10), np.uint32)
+    labels[2:6, 1:5] = 1
+    labels[2:6, 5:9] = 2  # touches object 1 along columns 4 | 5
+    return labels
+
+
+def test_edge_target_marks_interface_between_touching_instances():
+    edges = edge_target(_touching_pair())
+    assert edges[3, 4] and edges[3, 5]  # both sides of the contact
+    assert edges[2, 2] and edges[1, 2]  # outer border, inside and outside
+    assert not edges[3, 2] and not edges[3, 7]  # interiors
+    # a binary mask of the same pixels has no interface: the instances are what make it an edge
+    assert not edge_target((_touching_pair() > 0).astype(np.uint8))[3, 4]
+
+
+def test_training_prompts_exclude_heldout_and_sampling_adds_negatives():
+    train = set(training_prompts())
+    held = {p for group in HELDOUT_PARAPHRASES.values() for p in group} | set(HELDOUT_NEGATIVES)
+    assert not train & held
+    assert held <= set(all_prompts())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pairs = sample_prompts(["nuclei"], rng, n_prompts=4)
+        assert len(pairs) == 4
+        assert sum(c is None for _, c in pairs) == 3
+        assert all(p in TRAIN_NEGATIVES for p, c in pairs if c is None)
+
+
+def _volume() -> LabelledVolume:
+    rng = np.random.default_rng(1)
+    labels = np.zeros((5, 64, 64), np.uint16)
+    labels[:, 10:30, 10:30] = 1
+    labels[:, 30:50, 20:40] = 2
+    image = (labels > 0) * 200.0 + rng.normal(20, 5, labels.shape)
+    return LabelledVolume(image.astype(np.float32), {"nuclei": labels}, (1.0, 0.5, 0.5), "toy")
+
+
+def test_make_sample_targets_negatives_empty_and_positive_matches_labels():
+    volume = _volume()
+    vocab = {p: i for i, p in enumerate(training_prompts())}
+    config = SampleConfig(order=1, size=64, n_prompts=4, augment=NO_AUG)
+    sample = make_sample(volume, np.random.default_rng(0), config, vocab, focal=2)
+    assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == np.uint8
+    names = {i: p for p, i in vocab.items()}
+    prompts = [names[int(i)] for i in sample["prompt_ids"]]
+    for j, prompt in enumerate(prompts):
+        if prompt in TRAIN_NEGATIVES:
+            assert sample["exists"][j] == 0 and sample["masks"][j].sum() == 0 and sample["edges"][j].sum() == 0
+        else:
+            assert sample["exists"][j] == 1
+            np.testing.assert_array_equal(sample["masks"][j], volume.classes["nuclei"][2] > 0)
+            np.testing.assert_array_equal(sample["edges"][j], edge_target(volume.classes["nuclei"][2]))
+    assert sum(p in TRAIN_NEGATIVES for p in prompts) == 3
+    # focal slice is channel 0; with no augmentation it equals the normalised slice
+    np.testing.assert_array_equal(sample["image"][0], volume.normalized_image()[2])
+
+
+def test_random_crop_scale_keeps_image_and_labels_aligned():
+    rng = np.random.default_rng(3)
+    labels = np.zeros((1, 40, 50), np.int64)
+    labels[0, 5:25, 10:30] = 7
+    slab = (labels > 0).astype(np.float32) * 255
+    for _ in range(5):
+        img, lab = random_crop_scale(slab, labels, 32, rng, scale=(0.5, 2.0))
+        assert img.shape == (1, 32, 32) and lab.shape == (1, 32, 32)
+        inside = lab[0] > 0
+        if inside.any():  # label pixels sit on bright image pixels (bilinear edges aside)
+            assert img[0][inside].mean() > 150
+
+
+def test_loads_shared_and_challenge_npz(tmp_path):
+    image = np.arange(2 * 6 * 6, dtype=np.uint16).reshape(2, 6, 6)
+    labels = np.zeros_like(image)
+    labels[:, 1:3, 1:3] = 1
+    labels[:, 3:5, 3:5] = 2
+    shared = tmp_path / "shared.npz"
+    np.savez(shared, image=image, labels=labels, spacing_zyx=np.array([2.0, 1.0, 1.0]),
+             class_names=json.dumps({"instances": "nuclei"}))
+    vol = load_volume_file(shared)
+    assert list(vol.classes) == ["nuclei"] and vol.spacing == (2.0, 1.0, 1.0)
+    np.savez(tmp_path / "plain2d.npz", image=image[0], labels=labels[0])
+    assert load_volume_file(tmp_path / "plain2d.npz").image.shape == (1, 6, 6)
+    challenge = tmp_path / "challenge.npz"
+    np.savez(challenge, imgs=image.astype(np.uint8), gts=labels, spacing=np.array([2.0, 1.0, 1.0]),
+             text_prompts=np.array({"1": "liver", "2": "kidney", "instance_label": 0}, dtype=object))
+    vol = load_volume_file(challenge)
+    assert sorted(vol.classes) == ["kidney", "liver"]
+    assert vol.classes["kidney"].sum() == 8 and set(np.unique(vol.classes["liver"])) == {0, 1}
+
+
+def test_loss_ignores_masks_of_negative_pairs():
+    torch.manual_seed(0)
+    out = {"mask_logits": torch.randn(2, 3, 8, 8), "edge_logits": torch.randn(2, 3, 8, 8),
+           "exist_logits": torch.randn(2, 3)}
+    masks = (torch.rand(2, 3, 8, 8) > 0.5).float()
+    exists = torch.tensor([[1.0, 0, 0], [0, 1, 0]])
+    loss, _ = segmentation_loss(out, masks, masks, exists)
+    # changing the mask prediction of a negative pair must not change the loss
+    out2 = {k: v.clone() for k, v in out.items()}
+    out2["mask_logits"][0, 1] += 5
+    loss2, _ = segmentation_loss(out2, masks, masks, exists)
+    assert torch.isclose(loss, loss2)
+    out2["mask_logits"][0, 0] += 5
+    assert not torch.isclose(loss, segmentation_loss(out2, masks, masks, exists)[0])
+
+
+def _table_tokens(prompts):
+    from fveseg.model.text_encoder import PrecomputedTextEncoder
+
+    encoder = PrecomputedTextEncoder.from_file(ROOT / "training" / "prompt_embeddings.safetensors")
+    return encoder, encoder.encode(prompts)
+
+
+def test_few_steps_reduce_loss_on_fixed_batch():
+    from fveseg.model import build_model
+    from fveseg.model.text_encoder import TextTokens
+
+    torch.manual_seed(0)
+    volume = _volume()
+    vocab = {p: i for i, p in enumerate(training_prompts())}
+    config = SampleConfig(order=1, size=64, n_prompts=2, augment=NO_AUG)
+    rng = np.random.default_rng(0)
+    samples = [make_sample(volume, rng, config, vocab, focal=i) for i in (1, 3)]
+    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+    model = build_model("tiny").train()
+    encoder, table = _table_tokens(list(vocab))
+    model.set_text_encoder(encoder)
+    ids = batch["prompt_ids"]
+    text = TextTokens(table.tokens[ids], table.mask[ids])
+    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    images = (batch["image"].float() - 114.5) / 57.6
+    losses = []
+    for _ in range(12):
+        out = model(images, text, generator=torch.Generator().manual_seed(0))
+        loss, _ = segmentation_loss(out, batch["masks"], batch["edges"], batch["exists"])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_train_end_to_end_writes_loadable_checkpoint(tmp_path):
+    from fveseg.model.checkpoint import load_checkpoint
+    from training.config import load_config
+    from training.train import train
+
+    config = load_config(None, steps=2, batch_size=2, num_workers=0, input_size=64, warmup_steps=1,
+                         val_synthetic=0, log_every=1, synthetic={"size": 64, "depth": [4, 6]},
+                         real_fraction=0.5)
+    summary = train(config, None, tmp_path, device="cpu", volumes=[_volume()], quiet=True)
+    assert summary["steps"] == 2
+    model = load_checkpoint(tmp_path / "best")
+    assert model.metadata["fve"]["order"] == 1
+    assert "nuclei" in model.metadata["prompts"] and "mitochondria" not in model.metadata["prompts"]
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and len(log) >= 3
+
+
+def test_precomputed_table_matches_live_minilm():
+    pytest.importorskip("transformers")
+    from fveseg.model.text_encoder import MiniLMTextEncoder
+
+    prompts = ["nuclei", "DAPI-stained nuclei", "nuclear stain", "mitochondria", "puncta"]
+    encoder, table = _table_tokens(prompts)
+    assert set(p.lower() for p in all_prompts()) <= set(encoder.prompts)
+    live = MiniLMTextEncoder().encode(prompts)
+    assert torch.equal(live.mask, table.mask)
+    torch.testing.assert_close(live.tokens, table.tokens, rtol=0, atol=1e-6)
+
+
+def test_gpu_import_path_needs_no_zarr_dask_napari_transformers():
+    code = (
+        "import sys\n"
+        "for name in ('zarr', 'dask', 'napari', 'transformers', 'ome_zarr', 'distributed', 'nibabel'):\n"
+        "    sys.modules[name] = None\n"
+        "import training.train, training.evaluate, training.finetune, training.dataset\n"
+        "from training.config import load_config\n"
+        "load_config('training/configs/tiny-gpu.json')\n"
+        "from fveseg.model import build_model\n"
+        "build_model('tiny')\n"
+        "print('ok')\n"
+    )
+    env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
