@@ -11,7 +11,10 @@ along z, with a noisy edge map; F1 at IoU 0.5 and Dice on true positives for bot
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -21,7 +24,7 @@ from fveseg.instances import split_instances
 from fveseg.metrics import dice, instance_scores
 
 
-def touching_ellipsoids(shape, n_objects, radii_um, spacing, seed=0, squeeze=1.0):
+def touching_ellipsoids(shape, n_objects, radii_um, spacing, seed=0):
     """Labels (uint32) of random ellipsoids; overlaps go to the nearer centre (so objects touch)."""
     rng = np.random.default_rng(seed)
     labels = np.zeros(shape, np.uint32)
@@ -29,7 +32,7 @@ def touching_ellipsoids(shape, n_objects, radii_um, spacing, seed=0, squeeze=1.0
     extent = np.array(shape) * np.array(spacing)
     centres = rng.uniform(0, 1, (n_objects, 3)) * extent
     for index, centre in enumerate(centres, start=1):
-        radius = np.asarray(radii_um) * rng.uniform(0.75, 1.25, 3) * squeeze
+        radius = np.asarray(radii_um) * rng.uniform(0.75, 1.25, 3)
         lo = np.maximum(np.floor((centre - radius) / spacing), 0).astype(int)
         hi = np.minimum(np.ceil((centre + radius) / spacing) + 1, shape).astype(int)
         if np.any(hi <= lo):
@@ -53,33 +56,43 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def best_of(function, repeats):
+def speed_volume():
+    spacing = (1.0, 0.5, 0.5)
+    labels = touching_ellipsoids((64, 512, 512), 500, (5.0, 7.0, 7.0), spacing, seed=1)
+    return labels, labels > 0, slice_gradient(labels).astype(np.float32), spacing
+
+
+def run_one(method, repeats):
+    """Child process: time one method; its own peak RSS (inputs included) goes to stdout as JSON."""
+    labels, mask, edges, spacing = speed_volume()
+    inputs_rss = peak_rss_mib()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = function()
+        out = split_instances(mask, edges, spacing, method=method)
         times.append(time.perf_counter() - start)
-    return min(times), result
+    r = instance_scores(labels, out)
+    print(json.dumps(dict(method=method, seconds=min(times), all_seconds=times, inputs_rss=inputs_rss,
+                          peak_rss=peak_rss_mib(), objects=int(out.max()), truth=len(np.unique(labels)) - 1,
+                          unlabelled=int((mask & (out == 0)).sum()), f1=r["f1"], dsc_tp=r["dsc_tp"])))
 
 
 def speed(repeats):
-    spacing = (1.0, 0.5, 0.5)
-    labels = touching_ellipsoids((64, 512, 512), 500, (5.0, 7.0, 7.0), spacing, seed=1)
-    mask = labels > 0
-    edges = slice_gradient(labels).astype(np.float32)
-    print(f"volume {labels.shape}, objects {len(np.unique(labels)) - 1}, mask fraction {mask.mean():.3f}")
     rows = []
-    for method in ("reference", "watershed"):
-        seconds, out = best_of(lambda m=method: split_instances(mask, edges, spacing, method=m), repeats)
-        unlabelled = int((mask & (out == 0)).sum())
-        r = instance_scores(labels, out)
-        rows.append((method, seconds, peak_rss_mib(), int(out.max()), unlabelled, r["f1"]))
-    print("| method | best of %d (s) | peak RSS after (MiB) | objects | unlabelled mask voxels | F1@0.5 |"
-          % repeats)
-    print("|---|---|---|---|---|---|")
-    for method, seconds, rss, count, unlabelled, f1 in rows:
-        print(f"| {method} | {seconds:.2f} | {rss:.0f} | {count} | {unlabelled} | {f1:.3f} |")
-    print(f"speed-up watershed vs reference: {rows[0][1] / rows[1][1]:.1f}x")
+    for method in ("reference", "watershed"):  # one process each, so peak RSS is each method's own
+        child = subprocess.run([sys.executable, __file__, "--child", method, "--repeats", str(repeats)],
+                               capture_output=True, text=True, check=True)
+        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    print(f"volume (64, 512, 512), {rows[0]['truth']} ellipsoids, spacing (1.0, 0.5, 0.5)")
+    print(f"| method | best of {repeats} (s) | all runs (s) | peak RSS (MiB; inputs alone) | objects | "
+          "unlabelled mask voxels | F1@0.5 | Dice-TP |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        runs = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
+        rss = f"{r['peak_rss']:.0f} ({r['inputs_rss']:.0f})"
+        print(f"| {r['method']} | {r['seconds']:.2f} | {runs} | {rss} | "
+              f"{r['objects']} | {r['unlabelled']} | {r['f1']:.3f} | {r['dsc_tp']:.3f} |")
+    print(f"speed-up watershed vs reference: {rows[0]['seconds'] / rows[1]['seconds']:.1f}x")
 
 
 def anisotropic_case(seed=0):
@@ -103,16 +116,31 @@ def anisotropic_case(seed=0):
     return truth, probability, edges, spacing
 
 
+ACCURACY_SETTINGS = {
+    "reference": dict(method="reference"),
+    "reference, min_size 3 µm³": dict(method="reference", min_size=3.0),
+    "watershed": dict(),
+    "watershed, min_size 3 µm³": dict(min_size=3.0),
+    "watershed, min_size 3 µm³, split_necks=None": dict(min_size=3.0, split_necks=None),
+}
+
+
 def accuracy():
     print("| case | method | objects | Dice | F1@0.5 | Dice-TP | tp | fp | fn |")
     print("|---|---|---|---|---|---|---|---|---|")
+    totals = {}
     for seed in (0, 1, 2):
         truth, probability, edges, spacing = anisotropic_case(seed)
-        for method in ("reference", "watershed"):
-            out = split_instances(probability, edges, spacing, method=method)
+        for name, options in ACCURACY_SETTINGS.items():
+            out = split_instances(probability, edges, spacing, **options)
             r = instance_scores(truth, out)
-            print(f"| anisotropic seed {seed} | {method} | {out.max()} | {dice(truth, out):.3f} | "
+            totals.setdefault(name, []).append((r["f1"], r["dsc_tp"]))
+            print(f"| anisotropic seed {seed} | {name} | {out.max()} | {dice(truth, out):.3f} | "
                   f"{r['f1']:.3f} | {r['dsc_tp']:.3f} | {r['tp']} | {r['fp']} | {r['fn']} |")
+    print("\n| method | mean F1@0.5 | mean Dice-TP |\n|---|---|---|")
+    for name, values in totals.items():
+        f1, dsc = np.mean(values, axis=0)
+        print(f"| {name} | {f1:.3f} | {dsc:.3f} |")
 
 
 if __name__ == "__main__":
@@ -120,7 +148,11 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--child", choices=["reference", "watershed"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        run_one(args.child, args.repeats)
+        sys.exit()
     if not args.skip_accuracy:
         accuracy()
     if not args.skip_speed:

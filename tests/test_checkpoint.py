@@ -11,9 +11,21 @@ from fveseg.errors import CheckpointError
 from fveseg.model import CONFIGS, TextTokens, build_model
 from fveseg.model import checkpoint as ckpt
 
-MICRO = dataclasses.replace(CONFIGS["tiny"], name="micro", embed_dim=8, depths=(1, 1, 1, 1), conv_dim=16,
-                            mask_dim=16, hidden_dim=32, decoder_layers=2, nheads=2, ffn_dim=32,
-                            num_seg_queries=2, num_edge_queries=1, input_size=64)
+MICRO = dataclasses.replace(
+    CONFIGS["tiny"],
+    name="micro",
+    embed_dim=8,
+    depths=(1, 1, 1, 1),
+    conv_dim=16,
+    mask_dim=16,
+    hidden_dim=32,
+    decoder_layers=2,
+    nheads=2,
+    ffn_dim=32,
+    num_seg_queries=2,
+    num_edge_queries=1,
+    input_size=64,
+)
 
 
 @pytest.fixture
@@ -90,7 +102,9 @@ def _rewrite(path, config_change=None, drop=None):
 def test_mismatched_shapes_are_listed(saved):
     _, path = saved
     _rewrite(path, {"hidden_dim": 48})
-    with pytest.raises(CheckpointError, match=r"mis-shaped keys .*decoder\.cls_head\.weight \(1, 32\) vs \(1, 48\).*in all"):
+    with pytest.raises(
+        CheckpointError, match=r"mis-shaped keys .*decoder\.cls_head\.weight \(1, 32\) vs \(1, 48\).*in all"
+    ):
         ckpt.load_checkpoint(path)
 
 

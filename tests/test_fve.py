@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fveseg import fve
 from fveseg.errors import InputError
 from fveseg.fve import (
     allocation_map,
@@ -316,3 +317,37 @@ def test_theorem1_patch_embedding_is_adaptive_3d_convolution(k, patches_y, patch
     patches = neighbours.reshape(2 * n + 1, patches_y, p, patches_x, p)
     convolved = np.einsum("mzuv,zIuJv->mIJ", kernel, patches)
     np.testing.assert_allclose(embedded, convolved, rtol=1e-9, atol=1e-9)
+
+
+# ---- fast paths: cache blocks and chunked uint8 halving must not change a bit -----------------------
+
+
+@pytest.mark.parametrize("block_bytes", [1, 100, 2000])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_blocked_writes_match_literal_algorithm(monkeypatch, block_bytes, channels_first):
+    # tiny blocks force row bands inside one slice (and one slice per block); sizes are odd on purpose
+    monkeypatch.setattr(fve, "_BLOCK_BYTES", block_bytes)
+    v = random_volume(np.random.default_rng(block_bytes), (7, 21, 13), np.uint8)
+    for k in (1, 2, 3, 4):
+        for pad in ("edge", "reflect"):
+            batches = encode_volume(v, order=k, pad=pad, batch_size=3, channels_first=channels_first)
+            got = np.concatenate([b for _, b in batches])
+            if channels_first:
+                got = got.transpose(0, 2, 3, 1)
+            expected = np.stack([ref_encode(v, i, k, pad, "mean") for i in range(7)])
+            assert np.array_equal(got, expected), (k, pad)
+
+
+@pytest.mark.parametrize("chunk_pixels", [1, 50, 1 << 18])
+def test_uint8_halving_in_chunks_is_exact(monkeypatch, chunk_pixels):
+    monkeypatch.setattr(fve, "_CHUNK_PIXELS", chunk_pixels)
+    rng = np.random.default_rng(chunk_pixels)
+    # every 2x2 sum 0 .. 1020 (all rounding cases, the 255 extreme included), plus random blocks
+    sums = np.arange(1021)
+    quarters = np.stack([np.minimum(sums - 255 * j, 255).clip(0) for j in range(4)], -1)
+    blocks = np.concatenate([quarters, rng.integers(0, 256, (1027, 4))]).astype(np.uint8)  # 2048 blocks
+    stack = blocks.reshape(4, 16, 32, 2, 2).transpose(0, 1, 3, 2, 4).reshape(4, 32, 64)
+    expected = np.round(blocks.astype(np.float64).mean(-1)).astype(np.uint8).reshape(4, 16, 32)
+    assert np.array_equal(fve._halve(stack, "mean"), expected)
+    odd = stack[:, :31, :63]  # odd sizes: edge-padded, then the same fast path
+    assert np.array_equal(fve._halve(odd, "mean"), np.stack([ref_halve(s, "mean") for s in odd]))

@@ -17,9 +17,20 @@ from fveseg.model import (
 )
 from fveseg.model.decoder import boltzmann_attention_mask, threshold_attention_mask
 
-MICRO = dataclasses.replace(CONFIGS["tiny"], name="micro", embed_dim=8, conv_dim=16, mask_dim=16, hidden_dim=32,
-                            decoder_layers=3, nheads=2, ffn_dim=32, num_seg_queries=3, num_edge_queries=2,
-                            input_size=64)
+MICRO = dataclasses.replace(
+    CONFIGS["tiny"],
+    name="micro",
+    embed_dim=8,
+    conv_dim=16,
+    mask_dim=16,
+    hidden_dim=32,
+    decoder_layers=3,
+    nheads=2,
+    ffn_dim=32,
+    num_seg_queries=3,
+    num_edge_queries=2,
+    input_size=64,
+)
 
 
 def tokens(p, length=5, dim=384, seed=0):
@@ -58,7 +69,9 @@ def test_per_image_prompts_equal_shared_pairing(model):
     per_image = TextTokens(table.tokens[torch.tensor([[2], [0]])], table.mask[torch.tensor([[2], [0]])])
     paired = model(images, per_image, mode="det")
     torch.testing.assert_close(paired["mask_logits"][0, 0], shared["mask_logits"][0, 2], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(paired["exist_logits"][1, 0], shared["exist_logits"][1, 0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        paired["exist_logits"][1, 0], shared["exist_logits"][1, 0], atol=1e-4, rtol=1e-4
+    )
 
 
 def test_prompts_do_not_interact(model):
@@ -80,8 +93,9 @@ def test_seeded_generator_is_reproducible(model):
 def test_boltzmann_mask_samples_a_share_of_keys():
     logits = torch.full((4, 100), -10.0)
     logits[:, :5] = 10.0  # five confident keys
-    masked = boltzmann_attention_mask(logits, layer=3, ratio=0.1, base_temperature=1.0,
-                                      generator=torch.Generator().manual_seed(0))
+    masked = boltzmann_attention_mask(
+        logits, layer=3, ratio=0.1, base_temperature=1.0, generator=torch.Generator().manual_seed(0)
+    )
     allowed = (~masked).sum(1)
     assert ((allowed >= 1) & (allowed <= 10)).all()  # 10 draws with replacement
     # p ∝ exp(sigmoid / T), T = 1/5: confident keys are e^5 ≈ 148 times likelier each

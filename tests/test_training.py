@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from training.augment import AugmentConfig, edge_target, random_crop_scale
 from training.data import LabelledVolume, SampleConfig, load_volume_file, make_sample
 from training.losses import segmentation_loss
@@ -24,8 +23,9 @@ from training.prompts import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_AUG = AugmentConfig(scale=(1.0, 1.0), flip=False, rot90=False, blur_p=0, contrast_p=0, gamma_p=0,
-                       noise_p=0, swap_context_p=0)
+NO_AUG = AugmentConfig(
+    scale=(1.0, 1.0), flip=False, rot90=False, blur_p=0, contrast_p=0, gamma_p=0, noise_p=0, swap_context_p=0
+)
 
 
 def _touching_pair() -> np.ndarray:
@@ -76,7 +76,9 @@ def test_make_sample_targets_negatives_empty_and_positive_matches_labels():
     prompts = [names[int(i)] for i in sample["prompt_ids"]]
     for j, prompt in enumerate(prompts):
         if prompt in TRAIN_NEGATIVES:
-            assert sample["exists"][j] == 0 and sample["masks"][j].sum() == 0 and sample["edges"][j].sum() == 0
+            assert (
+                sample["exists"][j] == 0 and sample["masks"][j].sum() == 0 and sample["edges"][j].sum() == 0
+            )
         else:
             assert sample["exists"][j] == 1
             np.testing.assert_array_equal(sample["masks"][j], volume.classes["nuclei"][2] > 0)
@@ -105,15 +107,25 @@ def test_loads_shared_and_challenge_npz(tmp_path):
     labels[:, 1:3, 1:3] = 1
     labels[:, 3:5, 3:5] = 2
     shared = tmp_path / "shared.npz"
-    np.savez(shared, image=image, labels=labels, spacing_zyx=np.array([2.0, 1.0, 1.0]),
-             class_names=json.dumps({"instances": "nuclei"}))
+    np.savez(
+        shared,
+        image=image,
+        labels=labels,
+        spacing_zyx=np.array([2.0, 1.0, 1.0]),
+        class_names=json.dumps({"instances": "nuclei"}),
+    )
     vol = load_volume_file(shared)
     assert list(vol.classes) == ["nuclei"] and vol.spacing == (2.0, 1.0, 1.0)
     np.savez(tmp_path / "plain2d.npz", image=image[0], labels=labels[0])
     assert load_volume_file(tmp_path / "plain2d.npz").image.shape == (1, 6, 6)
     challenge = tmp_path / "challenge.npz"
-    np.savez(challenge, imgs=image.astype(np.uint8), gts=labels, spacing=np.array([2.0, 1.0, 1.0]),
-             text_prompts=np.array({"1": "liver", "2": "kidney", "instance_label": 0}, dtype=object))
+    np.savez(
+        challenge,
+        imgs=image.astype(np.uint8),
+        gts=labels,
+        spacing=np.array([2.0, 1.0, 1.0]),
+        text_prompts=np.array({"1": "liver", "2": "kidney", "instance_label": 0}, dtype=object),
+    )
     vol = load_volume_file(challenge)
     assert sorted(vol.classes) == ["kidney", "liver"]
     assert vol.classes["kidney"].sum() == 8 and set(np.unique(vol.classes["liver"])) == {0, 1}
@@ -121,8 +133,11 @@ def test_loads_shared_and_challenge_npz(tmp_path):
 
 def test_loss_ignores_masks_of_negative_pairs():
     torch.manual_seed(0)
-    out = {"mask_logits": torch.randn(2, 3, 8, 8), "edge_logits": torch.randn(2, 3, 8, 8),
-           "exist_logits": torch.randn(2, 3)}
+    out = {
+        "mask_logits": torch.randn(2, 3, 8, 8),
+        "edge_logits": torch.randn(2, 3, 8, 8),
+        "exist_logits": torch.randn(2, 3),
+    }
     masks = (torch.rand(2, 3, 8, 8) > 0.5).float()
     exists = torch.tensor([[1.0, 0, 0], [0, 1, 0]])
     loss, _ = segmentation_loss(out, masks, masks, exists)
@@ -158,27 +173,37 @@ def test_few_steps_reduce_loss_on_fixed_batch():
     model.set_text_encoder(encoder)
     ids = batch["prompt_ids"]
     text = TextTokens(table.tokens[ids], table.mask[ids])
-    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
     images = (batch["image"].float() - 114.5) / 57.6
     losses = []
-    for _ in range(12):
+    for _ in range(8):
         out = model(images, text, generator=torch.Generator().manual_seed(0))
         loss, _ = segmentation_loss(out, batch["masks"], batch["edges"], batch["exists"])
         optim.zero_grad()
         loss.backward()
         optim.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0]
 
 
 def test_train_end_to_end_writes_loadable_checkpoint(tmp_path):
-    from fveseg.model.checkpoint import load_checkpoint
     from training.config import load_config
     from training.train import train
 
-    config = load_config(None, steps=2, batch_size=2, num_workers=0, input_size=64, warmup_steps=1,
-                         val_synthetic=0, log_every=1, synthetic={"size": 64, "depth": [4, 6]},
-                         real_fraction=0.5)
+    from fveseg.model.checkpoint import load_checkpoint
+
+    config = load_config(
+        None,
+        steps=2,
+        batch_size=2,
+        num_workers=0,
+        input_size=64,
+        warmup_steps=1,
+        val_synthetic=0,
+        log_every=1,
+        synthetic={"size": 64, "depth": [4, 6]},
+        real_fraction=0.5,
+    )
     summary = train(config, None, tmp_path, device="cpu", volumes=[_volume()], quiet=True)
     assert summary["steps"] == 2
     model = load_checkpoint(tmp_path / "best")
@@ -197,23 +222,46 @@ def test_precomputed_table_matches_live_minilm():
     assert set(p.lower() for p in all_prompts()) <= set(encoder.prompts)
     live = MiniLMTextEncoder().encode(prompts)
     assert torch.equal(live.mask, table.mask)
-    torch.testing.assert_close(live.tokens, table.tokens, rtol=0, atol=1e-6)
+    # same tokens; values agree to float rounding (MiniLM pads each batch differently)
+    torch.testing.assert_close(live.tokens, table.tokens, rtol=0, atol=1e-5)
 
 
 def test_gpu_import_path_needs_no_zarr_dask_napari_transformers():
+    """The GPU box has torch, timm, numpy, scipy, scikit-image, tifffile, safetensors only."""
+    blocked = (
+        "zarr",
+        "dask",
+        "napari",
+        "transformers",
+        "ome_zarr",
+        "distributed",
+        "nibabel",
+        "cc3d",
+        "fastremap",
+        "edt",
+        "magicgui",
+        "qtpy",
+    )
     code = (
         "import sys\n"
-        "for name in ('zarr', 'dask', 'napari', 'transformers', 'ome_zarr', 'distributed', 'nibabel'):\n"
+        f"for name in {blocked!r}:\n"
         "    sys.modules[name] = None\n"
+        "import numpy as np\n"
         "import training.train, training.evaluate, training.finetune, training.dataset\n"
         "from training.config import load_config\n"
         "load_config('training/configs/tiny-gpu.json')\n"
         "from fveseg.model import build_model\n"
-        "build_model('tiny')\n"
+        "from fveseg.inference import Segmenter\n"
+        "Segmenter(build_model('tiny'), device='cpu')\n"
+        "from training.validation import instances_from\n"
+        "mask = np.zeros((1, 8, 12)); mask[0, 2:6, 1:11] = 1\n"
+        "edges = np.zeros_like(mask); edges[0, :, 6] = 1\n"
+        "assert instances_from(mask, edges).max() == 2\n"
         "print('ok')\n"
     )
     env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")

@@ -92,8 +92,9 @@ def random_crop_scale(
     if window == out_size:
         return img_win, lab_win.astype(np.int64)
     img_t = torch.from_numpy(img_win)[None]
-    img_out = F.interpolate(img_t, size=(out_size, out_size), mode="bilinear", align_corners=False,
-                            antialias=window > out_size)[0].numpy()
+    img_out = F.interpolate(
+        img_t, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=window > out_size
+    )[0].numpy()
     lab_t = torch.from_numpy(lab_win.astype(np.int64))[None].double()
     lab_out = F.interpolate(lab_t, size=(out_size, out_size), mode="nearest-exact")[0].long().numpy()
     return img_out, lab_out

@@ -49,14 +49,22 @@ class TrainConfig:
     text_table: str = "training/prompt_embeddings.safetensors"
 
     def sample_config(self) -> SampleConfig:
-        return SampleConfig(order=self.order, size=self.input_size, n_prompts=self.prompts_per_image,
-                            augment=_fields(AugmentConfig, self.augment))
+        return SampleConfig(
+            order=self.order,
+            size=self.input_size,
+            n_prompts=self.prompts_per_image,
+            augment=_fields(AugmentConfig, self.augment),
+        )
 
     def mix_config(self) -> MixConfig:
-        return MixConfig(real_fraction=self.real_fraction, real_globs=tuple(self.real_globs),
-                         extra_files=tuple(self.extra_files),
-                         synthetic=_fields(SyntheticSpec, self.synthetic),
-                         synthetic_pool=self.synthetic_pool, synthetic_uses=self.synthetic_uses)
+        return MixConfig(
+            real_fraction=self.real_fraction,
+            real_globs=tuple(self.real_globs),
+            extra_files=tuple(self.extra_files),
+            synthetic=_fields(SyntheticSpec, self.synthetic),
+            synthetic_pool=self.synthetic_pool,
+            synthetic_uses=self.synthetic_uses,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

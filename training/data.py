@@ -152,8 +152,13 @@ def synthetic_volume(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> Labell
     channel = str(rng.choice(spec.channels))
     vol = make_nuclei_volume(shape, seed=int(seed), spacing=spacing, preset=preset, channel=channel)
     absent = tuple(c for c in vol.classes if c != channel)
-    return LabelledVolume(vol.image, {channel: vol.classes[channel]}, vol.spacing,
-                          f"synthetic-{preset}-{channel}-{seed}", absent=absent)
+    return LabelledVolume(
+        vol.image,
+        {channel: vol.classes[channel]},
+        vol.spacing,
+        f"synthetic-{preset}-{channel}-{seed}",
+        absent=absent,
+    )
 
 
 @dataclass(frozen=True)
@@ -215,8 +220,9 @@ def make_sample(
     slab, labels = random_crop_scale(slab, focal_labels, config.size, rng, aug.scale, anchor)
     slab, labels = random_flip_rot(slab, labels, rng, aug.flip, aug.rot90)
     slab8 = random_intensity(slab, rng, aug)
-    encoded = encode(slab8, index - lo, order=config.order, axis=0, pad=config.pad,
-                     downsample=config.downsample)
+    encoded = encode(
+        slab8, index - lo, order=config.order, axis=0, pad=config.pad, downsample=config.downsample
+    )
     encoded = swap_context(encoded, rng, aug.swap_context_p)
 
     pairs = sample_prompts(class_names, rng, config.n_prompts, table, negatives)

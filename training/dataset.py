@@ -113,7 +113,10 @@ class MixedSlices(IterableDataset):
                 slot = int(rng.integers(self.mix.synthetic_pool))
                 if slot >= len(pool) or pool[slot][1] <= 0:
                     synth_seed += 1
-                    entry = [synthetic_volume(synth_seed % 10**11, self.mix.synthetic), self.mix.synthetic_uses]
+                    entry = [
+                        synthetic_volume(synth_seed % 10**11, self.mix.synthetic),
+                        self.mix.synthetic_uses,
+                    ]
                     if slot >= len(pool):
                         pool.append(entry)
                         slot = len(pool) - 1

@@ -26,7 +26,9 @@ def parse_prompts(items: list[str]) -> dict[str, list[str]]:
     mapping: dict[str, list[str]] = {}
     for item in items:
         if "=" not in item:
-            raise InputError(f"--prompts value {item!r} must look like CLASS=PROMPT, e.g. 'nuclei=my nuclei'.")
+            raise InputError(
+                f"--prompts value {item!r} must look like CLASS=PROMPT, e.g. 'nuclei=my nuclei'."
+            )
         name, prompts = item.split("=", 1)
         words = [p.strip() for p in prompts.split("|") if p.strip()]
         if not name.strip() or not words:
@@ -35,9 +37,19 @@ def parse_prompts(items: list[str]) -> dict[str, list[str]]:
     return mapping
 
 
-def finetune(checkpoint: str, data: list[str], prompts: dict[str, list[str]], out: Path, steps: int = 300,
-             minutes: float | None = None, device: str = "auto", batch_size: int = 4, lr: float = 1e-4,
-             own_fraction: float = 0.8, num_workers: int = 0) -> dict:
+def finetune(
+    checkpoint: str,
+    data: list[str],
+    prompts: dict[str, list[str]],
+    out: Path,
+    steps: int = 300,
+    minutes: float | None = None,
+    device: str = "auto",
+    batch_size: int = 4,
+    lr: float = 1e-4,
+    own_fraction: float = 0.8,
+    num_workers: int = 0,
+) -> dict:
     """Fine-tune `checkpoint` on the volumes in `data`; returns the training summary."""
     from fveseg.model.checkpoint import load_checkpoint
     from training.config import load_config
@@ -51,8 +63,9 @@ def finetune(checkpoint: str, data: list[str], prompts: dict[str, list[str]], ou
     classes = sorted({c for v in volumes for c in v.classes})
     unknown = sorted(set(prompts) - set(classes))
     if unknown:
-        raise InputError(f"--prompts names classes {unknown} that the data does not have; its classes are "
-                         f"{classes}.")
+        raise InputError(
+            f"--prompts names classes {unknown} that the data does not have; its classes are {classes}."
+        )
     table = {k: tuple(v) for k, v in TRAIN_PARAPHRASES.items()}
     for name in classes:
         table[name] = tuple(dict.fromkeys(prompts.get(name, []) + list(table.get(name, (name,)))))
@@ -65,20 +78,46 @@ def finetune(checkpoint: str, data: list[str], prompts: dict[str, list[str]], ou
     base = load_checkpoint(checkpoint)
     meta = base.metadata
     config = load_config(
-        None, model=base.config.name, order=int(meta.get("fve", {}).get("order", 1)),
-        input_size=int(meta.get("input_size", base.config.input_size)), steps=steps, minutes=minutes,
-        batch_size=batch_size, lr=lr, warmup_steps=min(50, max(steps // 10, 1)), num_workers=num_workers,
-        real_fraction=own_fraction, real_globs=(), val_synthetic=0, val_every_minutes=1e9,
-        text_table=str(text_table), log_every=10,
+        None,
+        model=base.config.name,
+        order=int(meta.get("fve", {}).get("order", 1)),
+        input_size=int(meta.get("input_size", base.config.input_size)),
+        steps=steps,
+        minutes=minutes,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(50, max(steps // 10, 1)),
+        num_workers=num_workers,
+        real_fraction=own_fraction,
+        real_globs=(),
+        val_synthetic=0,
+        val_every_minutes=1e9,
+        text_table=str(text_table),
+        log_every=10,
     )
-    extra = {"finetuned_from": str(checkpoint), "finetune_data": [str(p) for p in data],
-             "finetune_prompts": {k: list(v) for k, v in table.items() if k in classes}}
-    return train(config, None, out, device=device, init_checkpoint=checkpoint, vocabulary=vocabulary,
-                 table=table, negatives=TRAIN_NEGATIVES, volumes=volumes, extra_metadata=extra)
+    extra = {
+        "finetuned_from": str(checkpoint),
+        "finetune_data": [str(p) for p in data],
+        "finetune_prompts": {k: list(v) for k, v in table.items() if k in classes},
+    }
+    return train(
+        config,
+        None,
+        out,
+        device=device,
+        init_checkpoint=checkpoint,
+        vocabulary=vocabulary,
+        table=table,
+        negatives=TRAIN_NEGATIVES,
+        volumes=volumes,
+        extra_metadata=extra,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", required=True, help="checkpoint to start from (base path or file)")
     parser.add_argument("--data", nargs="+", required=True, help="labelled .npz volumes")
     parser.add_argument("--prompts", nargs="*", default=[], help="CLASS=PROMPT[|PROMPT...] pairs")
@@ -91,8 +130,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--own-fraction", type=float, default=0.8, help="share of examples from --data")
     parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args(argv)
-    return finetune(args.checkpoint, args.data, parse_prompts(args.prompts), Path(args.out), args.steps,
-                    args.minutes, args.device, args.batch_size, args.lr, args.own_fraction, args.num_workers)
+    return finetune(
+        args.checkpoint,
+        args.data,
+        parse_prompts(args.prompts),
+        Path(args.out),
+        args.steps,
+        args.minutes,
+        args.device,
+        args.batch_size,
+        args.lr,
+        args.own_fraction,
+        args.num_workers,
+    )
 
 
 if __name__ == "__main__":

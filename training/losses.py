@@ -35,8 +35,9 @@ def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
         zero = logits.sum() * 0.0
         return zero, zero
     if logits.shape[-2:] != target.shape[-2:]:
-        logits = F.interpolate(logits[:, None].float(), size=target.shape[-2:], mode="bilinear",
-                               align_corners=False)[:, 0]
+        logits = F.interpolate(
+            logits[:, None].float(), size=target.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
     dice = soft_dice_loss(logits, target).mean()
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return dice, bce

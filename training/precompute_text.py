@@ -18,7 +18,9 @@ from training.prompts import all_prompts
 DEFAULT_TABLE = Path(__file__).with_name("prompt_embeddings.safetensors")
 
 
-def write_table(path: str | Path = DEFAULT_TABLE, extra: list[str] | tuple[str, ...] = (), encoder=None) -> Path:
+def write_table(
+    path: str | Path = DEFAULT_TABLE, extra: list[str] | tuple[str, ...] = (), encoder=None
+) -> Path:
     """Encode `all_prompts(extra)` with MiniLM (or `encoder`) and save them to `path` (safetensors)."""
     from fveseg.model.text_encoder import MiniLMTextEncoder, save_text_table
 
@@ -27,7 +29,9 @@ def write_table(path: str | Path = DEFAULT_TABLE, extra: list[str] | tuple[str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default=str(DEFAULT_TABLE), help="safetensors file to write")
     parser.add_argument("--extra", nargs="*", default=[], help="more prompts to embed")
     args = parser.parse_args(argv)

@@ -58,8 +58,10 @@ def _distributed() -> tuple[int, int, int]:
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} ×{max(int(os.environ.get('WORLD_SIZE', 1)), 1)}"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
-           f"{torch.get_num_threads()}"
+    return (
+        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"{torch.get_num_threads()}"
+    )
 
 
 def build_text_table(model, config: TrainConfig, vocabulary: list[str], device):
@@ -71,19 +73,41 @@ def build_text_table(model, config: TrainConfig, vocabulary: list[str], device):
     return encoder.encode(vocabulary).to(device)
 
 
-def make_loader(config: TrainConfig, data_root, vocabulary: list[str], rank: int, table=None,
-                negatives=TRAIN_NEGATIVES, volumes=None):
+def make_loader(
+    config: TrainConfig,
+    data_root,
+    vocabulary: list[str],
+    rank: int,
+    table=None,
+    negatives=TRAIN_NEGATIVES,
+    volumes=None,
+):
     from torch.utils.data import DataLoader
 
     from training.dataset import MixedSlices, find_real_files
 
     mix = config.mix_config()
     real_files = find_real_files(data_root, mix)
-    dataset = MixedSlices(real_files, mix, config.sample_config(), {p: i for i, p in enumerate(vocabulary)},
-                          seed=config.seed, rank=rank, table=table, negatives=negatives, volumes=volumes)
+    dataset = MixedSlices(
+        real_files,
+        mix,
+        config.sample_config(),
+        {p: i for i, p in enumerate(vocabulary)},
+        seed=config.seed,
+        rank=rank,
+        table=table,
+        negatives=negatives,
+        volumes=volumes,
+    )
     workers = config.num_workers
-    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers, pin_memory=workers > 0,
-                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        num_workers=workers,
+        pin_memory=workers > 0 and torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
     return loader, len(real_files)
 
 
@@ -94,10 +118,20 @@ def save(model, path: Path, metadata: dict) -> None:
     save_checkpoint(module, path, metadata, overwrite=True)
 
 
-def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resume: str | None = None,
-          init_checkpoint: str | None = None, vocabulary: list[str] | None = None, table=None,
-          negatives=TRAIN_NEGATIVES, volumes=None, extra_metadata: dict | None = None,
-          quiet: bool = False) -> dict:
+def train(
+    config: TrainConfig,
+    data_root,
+    out: Path,
+    device: str = "auto",
+    resume: str | None = None,
+    init_checkpoint: str | None = None,
+    vocabulary: list[str] | None = None,
+    table=None,
+    negatives=TRAIN_NEGATIVES,
+    volumes=None,
+    extra_metadata: dict | None = None,
+    quiet: bool = False,
+) -> dict:
     """Run one training; returns a summary (steps, wall time, best validation, paths).
 
     `init_checkpoint` starts from trained weights (fine-tuning); `resume` continues a run from its
@@ -129,9 +163,13 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
     model.to(dev).train()
     text = build_text_table(model, config, vocabulary, dev)
     optim = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.999))
+        [
+            {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.999),
+    )
     step, best_f1, train_seconds = 0, -1.0, 0.0
     if resume:
         state = torch.load(resume, map_location=dev, weights_only=False)
@@ -140,19 +178,25 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
         step, best_f1, train_seconds = state["step"], state["best_f1"], state["train_seconds"]
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda"
-                                                        else None, find_unused_parameters=True)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
+        )
     loader, n_real = make_loader(config, data_root, vocabulary, rank, table, negatives, volumes)
     val_data = load_validation(data_root, config.val_synthetic, config.val_max_real) if rank == 0 else None
-    say(f"model {config.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
+    say(
+        f"model {config.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
         f"device {dev}; world {world}; {n_real} real files; order {config.order}; "
         f"validation {len(val_data.real) if val_data else 0} real + "
-        f"{len(val_data.synthetic) if val_data else 0} synthetic")
+        f"{len(val_data.synthetic) if val_data else 0} synthetic"
+    )
 
     budget = None if config.minutes is None else config.minutes * 60.0
     val_seconds = 30.0  # duration of one validation (measured after the first), reserved at the end
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and config.bf16
-                else torch.autocast("cpu", enabled=False))
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda" and config.bf16
+        else torch.autocast("cpu", enabled=False)
+    )
     log_path = out / "log.csv"
     log_file = open(log_path, "a", newline="") if rank == 0 else None
     writer = None
@@ -161,14 +205,24 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
         "input_size": config.input_size,
         "normalization": {"mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3},
         "intensity": {"modality": "auto", "window": None},
-        "prompts": [p for p in vocabulary if p not in negatives], "negatives_trained": list(negatives),
+        "prompts": [p for p in vocabulary if p not in negatives],
+        "negatives_trained": list(negatives),
         "classes": {k: list(v) for k, v in (table or TRAIN_PARAPHRASES).items()},
-        "data": {"root": str(data_root), "real_files": n_real, "real_fraction": config.real_fraction,
-                 "real_globs": list(config.real_globs), "synthetic": config.mix_config().synthetic.__dict__},
+        "data": {
+            "root": str(data_root),
+            "real_files": n_real,
+            "real_fraction": config.real_fraction,
+            "real_globs": list(config.real_globs),
+            "synthetic": config.mix_config().synthetic.__dict__,
+        },
         "trained_on": "real 2D fluorescence nuclei (dsb2018 train) mixed with procedural 3D volumes"
-        if n_real else "procedural 3D volumes",
-        "training_config": config.to_dict(), "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "hardware": _hardware(dev), "world_size": world, "torch": torch.__version__,
+        if n_real
+        else "procedural 3D volumes",
+        "training_config": config.to_dict(),
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "hardware": _hardware(dev),
+        "world_size": world,
+        "torch": torch.__version__,
         **(extra_metadata or {}),
     }
     best_path, last_path = out / "best.safetensors", out / "last.safetensors"
@@ -190,10 +244,21 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
         if real > best_f1:
             best_f1 = real
             save(model, best_path, meta)
-        torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step,
-                    "best_f1": best_f1, "train_seconds": time.monotonic() - loop_start}, out / "state.pt")
-        say(f"validation at step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
-            + f" ({val_seconds:.0f} s; best {best_f1:.3f})")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optim": optim.state_dict(),
+                "step": step,
+                "best_f1": best_f1,
+                "train_seconds": time.monotonic() - loop_start,
+            },
+            out / "state.pt",
+        )
+        say(
+            f"validation at step {step}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            + f" ({val_seconds:.0f} s; best {best_f1:.3f})"
+        )
         return scores
 
     for batch in loader:
@@ -216,10 +281,18 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
         tokens = type(text)(text.tokens[ids], text.mask[ids])
         with autocast:
             outputs = net(images, tokens)
-        outputs = {k: ([t.float() for t in v] if isinstance(v, list) else v.float()) for k, v in outputs.items()}
+        outputs = {
+            k: ([t.float() for t in v] if isinstance(v, list) else v.float()) for k, v in outputs.items()
+        }
         loss, parts = segmentation_loss(
-            outputs, batch["masks"].to(dev), batch["edges"].to(dev), batch["exists"].to(dev),
-            pos_weight=config.pos_weight, edge_weight=config.edge_weight, aux_weight=config.aux_weight)
+            outputs,
+            batch["masks"].to(dev),
+            batch["edges"].to(dev),
+            batch["exists"].to(dev),
+            pos_weight=config.pos_weight,
+            edge_weight=config.edge_weight,
+            aux_weight=config.aux_weight,
+        )
         optim.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -233,12 +306,19 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
             rate = seen * world / max(now - tick, 1e-9)
             tick, seen = now, 0
             est_total = step / progress if budget is not None and progress > 0 else config.steps
-            row = {"step": step, "wall_s": round(now - start, 1), "lr": f"{lr:.3g}",
-                   "images_per_s": round(rate, 2), "grad_norm": round(float(grad_norm), 3),
-                   "est_total_steps": int(est_total), **{k: round(v, 4) for k, v in history.items()}}
+            row = {
+                "step": step,
+                "wall_s": round(now - start, 1),
+                "lr": f"{lr:.3g}",
+                "images_per_s": round(rate, 2),
+                "grad_norm": round(float(grad_norm), 3),
+                "est_total_steps": int(est_total),
+                **{k: round(v, 4) for k, v in history.items()},
+            }
             if writer is None:
-                writer = csv.DictWriter(log_file, fieldnames=list(row) + ["real_f1", "synthetic_dice",
-                                                                          "synthetic_f1"])
+                writer = csv.DictWriter(
+                    log_file, fieldnames=list(row) + ["real_f1", "synthetic_dice", "synthetic_f1"]
+                )
                 if log_file.tell() == 0:
                     writer.writeheader()
             writer.writerow(row)
@@ -254,8 +334,15 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
     if log_file is not None:
         log_file.close()
     wall = time.monotonic() - start
-    summary = {"steps": step, "wall_time_s": round(wall, 1), "best_real_f1": best_f1, "final": scores,
-               "best": str(best_path), "last": str(last_path), "log": str(log_path)}
+    summary = {
+        "steps": step,
+        "wall_time_s": round(wall, 1),
+        "best_real_f1": best_f1,
+        "final": scores,
+        "best": str(best_path),
+        "last": str(last_path),
+        "log": str(log_path),
+    }
     if rank == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         say(json.dumps(summary))
@@ -265,9 +352,13 @@ def train(config: TrainConfig, data_root, out: Path, device: str = "auto", resum
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="training/configs/tiny-cpu.json")
-    parser.add_argument("--data-root", default=None, help="folder holding train/ and val/ (shared data format)")
+    parser.add_argument(
+        "--data-root", default=None, help="folder holding train/ and val/ (shared data format)"
+    )
     parser.add_argument("--out", required=True, help="output folder (checkpoints, log.csv, summary.json)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--minutes", type=float, default=None, help="time budget; the schedule ends with it")
@@ -279,9 +370,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resume", default=None, help="state.pt of an interrupted run")
     parser.add_argument("--init-checkpoint", default=None, help="start from these weights")
     args = parser.parse_args(argv)
-    config = load_config(args.config, minutes=args.minutes, steps=args.steps, batch_size=args.batch_size,
-                         num_workers=args.num_workers, order=args.order,
-                         val_every_minutes=args.val_every_minutes)
+    config = load_config(
+        args.config,
+        minutes=args.minutes,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        order=args.order,
+        val_every_minutes=args.val_every_minutes,
+    )
     if args.data_root is None:
         print("no --data-root: training on procedural volumes only (no real validation)", flush=True)
     return train(config, args.data_root, Path(args.out), args.device, args.resume, args.init_checkpoint)

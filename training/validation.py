@@ -43,9 +43,11 @@ def model_segmenter(model, order: int, device="cpu"):
     """A `fveseg.inference.Segmenter` around an in-memory model (eval mode; restore train mode after)."""
     from fveseg.inference import Segmenter
 
-    model.metadata = {**getattr(model, "metadata", {}), "fve": {"order": order, "pad": "edge",
-                                                               "downsample": "mean"},
-                      "normalization": {"mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3}}
+    model.metadata = {
+        **getattr(model, "metadata", {}),
+        "fve": {"order": order, "pad": "edge", "downsample": "mean"},
+        "normalization": {"mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3},
+    }
     return Segmenter(model, device=device, batch_size=8)
 
 
@@ -76,16 +78,21 @@ class ValidationSet:
     synthetic: list[tuple[np.ndarray, np.ndarray, tuple[float, float, float]]]
 
 
-def heldout_synthetic(n: int, shape=(24, 160, 160), spacing=(1.0, 0.35, 0.35), preset: str = "hard",
-                      first_seed: int = 10**12):
+def heldout_synthetic(
+    n: int, shape=(24, 160, 160), spacing=(1.0, 0.35, 0.35), preset: str = "hard", first_seed: int = 10**12
+):
     """`n` procedural volumes with seeds no training run uses (training seeds stay below 10**11)."""
     from fveseg.synthetic import make_nuclei_volume
 
     return [make_nuclei_volume(shape, seed=first_seed + i, spacing=spacing, preset=preset) for i in range(n)]
 
 
-def load_validation(data_root: str | Path | None, n_synthetic: int = 2, max_real: int | None = None,
-                    real_glob: str = "val/dsb2018_stage1test_fluo/*.npz") -> ValidationSet:
+def load_validation(
+    data_root: str | Path | None,
+    n_synthetic: int = 2,
+    max_real: int | None = None,
+    real_glob: str = "val/dsb2018_stage1test_fluo/*.npz",
+) -> ValidationSet:
     """Load (and normalise) the validation data once."""
     from fveseg.normalize import normalize
     from training.data import load_volume_file
@@ -102,7 +109,9 @@ def load_validation(data_root: str | Path | None, n_synthetic: int = 2, max_real
     return ValidationSet(real, synthetic)
 
 
-def validate(model, data: ValidationSet, order: int, device="cpu", prompt: str = "nuclei") -> dict[str, float]:
+def validate(
+    model, data: ValidationSet, order: int, device="cpu", prompt: str = "nuclei"
+) -> dict[str, float]:
     """Mean instance F1 on the real images; Dice and F1 on the procedural volumes (NaN when absent)."""
     from fveseg.metrics import dice, instance_scores
 

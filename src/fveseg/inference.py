@@ -35,7 +35,7 @@ __all__ = ["Segmenter", "SegmentationResult", "select_device"]
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda, else mps, else cpu; anything else is passed to `torch.device`."""
+    """ "auto" -> cuda, else mps, else cpu; anything else is passed to `torch.device`."""
     if str(device) != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
@@ -46,7 +46,7 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _take(array: Any, axis: int, start: int, stop: int, leading: int) -> np.ndarray:
-    """Slab ``start:stop`` along spatial ``axis`` of an array with ``leading`` extra first dims, view axis first."""
+    """Slab ``start:stop`` along spatial ``axis`` (after ``leading`` dims), view axis moved first."""
     index = [slice(None)] * (leading + 3)
     index[leading + axis] = slice(start, stop)
     return np.moveaxis(np.asarray(array[tuple(index)]), leading + axis, leading)
@@ -89,8 +89,9 @@ class SegmentationResult:
     axis: int
     path: Path | None = None
 
-    def rethreshold(self, mask_threshold: float = 0.5, exist_threshold: float = 0.5,
-                    chunk: int = 16) -> np.ndarray:
+    def rethreshold(
+        self, mask_threshold: float = 0.5, exist_threshold: float = 0.5, chunk: int = 16
+    ) -> np.ndarray:
         """Recompute the semantic labels (D, H, W) with other thresholds, without the network."""
         shape = self.probabilities.shape[1:]
         out = np.zeros(shape, dtype=label_dtype(len(self.prompts)))
@@ -120,8 +121,14 @@ class Segmenter:
         Tile overlap in pixels for slices larger than the model input (default: input size // 4).
     """
 
-    def __init__(self, checkpoint=None, device: str | torch.device = "auto", batch_size: int = 8,
-                 seed: int = 0, overlap: int | None = None):
+    def __init__(
+        self,
+        checkpoint=None,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        seed: int = 0,
+        overlap: int | None = None,
+    ):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
         self.device = select_device(device)
@@ -151,7 +158,9 @@ class Segmenter:
             raise InputError("No prompts given; pass at least one target name, e.g. ['nuclei'].")
         canonical = [normalize_prompt(p) for p in prompts]
         if len(set(canonical)) != len(canonical):
-            raise InputError(f"Prompts {prompts} repeat a target (case and spaces are ignored); give each once.")
+            raise InputError(
+                f"Prompts {prompts} repeat a target (case and spaces are ignored); give each once."
+            )
         return canonical
 
     @staticmethod
@@ -161,8 +170,10 @@ class Segmenter:
         if len(volume.shape) == 2:
             volume = np.asarray(volume)[None]
         if len(volume.shape) != 3:
-            raise InputError(f"Expected a 3D volume (z, y, x), got shape {tuple(volume.shape)}; pick one "
-                             "channel/time point of 4D data first.")
+            raise InputError(
+                f"Expected a 3D volume (z, y, x), got shape {tuple(volume.shape)}; pick one "
+                "channel/time point of 4D data first."
+            )
         if min(volume.shape) == 0:
             raise InputError(f"The volume {tuple(volume.shape)} is empty.")
         kind = np.dtype(volume.dtype).kind
@@ -173,7 +184,9 @@ class Segmenter:
             step = max(1, max(volume.shape[1:]) // 256)
             sample = np.stack([np.asarray(volume[int(z), ::step, ::step]) for z in picks])
             if not np.isfinite(sample).any() and not np.isfinite(np.asarray(volume)).any():
-                raise InputError("The volume holds no finite values (all NaN/inf); check the file or channel.")
+                raise InputError(
+                    "The volume holds no finite values (all NaN/inf); check the file or channel."
+                )
         return volume
 
     # -- network --------------------------------------------------------------------------------------
@@ -184,7 +197,7 @@ class Segmenter:
         return contextlib.nullcontext()
 
     def _predict_batch(self, images: np.ndarray, text, lo: float, hi: float, scale: float, generator):
-        """uint8-mapped FVE images (B, h, w, 3) -> (probabilities, edges) (P, B, h, w) float32, exist (P, B)."""
+        """FVE images (B, h, w, 3) -> probabilities, edges (P, B, h, w) float32 and existence (P, B)."""
         batch = torch.from_numpy(apply_range(images, lo, hi)).to(self.device).permute(0, 3, 1, 2).float()
         h, w = batch.shape[-2:]
         if scale != 1.0:
@@ -195,7 +208,7 @@ class Segmenter:
         masks, edges, exist = [], [], []
         with self._autocast():
             for start in range(0, tiles.shape[0], self.batch_size):
-                features = self.model.encode_image(tiles[start:start + self.batch_size])
+                features = self.model.encode_image(tiles[start : start + self.batch_size])
                 out = self.model.decode(features, text, generator=generator, return_aux=False)
                 masks.append(out["mask_logits"].float().sigmoid())
                 edges.append(out["edge_logits"].float().sigmoid())
@@ -279,16 +292,21 @@ class Segmenter:
             done = 0
             if progress is not None:
                 progress(0, depth)
-            batches = fve.encode_volume(volume, order=order, axis=axis, pad=settings.get("pad", "edge"),
-                                        downsample=settings.get("downsample", "mean"),
-                                        batch_size=self.batch_size)
+            batches = fve.encode_volume(
+                volume,
+                order=order,
+                axis=axis,
+                pad=settings.get("pad", "edge"),
+                downsample=settings.get("downsample", "mean"),
+                batch_size=self.batch_size,
+            )
             for first, images in batches:
                 if cancel is not None and cancel():
                     raise Cancelled("Segmentation cancelled; no output was kept.")
                 generator.manual_seed(self.seed * 1_000_003 + first)
                 with torch.inference_mode():
                     probs, edges, exist = self._predict_batch(images, text, lo, hi, float(scale), generator)
-                existence[:, first:first + len(images)] = exist
+                existence[:, first : first + len(images)] = exist
                 probs = probs.astype(np.float16)  # labels from the stored values: rethreshold agrees
                 _put(store["probabilities"], axis, first, probs, 1)
                 _put(store["edges"], axis, first, edges.astype(np.float16), 1)
@@ -302,8 +320,9 @@ class Segmenter:
                 shutil.rmtree(tmp_path, ignore_errors=True)
             raise
         if tmp_path is None:
-            return SegmentationResult(store["probabilities"], store["edges"], existence, store["semantic"],
-                                      canonical, axis)
+            return SegmentationResult(
+                store["probabilities"], store["edges"], existence, store["semantic"], canonical, axis
+            )
         return self._finish_zarr(store, existence, canonical, axis, tmp_path, final_path, overwrite)
 
     # -- outputs --------------------------------------------------------------------------------------
@@ -311,9 +330,11 @@ class Segmenter:
         """Output arrays: in memory, or in a zarr group at a temporary path renamed when complete."""
         dtype = label_dtype(num)
         if out is None:
-            store = {"probabilities": np.zeros((num, *shape), np.float16),
-                     "edges": np.zeros((num, *shape), np.float16),
-                     "semantic": np.zeros(shape, dtype)}
+            store = {
+                "probabilities": np.zeros((num, *shape), np.float16),
+                "edges": np.zeros((num, *shape), np.float16),
+                "semantic": np.zeros(shape, dtype),
+            }
             return store, None, None
         import zarr
 
@@ -324,10 +345,13 @@ class Segmenter:
         group = zarr.open_group(str(tmp), mode="w")
         chunks = [min(s, 256) for s in shape]
         chunks[axis] = min(shape[axis], self.batch_size)
-        store = {"probabilities": group.create_array("probabilities", shape=(num, *shape), dtype="float16",
-                                                     chunks=(1, *chunks)),
-                 "edges": group.create_array("edges", shape=(num, *shape), dtype="float16", chunks=(1, *chunks)),
-                 "semantic": group.create_array("semantic", shape=shape, dtype=dtype, chunks=tuple(chunks))}
+        store = {
+            "probabilities": group.create_array(
+                "probabilities", shape=(num, *shape), dtype="float16", chunks=(1, *chunks)
+            ),
+            "edges": group.create_array("edges", shape=(num, *shape), dtype="float16", chunks=(1, *chunks)),
+            "semantic": group.create_array("semantic", shape=shape, dtype=dtype, chunks=tuple(chunks)),
+        }
         store["group"] = group
         return store, final, tmp
 
@@ -342,5 +366,6 @@ class Segmenter:
             shutil.rmtree(final) if final.is_dir() else final.unlink()
         tmp.rename(final)
         group = zarr.open_group(str(final), mode="r")
-        return SegmentationResult(group["probabilities"], group["edges"], existence, group["semantic"],
-                                  prompts, axis, path=final)
+        return SegmentationResult(
+            group["probabilities"], group["edges"], existence, group["semantic"], prompts, axis, path=final
+        )

@@ -138,9 +138,11 @@ def grow_in_mask(seeds: np.ndarray, fg: np.ndarray, spacing: tuple[float, float,
     a seed get new ids above the seeds' maximum. Returns uint32 (D, H, W); every ``fg`` voxel is
     labelled.
     """
-    padded = np.pad(seeds.astype(np.uint32, copy=False), 1)
-    waiting = np.pad(fg, 1)
-    waiting &= padded == 0
+    inner = (slice(1, -1),) * 3
+    padded = np.zeros(tuple(n + 2 for n in seeds.shape), np.uint32)
+    padded[inner] = seeds
+    waiting = np.zeros(padded.shape, bool)
+    np.logical_and(fg, seeds == 0, out=waiting[inner])
     flat_labels, flat_waiting = padded.ravel(), waiting.ravel()
     todo = np.flatnonzero(flat_waiting)
     if todo.size:
@@ -149,7 +151,8 @@ def grow_in_mask(seeds: np.ndarray, fg: np.ndarray, spacing: tuple[float, float,
         steps = np.maximum(np.rint(np.asarray(spacing) / min(spacing)), 1).astype(np.int32)
         offsets = np.array([sign * strides[axis] for axis in (2, 1, 0) for sign in (1, -1)])
         costs = np.array([steps[axis] for axis in (2, 1, 0) for _ in (0, 1)], dtype=np.int32)
-        flat_level = np.where(flat_labels > 0, np.int32(0), _UNREACHED)
+        flat_level = np.full(flat_labels.size, _UNREACHED, np.int32)
+        flat_level[flat_labels > 0] = 0
         in_front = np.zeros(flat_labels.size, bool)
         # the front: waiting voxels with a labelled neighbour (only those can be reached next)
         front = todo[(flat_labels[todo[:, None] + offsets] > 0).any(axis=1)]
@@ -169,9 +172,9 @@ def grow_in_mask(seeds: np.ndarray, fg: np.ndarray, spacing: tuple[float, float,
             in_front[touched] = True  # duplicates within one level are harmless (same answer)
             front = np.concatenate([front[~now], touched])
             front = front[flat_waiting[front]]
-    labels = padded[1:-1, 1:-1, 1:-1]
+    labels = padded[inner]
     if waiting.any():
-        orphans = cc3d.connected_components(waiting[1:-1, 1:-1, 1:-1], connectivity=6, out_dtype=np.uint32)
+        orphans = cc3d.connected_components(waiting[inner], connectivity=6, out_dtype=np.uint32)
         labels = np.where(orphans > 0, orphans + labels.max(), labels).astype(np.uint32)
     return np.ascontiguousarray(labels)
 

@@ -123,11 +123,7 @@ def overlap_table(gt: np.ndarray, pred: np.ndarray):
     gt_ids = np.asarray(fastremap.unique(gt), dtype=np.int64)
     pred_ids = np.asarray(fastremap.unique(pred), dtype=np.int64)
     gt_ids, pred_ids = gt_ids[gt_ids > 0], pred_ids[pred_ids > 0]
-    # dense indices 1..n in id order, 0 for background
-    g = fastremap.remap(gt, {int(v): i + 1 for i, v in enumerate(gt_ids)} | {0: 0}, preserve_missing_labels=False)
-    p = fastremap.remap(pred, {int(v): i + 1 for i, v in enumerate(pred_ids)} | {0: 0},
-                        preserve_missing_labels=False)
-    g, p = g.astype(np.int64, copy=False), p.astype(np.int64, copy=False)
+    g, p = _dense_index(gt, gt_ids), _dense_index(pred, pred_ids)
     gt_sizes = np.bincount(g, minlength=gt_ids.size + 1)[1:].astype(np.float64)
     pred_sizes = np.bincount(p, minlength=pred_ids.size + 1)[1:].astype(np.float64)
     both = (g > 0) & (p > 0)
@@ -211,6 +207,15 @@ def _hungarian(rows, cols, iou, n_gt, n_pred):
     r, c, v = np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_v)
     order = np.argsort(r)
     return r[order], c[order], v[order]
+
+
+def _dense_index(labels, ids):
+    """Map sorted ``ids`` to 1..n (0 stays 0) as int64, with fastremap's hash table."""
+    import fastremap
+
+    table = {int(v): i + 1 for i, v in enumerate(ids)}
+    table[0] = 0
+    return fastremap.remap(labels, table, preserve_missing_labels=False).astype(np.int64, copy=False)
 
 
 def _surface(foreground: np.ndarray) -> np.ndarray:

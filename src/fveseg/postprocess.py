@@ -45,7 +45,9 @@ def semantic_labels(
     if num > 1:
         binary = (probs > mask_threshold).reshape(num, slices, -1)
         area = binary.sum(-1, dtype=np.int64)  # (P, S)
-        inter = np.stack([(binary[p][None] & binary).sum(-1, dtype=np.int64) for p in range(num)])  # (P, P, S)
+        inter = np.stack(
+            [(binary[p][None] & binary).sum(-1, dtype=np.int64) for p in range(num)]
+        )  # (P, P, S)
         union = area[:, None] + area[None] - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         order = np.argsort(-exist, axis=0, kind="stable")  # (P, S) strongest first

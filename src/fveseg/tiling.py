@@ -15,7 +15,7 @@ __all__ = ["tile_starts", "ramp_weights", "SliceTiler"]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering ``length`` (>= tile) with tiles of ``tile``, at most ``tile - overlap`` apart."""
+    """Start offsets covering ``length`` with tiles of ``tile``, at most ``tile - overlap`` apart."""
     if length <= tile:
         return [0]
     step = max(1, tile - overlap)
@@ -29,7 +29,7 @@ def ramp_weights(tile: int, overlap: int, device=None) -> torch.Tensor:
     if overlap > 0:
         edge = (torch.arange(overlap, device=device, dtype=torch.float32) + 1) / (overlap + 1)
         ramp[:overlap] = edge
-        ramp[tile - overlap:] = torch.minimum(ramp[tile - overlap:], edge.flip(0))
+        ramp[tile - overlap :] = torch.minimum(ramp[tile - overlap :], edge.flip(0))
     ramp = ramp.clamp_min(1e-3)
     return torch.minimum(ramp[:, None], ramp[None, :])
 
@@ -51,8 +51,11 @@ class SliceTiler:
         self.height, self.width, self.tile = height, width, tile
         self.padded = (max(height, tile), max(width, tile))
         self.offset = ((self.padded[0] - height) // 2, (self.padded[1] - width) // 2)
-        self.starts = [(y, x) for y in tile_starts(self.padded[0], tile, overlap)
-                       for x in tile_starts(self.padded[1], tile, overlap)]
+        self.starts = [
+            (y, x)
+            for y in tile_starts(self.padded[0], tile, overlap)
+            for x in tile_starts(self.padded[1], tile, overlap)
+        ]
         self.overlap = overlap if len(self.starts) > 1 else 0
 
     @property
@@ -66,7 +69,7 @@ class SliceTiler:
         if oy or ox or pad_y or pad_x:
             images = F.pad(images, (ox, pad_x, oy, pad_y), value=fill)
         t = self.tile
-        tiles = [images[:, :, y:y + t, x:x + t] for y, x in self.starts]
+        tiles = [images[:, :, y : y + t, x : x + t] for y, x in self.starts]
         return torch.stack(tiles, dim=1).flatten(0, 1)
 
     def merge(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -81,8 +84,8 @@ class SliceTiler:
             merged = tiles.new_zeros(tiles.shape[0], tiles.shape[2], *self.padded)
             total = tiles.new_zeros(self.padded)
             for i, (y, x) in enumerate(self.starts):
-                merged[:, :, y:y + t, x:x + t] += tiles[:, i] * weight
-                total[y:y + t, x:x + t] += weight
+                merged[:, :, y : y + t, x : x + t] += tiles[:, i] * weight
+                total[y : y + t, x : x + t] += weight
             merged = merged / total
         oy, ox = self.offset
-        return merged[:, :, oy:oy + self.height, ox:ox + self.width]
+        return merged[:, :, oy : oy + self.height, ox : ox + self.width]

@@ -205,6 +205,7 @@ class SegmentationWidget(QWidget):
                        "fveseg checkpoint with Browse…, or clear the box to use the bundled model.")
             return
         save_settings(self.settings())
+        _import_core_in_gui_thread()
         layer = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
         spacing = tuple(float(s) for s in layer.scale[-3:]) if layer.ndim == 3 else None
@@ -366,6 +367,17 @@ class SegmentationWidget(QWidget):
 
     def _follow_slider(self, event: Any = None) -> None:
         self.existence_plot.set_current(self._current_slice())
+
+
+def _import_core_in_gui_thread() -> None:
+    """Import torch, timm and torchvision here, not in the worker.
+
+    Their first import pulls in compiled extensions (torch._dynamo, triton) that crash the process with
+    a segmentation fault when first loaded from a worker thread while the Qt canvas is up (seen with
+    PyQt5 on Linux). Later imports are free (cached in sys.modules).
+    """
+    import fveseg.inference  # noqa: F401
+    import fveseg.instances  # noqa: F401
 
 
 def _derive_layers(result: Any, prompts: list[str], thresholds: Thresholds, place: Placement) -> dict:

@@ -64,9 +64,7 @@ class FocalNetBackbone(nn.Module):
         self.body.norm = nn.Identity()
         self.body.head = nn.Identity()
         self.channels = tuple(embed_dim * 2**i for i in range(len(depths)))
-        self.out_norms = nn.ModuleList(
-            [LayerNorm2d(c) if out_norm else nn.Identity() for c in self.channels]
-        )
+        self.out_norms = nn.ModuleList([LayerNorm2d(c) if out_norm else nn.Identity() for c in self.channels])
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = self.body.stem(images)

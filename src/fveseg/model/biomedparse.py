@@ -155,7 +155,9 @@ class BiomedParseV(nn.Module):
         elif tokens.shape[0] != b:
             raise ValueError(f"per-image text has {tokens.shape[0]} rows for {b} images")
         device = features.mask.device
-        out = self.decoder(features, tokens.to(device), mask.to(device), mode or self.attention_mode, generator)
+        out = self.decoder(
+            features, tokens.to(device), mask.to(device), mode or self.attention_mode, generator
+        )
         seg = self.decoder.num_seg_queries
         size = features.image_size
 
@@ -174,7 +176,12 @@ class BiomedParseV(nn.Module):
             result["aux_edge"] = [upsample(m, True) for m in out["masks"][:-1]]
         return result
 
-    def forward(self, images: torch.Tensor, text: TextTokens, generator: torch.Generator | None = None,
-                mode: str | None = None) -> dict:
+    def forward(
+        self,
+        images: torch.Tensor,
+        text: TextTokens,
+        generator: torch.Generator | None = None,
+        mode: str | None = None,
+    ) -> dict:
         """``decode(encode_image(images), text)``."""
         return self.decode(self.encode_image(images), text, generator=generator, mode=mode)

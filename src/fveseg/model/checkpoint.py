@@ -82,8 +82,9 @@ def full_metadata(model: torch.nn.Module, metadata: dict | None = None) -> dict:
     return meta
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: dict | None = None,
-                    overwrite: bool = False) -> Path:
+def save_checkpoint(
+    model: torch.nn.Module, path: str | Path, metadata: dict | None = None, overwrite: bool = False
+) -> Path:
     """Write ``<path>.safetensors`` and ``<path>.json``; returns the JSON path.
 
     Parameters
@@ -126,18 +127,24 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: dict | N
 
 def _read_json(json_path: Path) -> dict:
     if not json_path.is_file():
-        raise CheckpointError(f"Checkpoint description {json_path} is missing; a checkpoint is a "
-                              "<name>.json + <name>.safetensors pair written by save_checkpoint.")
+        raise CheckpointError(
+            f"Checkpoint description {json_path} is missing; a checkpoint is a "
+            "<name>.json + <name>.safetensors pair written by save_checkpoint."
+        )
     try:
         meta = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{json_path} is not valid JSON ({err}); the file is corrupt: re-save or "
-                              "re-download the checkpoint.") from err
+        raise CheckpointError(
+            f"{json_path} is not valid JSON ({err}); the file is corrupt: re-save or "
+            "re-download the checkpoint."
+        ) from err
     if not isinstance(meta, dict) or meta.get("format") != "fveseg-checkpoint":
         raise CheckpointError(f"{json_path} is not an fveseg checkpoint description (no 'format' key).")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{json_path} has format version {meta['format_version']}; this fveseg "
-                              f"reads up to {FORMAT_VERSION}: upgrade fveseg.")
+        raise CheckpointError(
+            f"{json_path} has format version {meta['format_version']}; this fveseg "
+            f"reads up to {FORMAT_VERSION}: upgrade fveseg."
+        )
     if "config" not in meta:
         raise CheckpointError(f"{json_path} has no 'config' (architecture); the file is incomplete.")
     return meta
@@ -145,7 +152,9 @@ def _read_json(json_path: Path) -> dict:
 
 def _describe(names, label: str) -> str:
     names = sorted(names)
-    shown = ", ".join(names[:_MAX_LISTED]) + (f", … ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+    shown = ", ".join(names[:_MAX_LISTED]) + (
+        f", … ({len(names)} in all)" if len(names) > _MAX_LISTED else ""
+    )
     return f"{label}: {shown}"
 
 
@@ -167,17 +176,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     json_path, weights_path = checkpoint_paths(path)
     meta = _read_json(json_path)
     if not weights_path.is_file():
-        raise CheckpointError(f"Checkpoint weights {weights_path} are missing (the .json is there); copy the "
-                              ".safetensors file next to it.")
+        raise CheckpointError(
+            f"Checkpoint weights {weights_path} are missing (the .json is there); copy the "
+            ".safetensors file next to it."
+        )
     expected = meta.get("weights", {}).get("sha256")
     if verify_hash and expected and _sha256(weights_path) != expected:
-        raise CheckpointError(f"{weights_path} does not match the checksum in {json_path.name}: the file is "
-                              "corrupt or from another checkpoint; re-save or re-download it.")
+        raise CheckpointError(
+            f"{weights_path} does not match the checksum in {json_path.name}: the file is "
+            "corrupt or from another checkpoint; re-save or re-download it."
+        )
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{weights_path} is not a readable safetensors file ({err}); it is corrupt: "
-                              "re-save or re-download it.") from err
+        raise CheckpointError(
+            f"{weights_path} is not a readable safetensors file ({err}); it is corrupt: "
+            "re-save or re-download it."
+        ) from err
     try:
         model = build_model(meta["config"])
     except (InputError, TypeError, ValueError) as err:
@@ -193,11 +208,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         if unexpected:
             problems.append(_describe(unexpected, "unexpected keys"))
         if shapes:
-            problems.append(_describe(
-                [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes],
-                "mis-shaped keys (file vs config)"))
-        raise CheckpointError(f"The weights in {weights_path.name} do not match the architecture in "
-                              f"{json_path.name}: " + "; ".join(problems))
+            problems.append(
+                _describe(
+                    [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes],
+                    "mis-shaped keys (file vs config)",
+                )
+            )
+        raise CheckpointError(
+            f"The weights in {weights_path.name} do not match the architecture in "
+            f"{json_path.name}: " + "; ".join(problems)
+        )
     model.load_state_dict(state, strict=True)
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "config", "weights")}
     model.metadata["checkpoint"] = str(json_path)

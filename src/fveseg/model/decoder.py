@@ -97,7 +97,9 @@ class _AttentionBlock(nn.Module):
     def forward(self, x, kv, pos_q=None, pos_k=None, attn_mask=None, key_padding_mask=None, keys=None):
         q = x if pos_q is None else x + pos_q
         k = keys if keys is not None else kv if pos_k is None else kv + pos_k
-        out = self.attn(q, k, kv, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        out = self.attn(q, k, kv, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)[
+            0
+        ]
         return self.norm(x + out)
 
 
@@ -175,8 +177,10 @@ class BoltzFormerDecoder(nn.Module):
         self.base_temperature = base_temperature
         self.text_proj = nn.Linear(text_dim, hidden_dim)
         self.input_proj = nn.ModuleList(
-            [nn.Conv2d(in_channels, hidden_dim, 1) if in_channels != hidden_dim else nn.Identity()
-             for _ in self.attention_strides]
+            [
+                nn.Conv2d(in_channels, hidden_dim, 1) if in_channels != hidden_dim else nn.Identity()
+                for _ in self.attention_strides
+            ]
         )
         self.level_embed = nn.Embedding(len(self.attention_strides), hidden_dim)
         self.query_feat = nn.Embedding(self.num_queries, hidden_dim)
@@ -202,7 +206,9 @@ class BoltzFormerDecoder(nn.Module):
         logits = F.interpolate(masks.detach().float(), size=size, mode="bilinear", align_corners=False)
         logits = logits.flatten(0, 1).flatten(1)
         if mode == "boltz":
-            masked = boltzmann_attention_mask(logits, layer, self.sample_ratio, self.base_temperature, generator)
+            masked = boltzmann_attention_mask(
+                logits, layer, self.sample_ratio, self.base_temperature, generator
+            )
         elif mode == "det":
             masked = threshold_attention_mask(logits)
         else:
@@ -254,8 +260,13 @@ class BoltzFormerDecoder(nn.Module):
         joint_pos = torch.cat([query_pos, query_pos.new_zeros(b * p, n_text, dim)], dim=1)
         x = self.query_feat.weight[None].expand(b * p, q, dim)
         if self.pre_self_attn is not None:
-            joint = self.pre_self_attn(torch.cat([x, text], 1), torch.cat([x, text], 1), joint_pos, joint_pos,
-                                       key_padding_mask=joint_pad)
+            joint = self.pre_self_attn(
+                torch.cat([x, text], 1),
+                torch.cat([x, text], 1),
+                joint_pos,
+                joint_pos,
+                key_padding_mask=joint_pad,
+            )
             x, text = joint[:, :q], joint[:, q:]
         x = x.reshape(b, p * q, dim)
         cls = self.cls_query.weight[None].expand(b * p, 1, dim)
@@ -267,8 +278,9 @@ class BoltzFormerDecoder(nn.Module):
             level = i % len(srcs)
             size = features.maps[self.attention_strides[level]].shape[-2:]
             attn_mask = self._attention_mask(masks, size, i, mode, generator)
-            x = layer.cross_attn(x, srcs[level], query_pos.reshape(b, p * q, dim), attn_mask=attn_mask,
-                                 keys=keys[level])
+            x = layer.cross_attn(
+                x, srcs[level], query_pos.reshape(b, p * q, dim), attn_mask=attn_mask, keys=keys[level]
+            )
             joint = torch.cat([x.reshape(b * p, q, dim), text], 1)
             joint = layer.self_attn(joint, joint, joint_pos, joint_pos, key_padding_mask=joint_pad)
             joint = layer.ffn(joint)

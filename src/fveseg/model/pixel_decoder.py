@@ -102,15 +102,21 @@ class PixelDecoder(nn.Module):
         super().__init__()
         groups = math.gcd(groups, conv_dim)
         self.conv_dim = conv_dim
-        self.input_proj = nn.Sequential(nn.Conv2d(in_channels[-1], conv_dim, 1), nn.GroupNorm(groups, conv_dim))
+        self.input_proj = nn.Sequential(
+            nn.Conv2d(in_channels[-1], conv_dim, 1), nn.GroupNorm(groups, conv_dim)
+        )
         self.encoder = None
         if encoder_layers > 0:
             layer = nn.TransformerEncoderLayer(conv_dim, nheads, ffn_dim, dropout=0.0, batch_first=True)
             self.encoder = nn.TransformerEncoder(layer, encoder_layers, enable_nested_tensor=False)
         self.top_conv = _conv_norm(conv_dim, conv_dim, 3, groups, act=True)
         # lateral (1x1) and output (3x3) convs for strides 16, 8, 4
-        self.laterals = nn.ModuleList([_conv_norm(c, conv_dim, 1, groups, act=False) for c in in_channels[:-1]])
-        self.outputs = nn.ModuleList([_conv_norm(conv_dim, conv_dim, 3, groups, act=True) for _ in in_channels[:-1]])
+        self.laterals = nn.ModuleList(
+            [_conv_norm(c, conv_dim, 1, groups, act=False) for c in in_channels[:-1]]
+        )
+        self.outputs = nn.ModuleList(
+            [_conv_norm(conv_dim, conv_dim, 3, groups, act=True) for _ in in_channels[:-1]]
+        )
         self.mask_proj = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
 
     def forward(self, stages: list[torch.Tensor]) -> PixelFeatures:
@@ -134,7 +140,9 @@ class PixelDecoder(nn.Module):
         return PixelFeatures(maps, mask, image_size)
 
 
-def _encoder_layer_with_pos(layer: nn.TransformerEncoderLayer, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+def _encoder_layer_with_pos(
+    layer: nn.TransformerEncoderLayer, x: torch.Tensor, pos: torch.Tensor
+) -> torch.Tensor:
     """DETR encoder layer: position added to queries and keys only, post-norm."""
     qk = x + pos
     attn = layer.self_attn(qk, qk, x, need_weights=False)[0]

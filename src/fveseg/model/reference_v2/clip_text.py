@@ -94,8 +94,15 @@ class ClipTextTower(nn.Module):
         Reference values 49408, 512, 12, 8, 77, 512.
     """
 
-    def __init__(self, vocab_size: int = 49408, width: int = 512, layers: int = 12, heads: int = 8,
-                 context_length: int = CONTEXT_LENGTH, proj_dim: int = 512):
+    def __init__(
+        self,
+        vocab_size: int = 49408,
+        width: int = 512,
+        layers: int = 12,
+        heads: int = 8,
+        context_length: int = CONTEXT_LENGTH,
+        proj_dim: int = 512,
+    ):
         super().__init__()
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, width)
@@ -143,4 +150,3 @@ class ClipTextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Projected token embeddings (N, 77, proj_dim)."""
         return self.hidden_states(input_ids) @ self.lang_proj
-

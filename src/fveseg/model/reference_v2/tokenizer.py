@@ -105,7 +105,9 @@ class ClipTokenizer:
             ids.extend(self.encoder[t] for t in self._bpe(piece))
         return ids + [EOS_ID]
 
-    def __call__(self, texts: list[str], context_length: int = CONTEXT_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, texts: list[str], context_length: int = CONTEXT_LENGTH
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ids and attention mask.
 
         Returns

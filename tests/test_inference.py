@@ -1,0 +1,176 @@
+"""Segmenter: shapes and orientation, tiling, determinism, ISD gating, NMS/argmax, errors, cancellation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fveseg.errors import Cancelled, InputError, OutputExistsError
+from fveseg.inference import Segmenter
+from fveseg.model import CONFIGS, PrecomputedTextEncoder, build_model
+from fveseg.postprocess import semantic_labels
+from fveseg.tiling import SliceTiler, tile_starts
+
+MICRO = dataclasses.replace(
+    CONFIGS["tiny"],
+    name="micro",
+    embed_dim=8,
+    depths=(1, 1, 1, 1),
+    conv_dim=16,
+    mask_dim=16,
+    hidden_dim=32,
+    decoder_layers=2,
+    nheads=2,
+    ffn_dim=32,
+    num_seg_queries=2,
+    num_edge_queries=1,
+    input_size=64,
+)
+PROMPTS = ["nuclei", "cells", "spots", "unheard-of thing"]
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.manual_seed(0)
+    model = build_model(MICRO)
+    g = torch.Generator().manual_seed(1)
+    model.set_text_encoder(PrecomputedTextEncoder({p: torch.randn(4, 384, generator=g) for p in PROMPTS}))
+    return Segmenter(model, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return (np.random.default_rng(0).random((5, 37, 53)) * 1000).astype(np.uint16)
+
+
+def test_shapes_odd_size(segmenter, volume):
+    r = segmenter.segment(volume, ["Nuclei", "cells"], axis=0)
+    assert r.probabilities.shape == r.edges.shape == (2, 5, 37, 53)
+    assert r.probabilities.dtype == np.float16 and r.semantic.dtype == np.uint8
+    assert r.existence.shape == (2, 5) and r.semantic.shape == (5, 37, 53)
+    assert r.prompts == ["nuclei", "cells"] and set(np.unique(r.semantic)) <= {0, 1, 2}
+    assert 0 <= r.probabilities.min() and r.probabilities.max() <= 1
+
+
+def test_single_slice_and_2d(segmenter, volume):
+    a = segmenter.segment(volume[:1], ["nuclei"], axis=0)
+    b = segmenter.segment(volume[0].astype(np.float32), ["nuclei"], axis=0)
+    assert a.probabilities.shape == b.probabilities.shape == (1, 1, 37, 53)
+
+
+def test_anisotropic_view_and_orientation(segmenter):
+    vol = (np.random.default_rng(1).random((40, 6, 40)) * 255).astype(np.uint8)
+    r = segmenter.segment(vol, ["nuclei"], spacing=(1.0, 1.0, 1.0))
+    assert r.axis == 1  # (40, 40) planes are the squarest
+    assert r.probabilities.shape == (1, 40, 6, 40) and r.existence.shape == (1, 6)
+    # slicing along axis 1 of the volume equals slicing axis 0 of its transpose
+    t = segmenter.segment(np.ascontiguousarray(vol.transpose(1, 0, 2)), ["nuclei"], axis=0)
+    np.testing.assert_array_equal(r.probabilities, t.probabilities.transpose(0, 2, 1, 3))
+
+
+def test_tiled_slices(segmenter):
+    vol = (np.random.default_rng(2).random((2, 150, 70)) * 255).astype(np.uint8)
+    r = segmenter.segment(vol, ["nuclei", "cells"], axis=0)
+    assert r.probabilities.shape == (2, 2, 150, 70) and np.isfinite(r.probabilities).all()
+
+
+def test_tiler_merge_inverts_split():
+    image = torch.rand(2, 3, 150, 70)
+    tiler = SliceTiler(150, 70, tile=64, overlap=16)
+    assert tiler.tiles_per_slice == 3 * 2
+    torch.testing.assert_close(tiler.merge(tiler.split(image)), image)
+    assert tile_starts(150, 64, 16) == [0, 48, 86] and tile_starts(40, 64, 16) == [0]
+
+
+def test_same_input_same_output(segmenter, volume):
+    a = segmenter.segment(volume, PROMPTS[:2], axis=0)
+    b = segmenter.segment(volume, PROMPTS[:2], axis=0)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    np.testing.assert_array_equal(a.semantic, b.semantic)
+
+
+def test_isd_gate_zeroes_slices(segmenter, volume):
+    head = segmenter.model.decoder.cls_head
+    saved = head.bias.data.clone()
+    try:
+        head.bias.data.fill_(-1e4)
+        off = segmenter.segment(volume, ["nuclei"], axis=0, mask_threshold=0.0)
+        head.bias.data.fill_(1e4)
+        on = segmenter.segment(volume, ["nuclei"], axis=0, mask_threshold=0.0)
+    finally:
+        head.bias.data.copy_(saved)
+    assert off.existence.max() == 0 and not off.semantic.any() and off.probabilities.any()
+    assert on.existence.min() == 1 and on.semantic.all()
+    np.testing.assert_array_equal(on.rethreshold(0.0, 0.5), on.semantic)
+    assert not on.rethreshold(0.0, 1.0).any()
+
+
+def test_unknown_prompt_runs(segmenter, volume):
+    r = segmenter.segment(volume, ["unheard-of thing"], axis=0)
+    assert r.existence.shape == (1, 5)
+
+
+def test_nms_and_argmax_by_hand():
+    probs = np.zeros((3, 2, 2, 4), np.float32)
+    probs[0, :, :, :2] = 0.9  # prompt 1: left half
+    probs[1, :, :, :3] = 0.8  # prompt 2: overlaps prompt 1 (IoU 2/3)
+    probs[2, :, :, 3] = 0.7  # prompt 3: right column, disjoint
+    exist = np.array([[0.9, 0.6], [0.6, 0.9], [0.8, 0.4]], np.float32)
+    labels = semantic_labels(probs, exist)
+    # slice 0: prompt 1 stronger -> prompt 2 suppressed; prompt 3 kept
+    assert labels[0].tolist() == [[1, 1, 0, 3]] * 2
+    # slice 1: prompt 2 stronger -> prompt 1 suppressed; prompt 3 gated out by existence 0.4
+    assert labels[1].tolist() == [[2, 2, 2, 0]] * 2
+    # without the IoU rule both kept: pixelwise argmax gives prompt 1 where it is higher
+    assert semantic_labels(probs, exist, iou_threshold=1.0)[1].tolist() == [[1, 1, 2, 0]] * 2
+
+
+def test_single_prompt_is_gated_mask():
+    probs = np.array([[[[0.2, 0.6]], [[0.9, 0.9]]]], np.float32)  # (1, 2, 1, 2)
+    labels = semantic_labels(probs, np.array([[0.7, 0.3]], np.float32))
+    assert labels.tolist() == [[[0, 1]], [[0, 0]]]
+
+
+@pytest.mark.parametrize(
+    "volume, prompts, match",
+    [
+        (np.zeros((2, 8, 8)), [], "No prompts"),
+        (np.zeros((2, 8, 8)), ["nuclei", "  "], "empty"),
+        (np.zeros((2, 8, 8)), ["nuclei", "Nuclei"], "repeat"),
+        (np.zeros((2, 2, 8, 8)), ["nuclei"], "3D volume"),
+        (np.full((2, 8, 8), np.nan), ["nuclei"], "no finite"),
+        (np.array([["a"]]), ["nuclei"], "not numeric"),
+    ],
+)
+def test_bad_input(segmenter, volume, prompts, match):
+    with pytest.raises(InputError, match=match):
+        segmenter.segment(volume, prompts)
+
+
+def test_cancel_leaves_nothing(segmenter, tmp_path):
+    vol = np.zeros((9, 16, 16), np.uint8)
+    seen = []
+    calls = iter([False, True])
+    with pytest.raises(Cancelled):
+        segmenter.segment(
+            vol,
+            ["nuclei"],
+            axis=0,
+            out=tmp_path / "o.zarr",
+            progress=lambda d, t: seen.append((d, t)),
+            cancel=lambda: next(calls),
+        )
+    assert seen == [(0, 9), (4, 9)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zarr_output_matches_memory(segmenter, volume, tmp_path):
+    mem = segmenter.segment(volume, ["nuclei", "cells"], axis=0)
+    disk = segmenter.segment(volume, ["nuclei", "cells"], axis=0, out=tmp_path / "o.zarr")
+    np.testing.assert_array_equal(disk.probabilities[:], mem.probabilities)
+    np.testing.assert_array_equal(disk.semantic[:], mem.semantic)
+    np.testing.assert_array_equal(disk.rethreshold(), mem.semantic)
+    assert [p.name for p in tmp_path.iterdir()] == ["o.zarr"]
+    with pytest.raises(OutputExistsError):
+        segmenter.segment(volume, ["nuclei"], axis=0, out=tmp_path / "o.zarr")
