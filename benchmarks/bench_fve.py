@@ -2,16 +2,18 @@
 
     python benchmarks/bench_fve.py            # 64 x 512 x 512 uint8, orders 1-3, batch 16
 
-Prints, per order: best-of-N seconds (runs alternated) to encode every slice, the best-of-N seconds
-of ``np.copy`` of an array with as many bytes as all encoded images, their ratio (copy time / encode
-time: 1.0 means as fast as copying the output), and the extra memory one encoding pass allocates
-(tracemalloc peak). Also the process's peak RSS.
+Prints, per order: the median seconds over N alternated rounds to encode every slice and to
+``np.copy`` an array with as many bytes as all encoded images, the median and range of the per-round
+ratio copy time / encode time (1.0 means as fast as copying the output; each round times both back to
+back, so both see the same load), and the extra memory one encoding pass allocates (tracemalloc
+peak). Also the load average before and after, and the process's peak RSS.
 Goals (issue 2): ratio >= 0.5 for order 1 and >= 0.25 for order 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 import tracemalloc
@@ -21,15 +23,15 @@ import numpy as np
 from fveseg.fve import encode_volume
 
 
-def best_of_interleaved(repeats: int, *runs) -> list[float]:
-    """Best time of each run over ``repeats`` rounds, alternating runs so all see the same load."""
-    best = [float("inf")] * len(runs)
-    for _ in range(repeats):
+def interleaved_times(repeats: int, *runs) -> np.ndarray:
+    """Seconds of each run in each of ``repeats`` rounds (rounds, runs); runs alternate within a round."""
+    times = np.empty((repeats, len(runs)))
+    for round_ in range(repeats):
         for i, run in enumerate(runs):
             start = time.perf_counter()
             run()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            times[round_, i] = time.perf_counter() - start
+    return times
 
 
 def encode_all(volume: np.ndarray, order: int, batch_size: int, downsample: str, chw: bool) -> int:
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, nargs="+", default=(1, 2, 3))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--downsample", default="mean", choices=("mean", "stride"))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--channels-first", action="store_true", help="yield (B, 3, H, W) batches")
     args = parser.parse_args()
 
@@ -60,16 +62,22 @@ def main() -> None:
     print(
         f"volume {tuple(args.shape)} uint8, batch {args.batch_size}, downsample {args.downsample}, "
         f"layout {'(B, 3, H, W)' if args.channels_first else '(B, H, W, 3)'}, "
-        f"output {output_bytes / 2**20:.1f} MiB per pass, best of {args.repeats}"
+        f"output {output_bytes / 2**20:.1f} MiB per pass, median of {args.repeats} alternated rounds, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
-    print("| order | encode (s) | copy (s) | ratio copy/encode | encode MB/s | extra memory (MiB) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| order | encode (s) | copy (s) | ratio copy/encode | ratio range | encode MB/s "
+        "| extra memory (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for order in args.orders:
-        encode_s, copy_s = best_of_interleaved(
+        times = interleaved_times(
             args.repeats,
             lambda o=order: encode_all(volume, o, args.batch_size, args.downsample, args.channels_first),
             lambda: np.copy(source),
         )
+        encode_s, copy_s = np.median(times, axis=0)
+        ratios = times[:, 1] / times[:, 0]
         tracemalloc.start()
         assert (
             encode_all(volume, order, args.batch_size, args.downsample, args.channels_first) == output_bytes
@@ -77,9 +85,11 @@ def main() -> None:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         print(
-            f"| {order} | {encode_s:.4f} | {copy_s:.4f} | {copy_s / encode_s:.2f} | "
-            f"{output_bytes / encode_s / 1e6:.0f} | {peak / 2**20:.1f} |"
+            f"| {order} | {encode_s:.4f} | {copy_s:.4f} | {np.median(ratios):.2f} | "
+            f"{ratios.min():.2f}–{ratios.max():.2f} | {output_bytes / encode_s / 1e6:.0f} | "
+            f"{peak / 2**20:.1f} |"
         )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"peak RSS of the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -168,8 +168,8 @@ def grow_in_mask(seeds: np.ndarray, fg: np.ndarray, spacing: tuple[float, float,
             flat_level[done] = reach
             flat_waiting[done] = False
             touched = (done[:, None] + offsets).ravel()
-            touched = touched[flat_waiting[touched] & ~in_front[touched]]
-            in_front[touched] = True  # duplicates within one level are harmless (same answer)
+            touched = np.unique(touched[flat_waiting[touched] & ~in_front[touched]])
+            in_front[touched] = True
             front = np.concatenate([front[~now], touched])
             front = front[flat_waiting[front]]
     labels = padded[inner]

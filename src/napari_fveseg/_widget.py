@@ -11,6 +11,7 @@ traceback dialog. Settings are remembered between sessions (:mod:`napari_fveseg.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -370,14 +371,25 @@ class SegmentationWidget(QWidget):
 
 
 def _import_core_in_gui_thread() -> None:
-    """Import torch, timm and torchvision here, not in the worker.
+    """Import the torch stack here, once, so the worker thread never runs a first import.
 
-    Their first import pulls in compiled extensions (torch._dynamo, triton) that crash the process with
-    a segmentation fault when first loaded from a worker thread while the Qt canvas is up (seen with
-    PyQt5 on Linux). Later imports are free (cached in sys.modules).
+    On Linux with Mesa's software OpenGL (llvmpipe: VMs, remote desktops, CI) the canvas has loaded
+    Mesa's libLLVM; importing triton afterwards (torchvision -> torch._dynamo -> triton) loads a second
+    LLVM and the process dies with a segmentation fault. Inference runs eagerly and never needs triton,
+    so in that case torch is told triton is absent (``sys.modules["triton"] = None``).
     """
+    if "triton" not in sys.modules and _llvm_already_loaded():
+        sys.modules["triton"] = None  # type: ignore[assignment]
     import fveseg.inference  # noqa: F401
     import fveseg.instances  # noqa: F401
+
+
+def _llvm_already_loaded() -> bool:
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return "libLLVM" in maps.read()
+    except OSError:  # not Linux: no such clash known
+        return False
 
 
 def _derive_layers(result: Any, prompts: list[str], thresholds: Thresholds, place: Placement) -> dict:

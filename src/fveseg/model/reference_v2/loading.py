@@ -24,8 +24,13 @@ import torch
 from fveseg.errors import CheckpointError, OutputExistsError
 from fveseg.model.reference_v2.names import LINEAR_AS_CONV, to_module_name, to_official_name
 
-__all__ = ["read_official_state_dict", "load_official_state_dict", "load_reference_v2", "convert_checkpoint",
-           "LOSS_KEYS"]
+__all__ = [
+    "read_official_state_dict",
+    "load_official_state_dict",
+    "load_reference_v2",
+    "convert_checkpoint",
+    "LOSS_KEYS",
+]
 
 LOSS_KEYS = ("loss_function.loss_fn.dice_loss.class_weight", "loss_function.cls_loss_fn.pos_weight")
 _OPTIONAL = ("pixel_mean", "pixel_std")  # constants; a file without them keeps the constructed values
@@ -52,18 +57,24 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Official-name tensors from a ``.ckpt`` (safe unpickling only) or ``.safetensors`` file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; download biomedparse_v2.ckpt (see docs/reference-v2.md) "
-                              "and pass its path.")
+        raise CheckpointError(
+            f"{path} does not exist; download biomedparse_v2.ckpt (see docs/reference-v2.md) "
+            "and pass its path."
+        )
     if path.stat().st_size < 1024:
-        raise CheckpointError(f"{path} is only {path.stat().st_size} bytes: a failed download or a Git LFS "
-                              "pointer. Download the weights again.")
+        raise CheckpointError(
+            f"{path} is only {path.stat().st_size} bytes: a failed download or a Git LFS "
+            "pointer. Download the weights again."
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return _strip(load_file(str(path)))
         except Exception as err:  # safetensors raises several types for corrupt files
-            raise CheckpointError(f"{path} is not a readable safetensors file ({err}); download it again.") from err
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file ({err}); download it again."
+            ) from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
@@ -76,8 +87,11 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ) from err
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (keys: {list(obj)[:10] if isinstance(obj, dict) else type(obj)}); "
-                              "is it the BiomedParse v2 checkpoint?")
+        found = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            f"{path} holds no state dict of tensors (found {found}); "
+            "is it the BiomedParse v2 checkpoint?"
+        )
     return _strip(state)
 
 
@@ -110,10 +124,20 @@ def load_official_state_dict(model: torch.nn.Module, state: dict[str, torch.Tens
             shapes.append(f"{to_official_name(key)} {tuple(value.shape)} vs {tuple(target.shape)}")
         mapped[key] = value
     if missing or unexpected or shapes:
-        problems = [_listing(x, label) for x, label in
-                    ((missing, "missing keys"), (unexpected, "unexpected keys"), (shapes, "mis-shaped keys (file vs model)")) if x]
-        raise CheckpointError("The weights do not match the BiomedParse v2 architecture: " + "; ".join(problems)
-                              + ". Is this the biomedparse_v2.ckpt release?")
+        problems = [
+            _listing(x, label)
+            for x, label in (
+                (missing, "missing keys"),
+                (unexpected, "unexpected keys"),
+                (shapes, "mis-shaped keys (file vs model)"),
+            )
+            if x
+        ]
+        raise CheckpointError(
+            "The weights do not match the BiomedParse v2 architecture: "
+            + "; ".join(problems)
+            + ". Is this the biomedparse_v2.ckpt release?"
+        )
     for key in _OPTIONAL:
         mapped.setdefault(key, own[key])
     model.load_state_dict(mapped, strict=True)
@@ -128,25 +152,33 @@ def _sha256(path: Path) -> str:
 
 
 def load_reference_v2(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Build `ReferenceV2` and load weights from a ``.ckpt``, an official ``.safetensors`` or a converted pair.
+    """Build `ReferenceV2` and load a ``.ckpt``, an official ``.safetensors`` or a converted pair.
 
     Returns the model in eval mode with ``metadata["checkpoint"]`` set.
     """
     from fveseg.model.reference_v2.build import build_reference_v2
 
     path = Path(path)
-    json_path = path.with_suffix(".json") if path.suffix in (".json", ".safetensors") else path.with_name(path.name + ".json")
+    json_path = (
+        path.with_suffix(".json")
+        if path.suffix in (".json", ".safetensors")
+        else path.with_name(path.name + ".json")
+    )
     model = build_reference_v2(empty=True)
     if json_path.is_file() and path.suffix != ".ckpt":
         meta = json.loads(json_path.read_text())
         if meta.get("architecture") != "reference-v2":
-            raise CheckpointError(f"{json_path} describes a {meta.get('architecture', meta.get('config', {}).get('name'))!r} "
-                                  "model, not reference-v2.")
+            raise CheckpointError(
+                f"{json_path} describes a {meta.get('architecture', meta.get('config', {}).get('name'))!r} "
+                "model, not reference-v2."
+            )
         from safetensors.torch import load_file
 
         weights = json_path.with_name(meta["weights"]["file"])
         if _sha256(weights) != meta["weights"]["sha256"]:
-            raise CheckpointError(f"{weights} does not match the checksum in {json_path.name}; convert again.")
+            raise CheckpointError(
+                f"{weights} does not match the checksum in {json_path.name}; convert again."
+            )
         state = {to_official_name(k): v for k, v in load_file(str(weights)).items()}
         model.metadata.update({k: v for k, v in meta.items() if k not in ("format", "config", "weights")})
     else:
@@ -171,18 +203,27 @@ def convert_checkpoint(src: str | Path, dst: str | Path, overwrite: bool = False
         base = base.with_suffix("")
     json_path, weights_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
     if not overwrite and (json_path.exists() or weights_path.exists()):
-        raise OutputExistsError(f"{json_path} already exists; choose another destination or pass overwrite=True.")
+        raise OutputExistsError(
+            f"{json_path} already exists; choose another destination or pass overwrite=True."
+        )
     model = load_reference_v2(src)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(tensors, str(tmp_weights), metadata={"format": "fveseg-checkpoint", "architecture": "reference-v2"})
+    save_file(
+        tensors, str(tmp_weights), metadata={"format": "fveseg-checkpoint", "architecture": "reference-v2"}
+    )
     meta = {
-        "format": "fveseg-checkpoint", "format_version": 1, "architecture": "reference-v2",
-        "config": {"name": "reference-v2"}, "input_size": 512,
+        "format": "fveseg-checkpoint",
+        "format_version": 1,
+        "architecture": "reference-v2",
+        "config": {"name": "reference-v2"},
+        "input_size": 512,
         "fve": {"order": 1, "pad": "reflect", "downsample": "stride"},
         "normalization": {"mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3},
-        "pipeline": "reference-v2", "licence": LICENCE_NOTICE, "converted_from": Path(src).name,
+        "pipeline": "reference-v2",
+        "licence": LICENCE_NOTICE,
+        "converted_from": Path(src).name,
         "weights": {"file": weights_path.name, "sha256": _sha256(tmp_weights), "num_tensors": len(tensors)},
     }
     tmp_json = json_path.with_name(json_path.name + ".tmp")

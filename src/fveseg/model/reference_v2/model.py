@@ -5,7 +5,7 @@
     model = build_reference_v2().eval()                   # or load_reference_v2("biomedparse_v2.ckpt")
     text = model.encode_text(["liver in abdominal CT"])   # ReferenceText, reuse for every slice
     feats = model.encode_image(model.normalize(rgb))      # rgb (B, 3, 512, 512) float on the 0-255 scale
-    out = model.decode(feats, text, mode="boltz")         # mask/edge logits (B, P, 128, 128), existence (B, P)
+    out = model.decode(feats, text, mode="boltz")         # logits (B, P, 128, 128), existence (B, P)
 
 `forward_volume` reproduces the reference ``BiomedParseModel.forward(mode="eval")`` on a (1, D, H, W)
 volume: order-1 reflection packing, slice batches, and its (P, D, …) outputs.

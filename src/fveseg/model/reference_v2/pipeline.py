@@ -14,8 +14,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["reference_axis", "pad_and_resize", "upsample_probabilities", "nms_masks", "gate_or_nms",
-           "merge_classes", "restore_geometry", "segment_volume_reference"]
+__all__ = [
+    "reference_axis",
+    "pad_and_resize",
+    "upsample_probabilities",
+    "nms_masks",
+    "gate_or_nms",
+    "merge_classes",
+    "restore_geometry",
+    "segment_volume_reference",
+]
 
 
 def reference_axis(shape: tuple[int, int, int]) -> int:
@@ -24,7 +32,9 @@ def reference_axis(shape: tuple[int, int, int]) -> int:
     return 0 if 2 * abs(h - w) / (h + w) < 0.5 else int(np.argmin(shape))
 
 
-def pad_and_resize(volume: np.ndarray, size: int = 512) -> tuple[torch.Tensor, tuple[int, int, int, int], int]:
+def pad_and_resize(
+    volume: np.ndarray, size: int = 512
+) -> tuple[torch.Tensor, tuple[int, int, int, int], int]:
     """Zero-pad (D, H, W) slices to a centred square, then bicubic-resize to ``size``.
 
     Returns
@@ -52,8 +62,9 @@ def upsample_probabilities(logits: torch.Tensor, size: int = 512) -> torch.Tenso
     return up.sigmoid()
 
 
-def nms_masks(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5,
-              score_threshold: float = 0.5) -> list[int]:
+def nms_masks(
+    masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5, score_threshold: float = 0.5
+) -> list[int]:
     """Greedy mask NMS on one slice: (N, H, W) bool masks, (N,) scores -> kept indices, best first.
 
     Masks scoring below ``score_threshold`` are dropped, empty masks skipped, and a mask whose IoU with a
@@ -77,8 +88,9 @@ def nms_masks(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 
     return keep
 
 
-def gate_or_nms(probs: torch.Tensor, existence_logits: torch.Tensor, threshold: float = 0.5,
-                iou_threshold: float = 0.5) -> torch.Tensor:
+def gate_or_nms(
+    probs: torch.Tensor, existence_logits: torch.Tensor, threshold: float = 0.5, iou_threshold: float = 0.5
+) -> torch.Tensor:
     """Per-slice NMS across prompts (P > 1) or existence gating (P = 1), on (P, D, H, W) probabilities."""
     scores = existence_logits.sigmoid()
     if probs.shape[0] == 1:
@@ -100,19 +112,30 @@ def merge_classes(probs: torch.Tensor, ids: list[int] | None = None, background:
     return classes
 
 
-def restore_geometry(labels: torch.Tensor, pad: tuple[int, int, int, int], padded_size: int, axis: int) -> np.ndarray:
+def restore_geometry(
+    labels: torch.Tensor, pad: tuple[int, int, int, int], padded_size: int, axis: int
+) -> np.ndarray:
     """(D, S, S) labels -> original geometry: nearest resize to the padded square, unpad, axis back."""
     if labels.shape[-1] != padded_size:
-        labels = F.interpolate(labels[None].float(), size=(padded_size, padded_size), mode="nearest")[0].to(torch.int64)
+        labels = F.interpolate(labels[None].float(), size=(padded_size, padded_size), mode="nearest")[0].to(
+            torch.int64
+        )
     top, bottom, left, right = pad
-    out = labels.cpu().numpy()[:, top:padded_size - bottom, left:padded_size - right]
+    out = labels.cpu().numpy()[:, top : padded_size - bottom, left : padded_size - right]
     return np.moveaxis(out, 0, axis)
 
 
 @torch.no_grad()
-def segment_volume_reference(model, volume: np.ndarray, prompts: list[str], ids: list[int] | None = None,
-                             slice_batch_size: int = 4, mode: str = "boltz", seed: int | None = 0,
-                             size: int = 512) -> dict:
+def segment_volume_reference(
+    model,
+    volume: np.ndarray,
+    prompts: list[str],
+    ids: list[int] | None = None,
+    slice_batch_size: int = 4,
+    mode: str = "boltz",
+    seed: int | None = 0,
+    size: int = 512,
+) -> dict:
     """The whole reference recipe on one in-memory (D, H, W) 0-255 volume.
 
     Returns
@@ -128,5 +151,9 @@ def segment_volume_reference(model, volume: np.ndarray, prompts: list[str], ids:
     out = model.forward_volume(resized, prompts, slice_batch_size=slice_batch_size, mode=mode)
     probs = gate_or_nms(upsample_probabilities(out["pred_gmasks"], size), out["object_existence"])
     labels = merge_classes(probs, ids)
-    return {"labels": restore_geometry(labels, pad, side, axis), "probabilities": probs,
-            "existence": out["object_existence"].sigmoid(), "axis": axis}
+    return {
+        "labels": restore_geometry(labels, pad, side, axis),
+        "probabilities": probs,
+        "existence": out["object_existence"].sigmoid(),
+        "axis": axis,
+    }
