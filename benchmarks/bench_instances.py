@@ -52,6 +52,9 @@ def slice_gradient(labels):
     return (ndi.grey_dilation(labels, footprint=footprint) != ndi.grey_erosion(labels, footprint=footprint))
 
 
+METHODS = ("reference", "watershed", "watershed-no-necks")
+
+
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -69,7 +72,8 @@ def run_one(method, repeats):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = split_instances(mask, edges, spacing, method=method)
+        options = dict(method="watershed", split_necks=None) if method == "watershed-no-necks" else {}
+        out = split_instances(mask, edges, spacing, **(options or dict(method=method)))
         times.append(time.perf_counter() - start)
     r = instance_scores(labels, out)
     print(json.dumps(dict(method=method, seconds=min(times), all_seconds=times, inputs_rss=inputs_rss,
@@ -79,7 +83,8 @@ def run_one(method, repeats):
 
 def speed(repeats):
     rows = []
-    for method in ("reference", "watershed"):  # one process each, so peak RSS is each method's own
+    # one process each, so peak RSS is each method's own
+    for method in METHODS:
         child = subprocess.run([sys.executable, __file__, "--child", method, "--repeats", str(repeats)],
                                capture_output=True, text=True, check=True)
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
@@ -92,7 +97,8 @@ def speed(repeats):
         rss = f"{r['peak_rss']:.0f} ({r['inputs_rss']:.0f})"
         print(f"| {r['method']} | {r['seconds']:.2f} | {runs} | {rss} | "
               f"{r['objects']} | {r['unlabelled']} | {r['f1']:.3f} | {r['dsc_tp']:.3f} |")
-    print(f"speed-up watershed vs reference: {rows[0]['seconds'] / rows[1]['seconds']:.1f}x")
+    for r in rows[1:]:
+        print(f"speed-up {r['method']} vs reference: {rows[0]['seconds'] / r['seconds']:.1f}x")
 
 
 def anisotropic_case(seed=0):
@@ -148,7 +154,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--child", choices=["reference", "watershed"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_one(args.child, args.repeats)

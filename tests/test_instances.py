@@ -190,3 +190,12 @@ def test_anisotropic_synthetic_watershed_beats_reference():
     assert scores["watershed"]["f1"] >= 0.75
     assert scores["watershed"]["f1"] >= scores["reference"]["f1"] + 0.15
     assert scores["watershed"]["dsc_tp"] >= max(0.85, scores["reference"]["dsc_tp"])
+
+
+@pytest.mark.parametrize("two_d", [True, False])
+def test_neck_splits_touching_objects_without_edges(two_d):
+    yy, xx = np.mgrid[0:24, 0:44]
+    mask = ((yy - 12) ** 2 + (xx - 12) ** 2 <= 81) | ((yy - 12) ** 2 + (xx - 29.5) ** 2 <= 81)  # neck 5 px
+    mask = mask if two_d else np.repeat(mask[None], 3, axis=0)  # a 3-slice stack cut by the volume border
+    assert split_instances(mask).max() == 2
+    assert split_instances(mask, split_necks=None).max() == 1

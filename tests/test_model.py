@@ -21,6 +21,7 @@ MICRO = dataclasses.replace(
     CONFIGS["tiny"],
     name="micro",
     embed_dim=8,
+    depths=(1, 1, 1, 1),
     conv_dim=16,
     mask_dim=16,
     hidden_dim=32,

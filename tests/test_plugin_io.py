@@ -112,7 +112,7 @@ def test_labels_saved_into_the_image_zarr_open_with_it(make_napari_viewer, tmp_p
     np.testing.assert_allclose(reopened[2].colormap.map(np.array([3])), [colors[3]], atol=1 / 255)
 
 
-def test_npz_opens_with_prompts_as_class_names(make_napari_viewer, tmp_path):
+def test_npz_opens_with_prompts_as_class_names(tmp_path):
     image = np.random.default_rng(0).integers(0, 255, (3, 8, 8), dtype=np.uint8)
     gts = np.zeros((3, 8, 8), dtype=np.uint8)
     gts[1, 2:5, 2:5] = 1
@@ -120,26 +120,29 @@ def test_npz_opens_with_prompts_as_class_names(make_napari_viewer, tmp_path):
     path = tmp_path / "case.npz"
     prompts = {"1": "liver", "2": "kidney", "instance_label": 0}
     np.savez(path, imgs=image, gts=gts, spacing=np.array([0.8, 0.8, 2.5]), text_prompts=np.array(prompts))
-    viewer = make_napari_viewer()
-    image_layer, labels_layer = viewer.open(str(path), plugin=PLUGIN)
-    np.testing.assert_array_equal(labels_layer.data, gts)
-    assert labels_layer.metadata["class_names"] == {1: "liver", 2: "kidney"}
-    assert tuple(image_layer.scale) == tuple(labels_layer.scale) == (2.5, 0.8, 0.8)
+    (image_data, image_kwargs, image_type), (labels_data, labels_kwargs, labels_type) = \
+        get_reader(str(path))(str(path))
+    assert (image_type, labels_type) == ("image", "labels")
+    np.testing.assert_array_equal(labels_data, gts)
+    assert labels_kwargs["metadata"]["class_names"] == {1: "liver", 2: "kidney"}
+    assert labels_kwargs["features"] == {"index": [1, 2], "class_name": ["liver", "kidney"]}
+    assert image_kwargs["scale"] == labels_kwargs["scale"] == (2.5, 0.8, 0.8)
 
 
-def test_nifti_and_plain_tiff_open_as_images(make_napari_viewer, tmp_path):
+def test_nifti_and_plain_tiff_open_as_images(tmp_path):
     import nibabel
     import tifffile
 
     volume = np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7)
     tifffile.imwrite(tmp_path / "plain.tif", volume)
     nibabel.save(nibabel.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "ct.nii.gz")
-    viewer = make_napari_viewer()
-    (tiff_layer,) = viewer.open(str(tmp_path / "plain.tif"), plugin=PLUGIN)
-    assert tiff_layer._type_string == "image"
-    np.testing.assert_array_equal(tiff_layer.data, volume)
-    (nifti_layer,) = viewer.open(str(tmp_path / "ct.nii.gz"), plugin=PLUGIN)
-    assert nifti_layer._type_string == "image" and nifti_layer.data.size == volume.size
+    ((tiff_data, _, tiff_type),) = get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
+    assert tiff_type == "image"
+    np.testing.assert_array_equal(tiff_data, volume)
+    nifti = str(tmp_path / "ct.nii.gz")
+    ((nifti_data, nifti_kwargs, nifti_type),) = get_reader(nifti)(nifti)
+    assert nifti_type == "image" and np.asarray(nifti_data).size == volume.size
+    assert sorted(nifti_kwargs["scale"]) == [1.0, 1.0, 2.0]
 
 
 def test_reader_declines_other_files(tmp_path):
@@ -147,3 +150,18 @@ def test_reader_declines_other_files(tmp_path):
     assert get_reader(str(tmp_path)) is None  # a plain folder, not a zarr store
     assert get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.png")]) is None
     assert get_reader(str(tmp_path / "a.nii.gz")) is not None
+
+
+def test_a_save_confirmed_in_napari_dialog_replaces_the_file(tmp_path):
+    from fveseg.io import read_labels
+    from napari_fveseg._writer import write_labels_tiff
+
+    path = str(tmp_path / "cells.ome.tif")
+    first = np.ones((2, 4, 4), dtype=np.uint32)
+    write_labels_tiff(path, first, {"name": "cells", "scale": (1.0, 1.0, 1.0)})
+
+    def _save_layers_dialog():  # the name of napari's Save Layers dialog method, which asks first
+        return write_labels_tiff(path, first * 5, {"name": "cells", "scale": (1.0, 1.0, 1.0)})
+
+    assert _save_layers_dialog() == [path]
+    np.testing.assert_array_equal(read_labels(path)[0], first * 5)

@@ -68,7 +68,8 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     viewer, widget = widget_on_sample
     calls = []
     original = Segmenter.segment
-    monkeypatch.setattr(Segmenter, "segment", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(Segmenter, "segment",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))

@@ -122,7 +122,7 @@ def load_challenge_npz(path: str | Path) -> LabelledVolume:
 
 
 def load_volume_file(path: str | Path) -> LabelledVolume:
-    """Load a labelled ``.npz`` in either format (challenge ``imgs``/``gts`` or shared ``image``/``labels``)."""
+    """Load a labelled ``.npz``: challenge format (``imgs``/``gts``) or shared (``image``/``labels``)."""
     with np.load(path, allow_pickle=False) as data:
         files = set(data.files)
     return load_challenge_npz(path) if "imgs" in files else load_shared_npz(path)

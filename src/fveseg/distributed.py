@@ -119,8 +119,11 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
     """Segment focal slices ``[start, stop)`` of a (lazy) volume exactly as `Segmenter.segment` would.
 
     Mirrors the Segmenter's batch loop (same batches when ``start`` is a multiple of its batch size, the
-    same per-batch seed ``seed · 1000003 + first``, the same volume-wide intensity range) so a block gives
-    the single-process result bit for bit. Only the slab each batch needs is read from ``volume``.
+    same per-batch seed ``seed · 1000003 + first``, the same volume-wide intensity range, labels from the
+    float16 probabilities) so a block gives the single-process result bit for bit. Only the slab each
+    batch needs is read from ``volume``. (It uses the Segmenter's private ``_predict_batch``: a public
+    ``Segmenter.segment(..., start=, stop=, intensity_range=)`` would replace this copy of its loop;
+    ``tests/test_distributed.py`` checks that the two agree.)
 
     Yields ``(first, semantic (B, …) uint8, edges (P, B, …) float16)`` per batch along ``axis``.
     """
@@ -145,6 +148,7 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
         generator.manual_seed(segmenter.seed * 1_000_003 + first)
         with torch.inference_mode():
             probs, edges, exist = segmenter._predict_batch(images, text, *value_range, 1.0, generator)
+        probs = probs.astype(np.float16)  # the Segmenter labels from its stored float16 values
         yield first, semantic_labels(probs, exist, *thresholds), edges.astype(np.float16)
 
 
@@ -161,12 +165,13 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
     group = zarr.open_group(scratch, mode="r+")
     with dask.config.set(scheduler="sync"):  # reading slabs inside a task: no nested cluster compute
         volume = io.read_volume(source, channel=options.channel).data
-        for first, semantic, edges in segment_slices(segmenter, volume, options, block.start, block.stop, axis,
-                                                     value_range):
+        batches = segment_slices(segmenter, volume, options, block.start, block.stop, axis, value_range)
+        for first, semantic, edges in batches:
             where = _along(axis, first, first + semantic.shape[0])
             group["semantic"][where] = semantic if axis == 0 else np.moveaxis(semantic, 0, axis)
             if options.instances:
-                group["edges"][(slice(None), *where)] = edges if axis == 0 else np.moveaxis(edges, 1, axis + 1)
+                edges = edges if axis == 0 else np.moveaxis(edges, 1, axis + 1)
+                group["edges"][(slice(None), *where)] = edges
     return block.stop - block.start
 
 
@@ -189,7 +194,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
     if axis != 0 and options.instances:
         from fveseg.errors import InputError
 
-        raise InputError(f"block mode with --instances slices along z only, this volume's view is axis {axis} "
+        raise InputError(f"block mode with --instances slices along z only, this view is axis {axis} "
                          "(fix: pass --axis 0, or run without --block-slices)")
     if not job.into_source and job.output.exists() and not job.overwrite:
         from fveseg.errors import OutputExistsError
@@ -329,7 +334,8 @@ def merge_block_labels(present: list[np.ndarray], pairs: list[np.ndarray]) -> li
     for i, block_pairs in enumerate(pairs):
         if len(block_pairs) == 0:
             continue
-        here, there = _node_index(present[i], block_pairs[:, 0]), _node_index(present[i + 1], block_pairs[:, 1])
+        here = _node_index(present[i], block_pairs[:, 0])
+        there = _node_index(present[i + 1], block_pairs[:, 1])
         keep = (here >= 0) & (there >= 0)
         links.append(np.stack([here[keep] + offsets[i], there[keep] + offsets[i + 1]], axis=1))
     joined = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
@@ -387,7 +393,8 @@ def split_instances_in_blocks(client, source: str, index: int, scratch: Path, bl
     group = zarr.open_group(str(scratch), mode="w")
     group.create_array("local", shape=(depth, *plane), chunks=(block_slices, *plane), dtype=np.uint32,
                        fill_value=0)
-    group.create_array("ahead", shape=(len(blocks), max(margin, 1), *plane), chunks=(1, max(margin, 1), *plane),
+    depth_ahead = max(margin, 1)
+    group.create_array("ahead", shape=(len(blocks), depth_ahead, *plane), chunks=(1, depth_ahead, *plane),
                        dtype=np.uint32, fill_value=0)
     futures = client.map(_split_block, blocks, source=source, index=index, scratch=str(scratch),
                          spacing=spacing, method=method, min_size=min_size, pure=False)

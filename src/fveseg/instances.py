@@ -180,33 +180,43 @@ def grow_in_mask(seeds: np.ndarray, fg: np.ndarray, spacing: tuple[float, float,
 
 
 def contact_areas(labels: np.ndarray, spacing: tuple[float, float, float]):
-    """Physical face areas shared by each pair of touching labels, background (0) included.
+    """Physical face areas shared by touching objects, and each object's surface area.
 
-    Returns ``(first, second, area, z_area)``: 1-D arrays listing every ordered pair of different
-    labels that share faces (both orders present), the total physical area of those faces, and the
-    part of it on faces normal to z (axis 0).
+    Returns ``(first, second, area, z_area, surface)``: 1-D arrays listing every ordered pair of
+    different non-zero labels that share faces (both orders present), the total physical area of those
+    faces and the part of it on faces normal to z (axis 0); ``surface[i]`` is the physical area of all
+    faces of label ``i`` that touch another label or the background (the array's outer faces excluded).
     """
     sz, sy, sx = spacing
     face = (sy * sx, sz * sx, sz * sy)
-    n = np.uint64(int(labels.max()) + 1)
-    keys, axes = [], []
+    n = int(labels.max()) + 1
+    surface = np.zeros(n)
+    keys, z_keys, areas = [], [], []
     for axis in range(3):
         lo = np.moveaxis(labels, axis, 0)[:-1]
         hi = np.moveaxis(labels, axis, 0)[1:]
         differ = lo != hi
-        a, b = lo[differ].astype(np.uint64), hi[differ].astype(np.uint64)
-        keys += [a * n + b, b * n + a]
-        axes.append(np.full(2 * a.size, axis, np.uint8))
-    keys, axes = np.concatenate(keys), np.concatenate(axes)
+        a, b = lo[differ], hi[differ]
+        surface += face[axis] * (np.bincount(a, minlength=n) + np.bincount(b, minlength=n))
+        both = (a > 0) & (b > 0)  # object-object faces are few: only those are sorted
+        pair = np.minimum(a[both], b[both]).astype(np.uint64) * np.uint64(n) + np.maximum(a[both], b[both])
+        keys.append(pair)
+        areas.append(np.full(pair.size, face[axis]))
+        z_keys.append(np.full(pair.size, axis == 0))
+    keys = np.concatenate(keys)
     uniq, inverse = np.unique(keys, return_inverse=True)
-    area = np.bincount(inverse, weights=np.asarray(face)[axes], minlength=uniq.size)
-    z_area = np.bincount(inverse, weights=np.where(axes == 0, face[0], 0.0), minlength=uniq.size)
-    return (uniq // n).astype(np.int64), (uniq % n).astype(np.int64), area, z_area
+    weights = np.concatenate(areas)
+    area = np.bincount(inverse, weights=weights, minlength=uniq.size)
+    z_area = np.bincount(inverse, weights=weights * np.concatenate(z_keys), minlength=uniq.size)
+    low, high = (uniq // np.uint64(n)).astype(np.int64), (uniq % np.uint64(n)).astype(np.int64)
+    surface[0] = 0.0
+    return (np.concatenate([low, high]), np.concatenate([high, low]), np.tile(area, 2), np.tile(z_area, 2),
+            surface)
 
 
 def _merge_into_neighbours(labels, candidates, first, second, area, allowed) -> np.ndarray:
     """Relabel each candidate id to its allowed neighbour with the largest contact area."""
-    ok = allowed & candidates[first] & (second > 0)
+    ok = allowed & candidates[first]
     if not ok.any():
         return labels
     f, s, a = first[ok], second[ok], area[ok]
@@ -223,8 +233,7 @@ def _merge_into_neighbours(labels, candidates, first, second, area, allowed) -> 
 def _merge_fragments(labels, spacing, max_slices, fraction, min_contact, z_splits) -> np.ndarray:
     if labels.max() < 2:
         return labels
-    first, second, area, z_area = contact_areas(labels, spacing)
-    surface = np.bincount(first, weights=area, minlength=int(labels.max()) + 1)
+    first, second, area, z_area, surface = contact_areas(labels, spacing)
     sizes = np.bincount(labels.ravel(), minlength=surface.size)
     z_extent = np.zeros(surface.size, dtype=np.int64)
     for index, box in enumerate(ndi.find_objects(labels), start=1):
@@ -237,7 +246,7 @@ def _merge_fragments(labels, spacing, max_slices, fraction, min_contact, z_split
     # per-slice edge maps never separate objects stacked in z: a mostly-z contact is a z split
     stacked = (z_area >= 0.5 * area) if z_splits else np.zeros(area.shape, bool)
     attached = area >= min_contact * np.maximum(surface[first], 1e-12)
-    allowed = bigger & (thin | small | stacked) & attached & (first > 0) & (second > 0)
+    allowed = bigger & (thin | small | stacked) & attached
     candidates = np.zeros(surface.size, bool)
     candidates[first[allowed]] = True
     return _merge_into_neighbours(labels, candidates, first, second, area, allowed)
@@ -250,7 +259,7 @@ def _remove_small(labels, spacing, min_size) -> np.ndarray:
     small[0] = False
     if not small.any():
         return labels
-    first, second, area, _ = contact_areas(labels, spacing)
+    first, second, area, _, _ = contact_areas(labels, spacing)
     allowed = ~small[second]  # never into another too-small object
     merged = _merge_into_neighbours(labels, small, first, second, area, allowed)
     sizes = np.bincount(merged.ravel(), minlength=small.size) * voxel
@@ -259,35 +268,43 @@ def _remove_small(labels, spacing, min_size) -> np.ndarray:
     return np.where(still_small[merged], 0, merged).astype(np.uint32)
 
 
-def _split_at_necks(seeds, spacing, ratio, min_core=0.2) -> np.ndarray:
+def _split_at_necks(seeds, spacing, ratio, min_core=0.2, min_voxels=64) -> np.ndarray:
     """Split seeds at narrow necks: cores where the distance to the seed border is at least ``ratio``
     times the seed's largest distance, regrown over the seed. A core under ``min_core`` of the volume
-    of its seed's largest core is a bump, not a second object, and is not kept as a seed."""
+    of its seed's largest core is a bump, not a second object, and is not kept as a seed.
+
+    Each seed is handled in its own bounding box (distance transforms of crops, not of the volume).
+    """
     import edt
 
-    if seeds.max() == 0:
+    sizes = np.bincount(seeds.ravel())
+    split = None
+    next_id = sizes.size
+    for index, box in enumerate(ndi.find_objects(seeds), start=1):
+        if box is None or sizes[index] < min_voxels:
+            continue
+        own = seeds[box] == index
+        # background margin inside the volume; the volume's own border is not a boundary
+        margin = [(int(b.start > 0), int(b.stop < n)) for b, n in zip(box, seeds.shape)]
+        inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(margin, own.shape))
+        distance = edt.edt(np.pad(own, margin), anisotropy=spacing, black_border=False)[inner]
+        cores = cc3d.connected_components(distance >= ratio * distance.max(), connectivity=6)
+        if cores.max() < 2:
+            continue
+        core_size = np.bincount(cores.ravel())
+        core_size[0] = 0
+        kept = np.flatnonzero(core_size >= min_core * core_size.max())
+        if kept.size < 2:
+            continue
+        if split is None:
+            split = seeds.copy()
+        ids = np.zeros(core_size.size, np.uint32)
+        ids[kept] = np.arange(next_id, next_id + kept.size)
+        next_id += kept.size
+        split[box][own] = ids[cores[own]]  # 0 outside the kept cores: regrown below
+    if split is None:
         return seeds
-    distance = edt.edt(seeds, anisotropy=spacing, black_border=False, parallel=2)
-    inside = seeds > 0
-    where = np.flatnonzero(inside)  # work on seed voxels only
-    seed_of = seeds.ravel()[where]
-    depth = distance.ravel()[where]
-    peak = np.zeros(int(seeds.max()) + 1, distance.dtype)
-    np.maximum.at(peak, seed_of, depth)
-    cores = np.zeros(seeds.shape, bool)
-    cores.ravel()[where] = depth >= ratio * peak[seed_of]
-    core_labels = cc3d.connected_components(cores, connectivity=6, out_dtype=np.uint32)
-    core_of = core_labels.ravel()[where]
-    owner = np.zeros(int(core_labels.max()) + 1, np.int64)
-    owner[core_of] = seed_of  # every voxel of a core lies in one seed
-    core_size = np.bincount(core_of, minlength=owner.size)
-    core_size[0] = 0
-    largest = np.zeros(int(seeds.max()) + 1, np.int64)
-    np.maximum.at(largest, owner, core_size)
-    keep = core_size >= min_core * largest[owner]
-    keep[0] = False
-    core_labels.ravel()[where] = np.where(keep[core_of], core_of, 0)
-    return grow_in_mask(core_labels, inside, spacing)
+    return grow_in_mask(split, seeds > 0, spacing)
 
 
 def _check_inputs(mask, edges, spacing):

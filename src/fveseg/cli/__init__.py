@@ -1,6 +1,6 @@
 """The ``fveseg`` command line: one entry point, five subcommands.
 
-``segment``   volumes in (files, folders, globs), labels out (OME-Zarr or TIFF), optionally on dask.distributed
+``segment``   volumes in (files, folders, globs), labels out (OME-Zarr or TIFF), optionally on dask
 ``encode``    write the Fractal Volumetric Encoding images of a volume for inspection or training
 ``evaluate``  predictions against ground truth: Dice, NSD, F1@0.5, Dice on true positives
 ``info``      installed model(s), their prompts and configuration, devices, versions

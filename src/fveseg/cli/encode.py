@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     stop = depth if args.stop is None else args.stop
     fmt = output_format(args.output, args.format, default="")
     if fmt not in ("zarr", "tiff"):
-        raise InputError(f"cannot tell the format of {args.output} (fix: end it in .tif or .zarr, or pass --format)")
+        raise InputError(f"cannot tell the format of {args.output} "
+                         "(fix: end it in .tif or .zarr, or pass --format)")
     count = max(0, stop - args.start)
     plane = [s for i, s in enumerate(data.shape) if i != axis]
     shape = (count, *plane, 3)

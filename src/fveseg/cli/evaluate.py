@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fveseg.cli.common import expand_inputs, format_table, load_label_volume, parse_spacing, write_csv, write_json
+from fveseg.cli.common import (
+    expand_inputs,
+    format_table,
+    load_label_volume,
+    parse_spacing,
+    write_csv,
+    write_json,
+)
 from fveseg.errors import InputError
 
 NAME = "evaluate"

@@ -70,7 +70,8 @@ def describe_checkpoint(path: Path) -> dict:
 def collect(extra_models: list[Path] | None = None) -> dict:
     models = []
     default = default_checkpoint_location()
-    candidates = ([("default", default)] if default is not None else []) + [("given", p) for p in extra_models or []]
+    candidates = [("default", default)] if default is not None else []
+    candidates += [("given", p) for p in extra_models or []]
     for role, path in candidates:
         if not Path(path).exists():
             models.append({"role": role, "path": str(path), "status": "missing"})
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             print("    the bundled default model is not installed yet; pass --model CHECKPOINT", file=out)
         for key, value in model.items():
             if key not in ("role", "path", "status"):
-                print(f"    {key}: {value if not isinstance(value, dict | list) else json.dumps(value)}", file=out)
+                shown = json.dumps(value) if isinstance(value, dict | list) else value
+                print(f"    {key}: {shown}", file=out)
     print(f"devices: {', '.join(report['devices'])}", file=out)
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
           + f", python {report['python']}", file=out)

@@ -101,7 +101,7 @@ def label_layers(result, options: SegmentOptions, spacing) -> dict[str, tuple[np
 def count_objects(layers: dict[str, tuple[np.ndarray, dict]], instances: bool) -> int:
     """Instances found, or (semantic runs) 3D connected components of every class."""
     if instances:
-        return int(sum(int(labels.max(initial=0)) for name, (labels, _) in layers.items() if name != "semantic"))
+        return sum(int(labels.max(initial=0)) for name, (labels, _) in layers.items() if name != "semantic")
     import cc3d
 
     total = 0

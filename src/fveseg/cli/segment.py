@@ -13,7 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from fveseg.cli.common import ProgressBar, expand_inputs, format_table, output_format, overall_bar, parse_spacing, stem
+from fveseg.cli.common import (
+    ProgressBar,
+    expand_inputs,
+    format_table,
+    output_format,
+    overall_bar,
+    parse_spacing,
+    stem,
+)
 from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
 from fveseg.errors import InputError, OutputExistsError
 
@@ -26,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--prompt", dest="prompts", action="append", metavar="TEXT",
                         help="text prompt, repeatable (default: nuclei)")
     parser.add_argument("-o", "--output", type=Path, help="output file or folder (see above)")
-    parser.add_argument("--format", choices=("zarr", "tiff"), help="output format (default: from -o, else zarr)")
+    parser.add_argument("--format", choices=("zarr", "tiff"), help="default: from -o, else zarr")
     parser.add_argument("--into-source", action="store_true",
                         help="write labels into the input OME-Zarr's own image group")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")

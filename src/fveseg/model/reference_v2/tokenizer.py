@@ -14,7 +14,6 @@ import html
 from functools import lru_cache
 from pathlib import Path
 
-import regex
 import torch
 
 __all__ = ["ClipTokenizer", "BOS_ID", "EOS_ID", "PAD_ID", "CONTEXT_LENGTH"]
@@ -24,10 +23,14 @@ EOS_ID = 49407
 PAD_ID = EOS_ID  # the reference pads with <|endoftext|>
 CONTEXT_LENGTH = 77
 _BPE_FILE = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
-_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
-)
+_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+@lru_cache
+def _pattern():
+    import regex  # Unicode classes \p{L}, \p{N}; imported lazily (a transformers dependency)
+
+    return regex.compile(_PATTERN, regex.IGNORECASE)
 
 
 @lru_cache
@@ -53,7 +56,7 @@ def _clean(text: str) -> str:
     except ImportError:
         pass
     text = html.unescape(html.unescape(text)).strip()
-    return regex.sub(r"\s+", " ", text).strip().lower()
+    return " ".join(text.split()).lower()
 
 
 class ClipTokenizer:
@@ -100,7 +103,7 @@ class ClipTokenizer:
         """Token ids of ``text`` with ``<|startoftext|>`` and ``<|endoftext|>``, unpadded, untruncated."""
         table = _bytes_to_unicode()
         ids = [BOS_ID]
-        for piece in _PATTERN.findall(_clean(text)):
+        for piece in _pattern().findall(_clean(text)):
             piece = "".join(table[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self._bpe(piece))
         return ids + [EOS_ID]

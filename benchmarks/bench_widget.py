@@ -1,0 +1,148 @@
+"""Segmentation widget overhead and UI responsiveness, measured side by side in one process.
+
+For the plugin's sample volume (32 x 128 x 128) this times, alternately and ``--repeats`` times:
+
+- headless: ``Segmenter.segment`` + ``split_instances`` (what ``fveseg segment`` does), and
+- GUI: clicking **Run** in the dock widget until its Labels layers are in the viewer,
+
+with the same loaded Segmenter (the first, warm-up run of each loads the model and the text encoder and
+is not counted). During GUI runs a 10 ms QTimer records its ticks; the longest gap between ticks is the
+longest event-loop stall. Prints a markdown table (median ratio GUI / headless; goal <= 1.10).
+
+    xvfb-run -a python benchmarks/bench_widget.py [--checkpoint PATH] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _checkpoint(folder: Path, given: str | None) -> tuple[str, str]:
+    from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
+
+    if given:
+        return given, given
+    if checkpoint_paths(default_checkpoint_path())[0].is_file():
+        return str(default_checkpoint_path()), "default model"
+    import torch
+
+    from fveseg.model import build_model
+    from fveseg.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build_model("tiny"), folder / "tiny", {})
+    return str(folder / "tiny"), "random 'tiny' config (no default model installed)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtCore import QTimer
+
+    import fveseg.inference  # noqa: F401 - torch stack before the OpenGL canvas (see _widget)
+    from napari_fveseg import _widget
+    from napari_fveseg._widget import SegmentationWidget
+
+    app = napari.qt.get_qapp()
+    viewer = napari.Viewer(show=True)
+    viewer.open_sample("napari-fveseg", "nuclei")
+    image = viewer.layers["synthetic nuclei"]
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    tmp = tempfile.TemporaryDirectory()
+    checkpoint, model_note = _checkpoint(Path(tmp.name), args.checkpoint)
+    widget.layer_box.setCurrentText(image.name)
+    widget.prompts_edit.setPlainText("nuclei")
+    widget.checkpoint_edit.setText(checkpoint)
+    widget.device_box.setCurrentText(args.device)
+    widget.split_check.setChecked(True)
+    widget.exist_box.setValue(0.5)
+    widget.mask_box.setValue(0.5)
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    def gui_run() -> tuple[float, float]:
+        for name in ("nuclei", "nuclei instances"):
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+        widget._layers.clear()
+        ticks.clear()
+        timer.start()
+        start = time.perf_counter()
+        widget.run_button.click()
+        while not (widget.worker is None and "nuclei instances" in viewer.layers):
+            app.processEvents()
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - start
+        timer.stop()
+        gaps = np.diff([start, *ticks, time.perf_counter()])
+        return elapsed, float(gaps.max())
+
+    def headless_run(segmenter) -> float:
+        from fveseg.instances import split_instances
+
+        start = time.perf_counter()
+        result = segmenter.segment(image.data, ["nuclei"], spacing=tuple(image.scale))
+        for i in range(len(result.prompts)):
+            edges = np.asarray(result.edges[i], np.float32)
+            split_instances(np.asarray(result.semantic) == i + 1, edges=edges, spacing=tuple(image.scale))
+        return time.perf_counter() - start
+
+    def headless_in_thread(segmenter) -> float:
+        # torch runs differently in the main thread and in a fresh thread (its intra-op thread pool is
+        # per thread), so the widget's worker thread is also compared with the same code in a plain thread
+        box: list[float] = []
+        thread = threading.Thread(target=lambda: box.append(headless_run(segmenter)))
+        thread.start()
+        thread.join()
+        return box[0]
+
+    first_gui, first_stall = gui_run()  # warm-up: imports, model and text encoder load
+    segmenter = next(iter(_widget._SEGMENTERS.values()))
+    headless_run(segmenter)
+    gui, headless, threaded, stalls = [], [], [], []
+    for _ in range(args.repeats):
+        headless.append(headless_run(segmenter))
+        threaded.append(headless_in_thread(segmenter))
+        elapsed, stall = gui_run()
+        gui.append(elapsed)
+        stalls.append(stall)
+    ratio = statistics.median(g / h for g, h in zip(gui, headless))
+    ratio_threaded = statistics.median(g / h for g, h in zip(gui, threaded))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"model: {model_note}; device: {args.device}; repeats: {args.repeats}")
+    print("| measurement | value |\n|---|---|")
+    median = statistics.median
+    print(f"| headless Segmenter + instances, main thread (as the CLI), median | {median(headless):.2f} s |")
+    print(f"| headless Segmenter + instances, in a plain thread, median | {median(threaded):.2f} s |")
+    print(f"| widget: Run click to layers shown, median | {statistics.median(gui):.2f} s |")
+    print(f"| ratio widget / headless main thread (median of pairs; goal <= 1.10) | {ratio:.2f} |")
+    print(f"| ratio widget / headless plain thread (median of pairs) | {ratio_threaded:.2f} |")
+    print(f"| longest event-loop stall during a warm run (10 ms timer) | {max(stalls) * 1000:.0f} ms |")
+    print(f"| first run (imports + model load), click to layers | {first_gui:.2f} s |")
+    print(f"| longest stall during the first run | {first_stall * 1000:.0f} ms |")
+    print(f"| peak RSS of the process | {peak:.0f} MiB |")
+    print("per repeat (headless main, headless thread, widget) s:",
+          [(round(h, 2), round(t, 2), round(g, 2)) for h, t, g in zip(headless, threaded, gui)])
+    viewer.close()
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
