@@ -116,9 +116,15 @@ def build_model(config: str | ModelConfig | dict = "tiny"):
     """Build a randomly initialised `BiomedParseV` from a registered name, a config or a config dict."""
     from fveseg.model.biomedparse import BiomedParseV
 
+    if config == "reference-v2":
+        # The released BiomedParse v2 architecture has its own module tree (official parameter names).
+        from fveseg.model.reference_v2 import build_reference_v2
+
+        return build_reference_v2()
     if isinstance(config, str):
         if config not in CONFIGS:
-            raise InputError(f"unknown model config {config!r}; choose one of {sorted(CONFIGS)}")
+            choices = sorted([*CONFIGS, "reference-v2"])
+            raise InputError(f"unknown model config {config!r}; choose one of {choices}")
         config = CONFIGS[config]
     elif isinstance(config, dict):
         config = config_from_dict(config)

@@ -173,8 +173,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     from fveseg.errors import InputError
     from fveseg.model.build import build_model
 
+    if str(path).endswith(".ckpt"):
+        # A Lightning checkpoint of the released BiomedParse v2 weights (read with weights_only=True).
+        from fveseg.model.reference_v2 import load_reference_v2
+
+        return load_reference_v2(path, map_location=map_location)
     json_path, weights_path = checkpoint_paths(path)
     meta = _read_json(json_path)
+    if meta.get("architecture") == "reference-v2":
+        from fveseg.model.reference_v2 import load_reference_v2
+
+        return load_reference_v2(json_path, map_location=map_location)
     if not weights_path.is_file():
         raise CheckpointError(
             f"Checkpoint weights {weights_path} are missing (the .json is there); copy the "
