@@ -53,7 +53,7 @@ def main() -> None:
     from qtpy.QtCore import QTimer
 
     import fveseg.inference  # noqa: F401 - torch stack before the OpenGL canvas (see _widget)
-    from napari_fveseg import _widget
+    from napari_fveseg import _runtime
     from napari_fveseg._widget import SegmentationWidget
 
     app = napari.qt.get_qapp()
@@ -114,7 +114,7 @@ def main() -> None:
         return box[0]
 
     first_gui, first_stall = gui_run()  # warm-up: imports, model and text encoder load
-    segmenter = next(iter(_widget._SEGMENTERS.values()))
+    segmenter = next(iter(_runtime._SEGMENTERS.values()))
     headless_run(segmenter)
     gui, headless, threaded, stalls = [], [], [], []
     for _ in range(args.repeats):

@@ -1,6 +1,15 @@
-"""Shared fixtures: keep plugin settings out of the user's config folder."""
+"""Shared fixtures: keep plugin settings out of the user's config folder; load torch before OpenGL."""
+
+import contextlib
 
 import pytest
+
+# With Mesa's software OpenGL (Xvfb, CI), the first napari canvas loads Mesa's libLLVM; importing triton
+# afterwards (torchvision -> torch._dynamo -> triton, e.g. via fveseg.model) loads a second LLVM and kills
+# the test process with a segmentation fault. Importing it once here, before any viewer exists, avoids
+# that for every test module in the session (the plugin guards real napari sessions itself).
+with contextlib.suppress(ImportError):
+    import torch._dynamo  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

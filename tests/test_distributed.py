@@ -95,7 +95,7 @@ def zarr_volume(tmp_path_factory):
     return path
 
 
-def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume):
+def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole):
     """The block loop mirrors Segmenter.segment: any slice range gives the same labels and edges."""
     from fveseg.cli.jobs import SegmentOptions
     from fveseg.distributed import load_segmenter, segment_slices
@@ -103,10 +103,8 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume):
     from fveseg.normalize import intensity_range
 
     data = read_volume(zarr_volume).data
-    threshold = _median_threshold(checkpoint, zarr_volume)
+    whole, threshold = whole
     segmenter = load_segmenter(str(checkpoint), "cpu", 4)
-    whole = segmenter.segment(data, ["nuclei", "cells"], axis=0, mask_threshold=threshold,
-                              exist_threshold=0.0)
     options = SegmentOptions(prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold,
                              exist_threshold=0.0)
     for first, semantic, edges in segment_slices(segmenter, data, options, 8, 16, 0, intensity_range(data)):
@@ -114,24 +112,28 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume):
         assert np.array_equal(edges, np.asarray(whole.edges)[:, first:first + len(semantic)])
 
 
-def _median_threshold(checkpoint, path) -> float:
-    """A mask threshold that makes the random model's mask non-trivial (about half the voxels)."""
+@pytest.fixture(scope="module")
+def whole(checkpoint, zarr_volume):
+    """(single-process result of two prompts, a mask threshold making the random model's mask non-trivial)."""
     from fveseg.distributed import load_segmenter
     from fveseg.io import read_volume
 
-    result = load_segmenter(str(checkpoint), "cpu", 4).segment(read_volume(path).data, ["nuclei"], axis=0,
-                                                                 exist_threshold=0.0)
-    return float(np.median(np.asarray(result.probabilities, np.float32)))
+    segmenter = load_segmenter(str(checkpoint), "cpu", 4)
+    data = read_volume(zarr_volume).data
+    result = segmenter.segment(data, ["nuclei", "cells"], axis=0, exist_threshold=0.0)
+    threshold = float(np.median(np.asarray(result.probabilities, np.float32)))
+    result.semantic = result.rethreshold(threshold, 0.0)
+    return result, threshold
 
 
-def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, tmp_path):
+def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, tmp_path):
     from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import read_labels
 
     options = SegmentOptions(prompts=("nuclei", "cells"), instances=True, checkpoint=str(checkpoint),
                              device="cpu", batch_size=4, axis=0, exist_threshold=0.0,
-                             mask_threshold=_median_threshold(checkpoint, zarr_volume))
+                             mask_threshold=whole[1])
     single = run_segment_job(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
     blocks_job = SegmentJob(zarr_volume, tmp_path / "blocks.zarr", "zarr")
     blocks = segment_zarr_in_blocks(client, blocks_job, options,
@@ -165,7 +167,7 @@ def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_pa
     address = client.scheduler.address
     assert main(["segment", *common, "-o", str(tmp_path / "many"), "--scheduler", address]) == 0
     table = capsys.readouterr().out
-    rows = [line.split()[0] for line in table.splitlines() if line.startswith("v")]
+    rows = [line.split()[0] for line in table.splitlines() if line.startswith("v") and " nuclei " in line]
     assert rows == ["v1", "v2", "v3"] * 2  # one summary table per run, in input order
     for seed in (1, 2, 3):
         one = np.asarray(read_labels(tmp_path / "one" / f"v{seed}.ome.zarr", "nuclei")[0])

@@ -1,0 +1,1 @@
+"""Training, fine-tuning and evaluation of fveseg models (imports only the core `fveseg`)."""

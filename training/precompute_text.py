@@ -25,7 +25,9 @@ def write_table(
     from fveseg.model.text_encoder import MiniLMTextEncoder, save_text_table
 
     encoder = MiniLMTextEncoder() if encoder is None else encoder
-    return save_text_table(path, encoder, all_prompts(extra))
+    written = save_text_table(path, encoder, all_prompts(extra))
+    written.chmod(0o644)  # readable by the other users of a shared checkout
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:

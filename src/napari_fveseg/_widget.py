@@ -11,10 +11,8 @@ traceback dialog. Settings are remembered between sessions (:mod:`napari_fveseg.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from collections.abc import Generator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QTimer
@@ -36,13 +34,19 @@ from qtpy.QtWidgets import (
 
 from napari_fveseg._existence_plot import ExistencePlot
 from napari_fveseg._results import Placement, Thresholds, result_layers
+from napari_fveseg._runtime import (
+    _SEGMENTERS,
+    available_devices,
+    checkpoint_exists,
+    get_segmenter,
+    import_core_in_gui_thread,
+)
 from napari_fveseg._settings import WidgetSettings, load_settings, save_settings
 
 if TYPE_CHECKING:
     import napari
 
 AXES = {"auto": "auto", "z (axial)": 0, "y": 1, "x": 2}
-_SEGMENTERS: dict[tuple, Any] = {}  # (checkpoint, device, file time) -> loaded Segmenter
 OUTPUTS = ("per prompt", "semantic")
 
 
@@ -201,12 +205,12 @@ class SegmentationWidget(QWidget):
             show_error("No prompt given: type what to segment, one prompt per line (e.g. 'nuclei').")
             return
         checkpoint = self.checkpoint_edit.text().strip() or None
-        if checkpoint is not None and not _checkpoint_exists(checkpoint):
+        if checkpoint is not None and not checkpoint_exists(checkpoint):
             show_error(f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
                        "fveseg checkpoint with Browse…, or clear the box to use the bundled model.")
             return
         save_settings(self.settings())
-        _import_core_in_gui_thread()
+        import_core_in_gui_thread()
         layer = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
         spacing = tuple(float(s) for s in layer.scale[-3:]) if layer.ndim == 3 else None
@@ -246,7 +250,7 @@ class SegmentationWidget(QWidget):
 
         def segment() -> None:  # the network runs here; the generator relays its progress
             try:
-                segmenter = self._get_segmenter(checkpoint, device)
+                segmenter = get_segmenter(checkpoint, device)
                 result = segmenter.segment(data, prompts, spacing=spacing, axis=axis,
                                            mask_threshold=thresholds.mask_threshold,
                                            exist_threshold=thresholds.existence_threshold,
@@ -265,17 +269,6 @@ class SegmentationWidget(QWidget):
             yield update
         thread.join()
         return outcome
-
-    @staticmethod
-    def _get_segmenter(checkpoint: str | None, device: str) -> Any:
-        """The loaded Segmenter, reused across runs and widgets while checkpoint, file and device match."""
-        from fveseg.inference import Segmenter
-
-        key = (checkpoint, device, _modified_time(checkpoint))
-        if key not in _SEGMENTERS:
-            _SEGMENTERS.clear()  # keep one model in memory
-            _SEGMENTERS[key] = Segmenter(checkpoint, device=device)
-        return _SEGMENTERS[key]
 
     def _on_progress(self, update: tuple[int, int]) -> None:
         done, total = update
@@ -370,46 +363,12 @@ class SegmentationWidget(QWidget):
         self.existence_plot.set_current(self._current_slice())
 
 
-def _import_core_in_gui_thread() -> None:
-    """Import the torch stack here, once, so the worker thread never runs a first import.
-
-    On Linux with Mesa's software OpenGL (llvmpipe: VMs, remote desktops, CI) the canvas has loaded
-    Mesa's libLLVM; importing triton afterwards (torchvision -> torch._dynamo -> triton) loads a second
-    LLVM and the process dies with a segmentation fault. Inference runs eagerly and never needs triton,
-    so in that case torch is told triton is absent (``sys.modules["triton"] = None``).
-    """
-    if "triton" not in sys.modules and _llvm_already_loaded():
-        sys.modules["triton"] = None  # type: ignore[assignment]
-    import fveseg.inference  # noqa: F401
-    import fveseg.instances  # noqa: F401
-
-
-def _llvm_already_loaded() -> bool:
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            return "libLLVM" in maps.read()
-    except OSError:  # not Linux: no such clash known
-        return False
-
-
 def _derive_layers(result: Any, prompts: list[str], thresholds: Thresholds, place: Placement) -> dict:
     """Worker for re-thresholding: {"layers"} or {"error"}."""
     try:
         return {"layers": result_layers(result, prompts, thresholds, place)}
     except Exception as error:  # reported in the GUI thread
         return {"error": error}
-
-
-def available_devices() -> list[str]:
-    """"auto" and the devices torch can use on this machine (cpu always)."""
-    import torch
-
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
 
 
 def _probability_box(tooltip: str) -> QDoubleSpinBox:
@@ -421,20 +380,4 @@ def _probability_box(tooltip: str) -> QDoubleSpinBox:
     return box
 
 
-def _modified_time(checkpoint: str | None) -> float | None:
-    if checkpoint is None:
-        return None
-    from fveseg.model.checkpoint import checkpoint_paths
-
-    try:
-        return checkpoint_paths(checkpoint)[1].stat().st_mtime
-    except Exception:  # missing or ambiguous: Segmenter reports it with the fix
-        return None
-
-
-def _checkpoint_exists(checkpoint: str) -> bool:
-    path = Path(checkpoint)
-    return path.exists() or path.with_suffix(".json").exists() or Path(checkpoint + ".json").exists()
-
-
-__all__ = ["SegmentationWidget", "available_devices"]
+__all__ = ["SegmentationWidget"]

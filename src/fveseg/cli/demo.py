@@ -33,14 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_model(model: str | None) -> str:
     """The checkpoint to use; a clear `CheckpointError` when the default model is not installed."""
+    from fveseg.cli.info import checkpoint_exists, default_checkpoint_location
+
     if model is not None:
-        if not Path(model).exists():
+        if not checkpoint_exists(Path(model)):
             raise CheckpointError(f"checkpoint {model} does not exist (fix: check the --model path)")
         return model
-    from fveseg.cli.info import default_checkpoint_location
-
     default = default_checkpoint_location()
-    if default is None or not default.exists():
+    if default is None or not checkpoint_exists(default):
         raise CheckpointError(
             "the default model is missing: no trained checkpoint ships with this version yet "
             f"(looked for {default}) (fix: pass --model CHECKPOINT, e.g. one made by training/)"

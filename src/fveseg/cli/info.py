@@ -54,17 +54,29 @@ def default_checkpoint_location() -> Path | None:
     return None
 
 
-def describe_checkpoint(path: Path) -> dict:
-    """Metadata of a checkpoint (config, prompts, order) read without building the network."""
-    from fveseg.model import checkpoint
+def checkpoint_exists(path: Path) -> bool:
+    """True when the checkpoint's JSON description exists (base path, either file, or its folder)."""
+    from fveseg.errors import CheckpointError
+    from fveseg.model.checkpoint import checkpoint_paths
 
-    reader = getattr(checkpoint, "read_metadata", None) or getattr(checkpoint, "load_metadata", None)
-    if reader is not None:
-        meta = dict(reader(path))
-    else:
-        sidecar = [p for p in (Path(path).with_suffix(".json"), Path(path) / "metadata.json") if p.is_file()]
-        meta = json.loads(sidecar[0].read_text()) if sidecar else {}
-    return {"path": str(path), **meta}
+    try:
+        return checkpoint_paths(path)[0].is_file()
+    except CheckpointError:
+        return False
+
+
+def describe_checkpoint(path: Path) -> dict:
+    """Metadata of a checkpoint (config, prompts, FVE settings) read from its JSON, without the weights."""
+    from fveseg.model.checkpoint import checkpoint_paths
+
+    json_path = checkpoint_paths(path)[0]
+    meta = json.loads(json_path.read_text())
+    keys = ("prompts", "fve", "input_size", "intensity", "trained_on")
+    shown = {key: meta[key] for key in keys if key in meta}
+    config = meta.get("config", {})
+    shown["config"] = {key: config[key] for key in ("name", "embed_dim", "depths", "hidden_dim",
+                                                      "decoder_layers", "text_encoder") if key in config}
+    return {"path": str(json_path), **shown}
 
 
 def collect(extra_models: list[Path] | None = None) -> dict:
@@ -73,7 +85,7 @@ def collect(extra_models: list[Path] | None = None) -> dict:
     candidates = [("default", default)] if default is not None else []
     candidates += [("given", p) for p in extra_models or []]
     for role, path in candidates:
-        if not Path(path).exists():
+        if not checkpoint_exists(Path(path)):
             models.append({"role": role, "path": str(path), "status": "missing"})
             continue
         try:

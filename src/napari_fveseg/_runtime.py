@@ -1,0 +1,73 @@
+"""Runtime plumbing for the segmentation widget: devices, the loaded-model cache, safe imports.
+
+Kept apart from the widget so the widget module holds only UI and the run/cancel/re-threshold logic.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+_SEGMENTERS: dict[tuple, Any] = {}  # (checkpoint, device, file time) -> loaded Segmenter
+
+
+def get_segmenter(checkpoint: str | None, device: str) -> Any:
+    """The loaded Segmenter, reused across runs and widgets while checkpoint, file and device match."""
+    from fveseg.inference import Segmenter
+
+    key = (checkpoint, device, _modified_time(checkpoint))
+    if key not in _SEGMENTERS:
+        _SEGMENTERS.clear()  # keep one model in memory
+        _SEGMENTERS[key] = Segmenter(checkpoint, device=device)
+    return _SEGMENTERS[key]
+
+
+def import_core_in_gui_thread() -> None:
+    """Import the torch stack here, once, so the worker thread never runs a first import.
+
+    On Linux with Mesa's software OpenGL (llvmpipe: VMs, remote desktops, CI) the canvas has loaded
+    Mesa's libLLVM; importing triton afterwards (torchvision -> torch._dynamo -> triton) loads a second
+    LLVM and the process dies with a segmentation fault. Inference runs eagerly and never needs triton,
+    so in that case torch is told triton is absent (``sys.modules["triton"] = None``).
+    """
+    if "triton" not in sys.modules and _llvm_already_loaded():
+        sys.modules["triton"] = None  # type: ignore[assignment]
+    import fveseg.inference  # noqa: F401
+    import fveseg.instances  # noqa: F401
+
+
+def _llvm_already_loaded() -> bool:
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return "libLLVM" in maps.read()
+    except OSError:  # not Linux: no such clash known
+        return False
+
+
+def available_devices() -> list[str]:
+    """"auto" and the devices torch can use on this machine (cpu always)."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _modified_time(checkpoint: str | None) -> float | None:
+    if checkpoint is None:
+        return None
+    from fveseg.model.checkpoint import checkpoint_paths
+
+    try:
+        return checkpoint_paths(checkpoint)[1].stat().st_mtime
+    except Exception:  # missing or ambiguous: Segmenter reports it with the fix
+        return None
+
+
+def checkpoint_exists(checkpoint: str) -> bool:
+    path = Path(checkpoint)
+    return path.exists() or path.with_suffix(".json").exists() or Path(checkpoint + ".json").exists()
