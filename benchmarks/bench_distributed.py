@@ -30,7 +30,7 @@ def peak_rss_mib() -> float:
 
 
 def nuclei_mask(depth: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Touching ellipsoidal nuclei (mask uint8) and their boundaries as an edge probability (float16)."""
+    """Touching box-shaped nuclei (mask uint8) and their boundaries as an edge probability (float16)."""
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(seed)
@@ -38,7 +38,7 @@ def nuclei_mask(depth: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     count = depth * side * side // 6000
     seeds[rng.integers(0, depth, count), rng.integers(0, side, count), rng.integers(0, side, count)] = (
         np.arange(1, count + 1, dtype=np.uint32))
-    labels = ndi.grey_dilation(seeds, footprint=np.ones((5, 11, 11), bool))
+    labels = ndi.grey_dilation(seeds, size=(5, 11, 11))  # box nuclei: a separable, fast filter
     edges = (ndi.grey_dilation(labels, size=3) != ndi.grey_erosion(labels, size=3)) & (labels > 0)
     return (labels > 0).astype(np.uint8), edges.astype(np.float16)
 
@@ -52,18 +52,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=128)
     parser.add_argument("--side", type=int, default=1024)
-    parser.add_argument("--block-slices", type=int, default=16)
+    parser.add_argument("--block-slices", type=int, default=8)
     parser.add_argument("--margin", type=int, default=8)
     parser.add_argument("--memory-limit", default="1.5GiB")
     parser.add_argument("--model")
     parser.add_argument("--segment-shape", type=int, nargs=3, default=(32, 256, 256))
     args = parser.parse_args()
 
-    import zarr
-
-    from fveseg.distributed import connect, split_instances_in_blocks
+    from fveseg.distributed import connect
 
     work = Path(tempfile.mkdtemp(prefix="fveseg-bench-dist-"))
+    # Start the workers before the big arrays exist: a worker's peak RSS must not include them.
+    with connect(workers=2, memory_limit=args.memory_limit) as client:
+        run(client, work, args)
+
+
+def run(client, work: Path, args) -> None:
+    import zarr
+
+    from fveseg.distributed import split_instances_in_blocks
+
     mask, edges = nuclei_mask(args.depth, args.side)
     volume_mib = mask.size * (1 + 2 + 4) / 2**20
     group = zarr.open_group(str(work / "pass1.zarr"), mode="w")
@@ -75,30 +83,33 @@ def main() -> None:
           f"{volume_mib:.0f} MiB "
           f"uncompressed; worker memory_limit {args.memory_limit}; blocks of {args.block_slices} slices, "
           f"margin {args.margin}")
-    with connect(workers=2, memory_limit=args.memory_limit) as client:
-        before = worker_peaks(client)
-        mark = time.perf_counter()
-        labels, count = split_instances_in_blocks(client, str(work / "pass1.zarr"), 0, work / "scratch.zarr",
-                                                  args.block_slices, args.margin)
-        zarr_out = zarr.open_array(str(work / "labels.zarr"), mode="w", shape=labels.shape, dtype=np.uint32,
-                                   chunks=(args.block_slices, *plane))
-        labels.store(zarr_out, lock=False)
-        seconds = time.perf_counter() - mark
-        print(f"| blocks on 2 workers | {seconds:.1f} s | {count} objects | worker peak RSS "
-              f"{', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB (idle {before[0]:.0f}) |")
+    before = worker_peaks(client)
+    mark = time.perf_counter()
+    labels, count = split_instances_in_blocks(client, str(work / "pass1.zarr"), 0, work / "scratch.zarr",
+                                              args.block_slices, args.margin)
+    zarr_out = zarr.open_array(str(work / "labels.zarr"), mode="w", shape=labels.shape, dtype=np.uint32,
+                               chunks=(args.block_slices, *plane))
+    labels.store(zarr_out, lock=False)
+    seconds = time.perf_counter() - mark
+    print(f"| blocks on 2 workers | {seconds:.1f} s | {count} objects | worker peak RSS "
+          f"{', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB (idle {before[0]:.0f}) |")
 
-        from fveseg.instances import split_instances
+    from fveseg.instances import split_instances
 
-        source = zarr.open_group(str(work / "pass1.zarr"), mode="r")
-        base = peak_rss_mib()
-        mark = time.perf_counter()
-        whole = split_instances(source["semantic"][:] == 1, source["edges"][0])
-        seconds = time.perf_counter() - mark
-        print(f"| one process, whole volume | {seconds:.1f} s | {int(whole.max())} objects | "
-              f"peak RSS {peak_rss_mib():.0f} MiB (before {base:.0f}) |")
-        del whole
-        if args.model != "skip":
-            segment_benchmark(client, work, args)
+    source = zarr.open_group(str(work / "pass1.zarr"), mode="r")
+    base = peak_rss_mib()
+    mark = time.perf_counter()
+    whole = split_instances(source["semantic"][:] == 1, source["edges"][0])
+    seconds = time.perf_counter() - mark
+    blocks = zarr_out[:]
+    pairs = np.unique(np.stack([whole.ravel(), blocks.ravel()], 1), axis=0)
+    same = len(pairs) - 1 == int(whole.max()) == count and np.array_equal(whole > 0, blocks > 0)
+    print(f"blocks equal the whole-volume split up to renumbering: {same}")
+    print(f"| one process, whole volume | {seconds:.1f} s | {int(whole.max())} objects | "
+          f"peak RSS {peak_rss_mib():.0f} MiB (before {base:.0f}) |")
+    del whole
+    if args.model != "skip":
+        segment_benchmark(client, work, args)
 
 
 def segment_benchmark(client, work: Path, args) -> None:

@@ -35,6 +35,19 @@ def _wait(app, condition, timeout: float = 600.0) -> None:
         time.sleep(0.01)
 
 
+def _shoot(viewer, app, name: str) -> None:
+    """Window screenshot without notification toasts (napari's private widget class; docs only)."""
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()
+    except ImportError:  # another napari version: the toast may show, nothing else changes
+        pass
+    _wait(app, lambda: True)
+    viewer.screenshot(str(OUT / name), canvas_only=False, flash=False)
+
+
 def _save_rgb(array: np.ndarray, path: Path, scale: int = 3) -> None:
     from PIL import Image
 
@@ -83,8 +96,7 @@ def main() -> int:
     viewer.open_sample("napari-fveseg", "nuclei")
     viewer.dims.set_current_step(0, 16)
     viewer.layers["nuclei (ground truth)"].opacity = 0.45
-    _wait(app, lambda: True)
-    viewer.screenshot(str(OUT / "sample.png"), canvas_only=False, flash=False)
+    _shoot(viewer, app, "sample.png")
 
     with tempfile.TemporaryDirectory() as tmp:
         widget = SegmentationWidget(viewer)
@@ -97,7 +109,7 @@ def main() -> int:
         viewer.layers["nuclei (ground truth)"].visible = False
         widget.run_button.click()
         _wait(app, lambda: widget.worker is None)
-        viewer.screenshot(str(OUT / "segment.png"), canvas_only=False, flash=False)
+        _shoot(viewer, app, "segment.png")
 
     for layer in list(viewer.layers):
         layer.visible = layer.name == "synthetic nuclei"
@@ -109,7 +121,7 @@ def main() -> int:
     visualiser.context_check.setChecked(True)
     viewer.reset_view()
     _wait(app, lambda: "FVE context" in viewer.layers)
-    viewer.screenshot(str(OUT / "fve-visualiser.png"), canvas_only=False, flash=False)
+    _shoot(viewer, app, "fve-visualiser.png")
 
     # The visualiser's own layers as images for docs/user-guide.md's FVE section.
     for order in (1, 2, 3):

@@ -77,6 +77,19 @@ def test_blockwise_instances_equal_global_split(client, tmp_path):
 # -- the whole pipeline on workers equals one process ------------------------------------------------------
 
 
+@pytest.fixture
+def one_thread():
+    """Single-process references use one torch thread like each worker: CPU float reductions depend on
+    the thread count (probabilities then differ by about one float16 ulp, which can flip a voxel at the
+    threshold)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from tests.test_cli import micro_checkpoint
@@ -95,7 +108,7 @@ def zarr_volume(tmp_path_factory):
     return path
 
 
-def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole):
+def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one_thread):
     """The block loop mirrors Segmenter.segment: any slice range gives the same labels and edges."""
     from fveseg.cli.jobs import SegmentOptions
     from fveseg.distributed import load_segmenter, segment_slices
@@ -114,6 +127,17 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole):
 
 @pytest.fixture(scope="module")
 def whole(checkpoint, zarr_volume):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _whole(checkpoint, zarr_volume)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _whole(checkpoint, zarr_volume):
     """(single-process result of two prompts, a mask threshold making the random model's mask non-trivial)."""
     from fveseg.distributed import load_segmenter
     from fveseg.io import read_volume
@@ -126,7 +150,7 @@ def whole(checkpoint, zarr_volume):
     return result, threshold
 
 
-def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, tmp_path):
+def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, tmp_path, one_thread):
     from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import read_labels
@@ -149,7 +173,7 @@ def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, t
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # scratch removed
 
 
-def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_path, capsys):
+def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_path, capsys, one_thread):
     import tifffile
 
     from fveseg.cli import main

@@ -143,7 +143,7 @@ def train(
     rank, world, local_rank = _distributed()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(f"cuda:{local_rank}" if device == "cuda" and world > 1 else device)
+    dev = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True

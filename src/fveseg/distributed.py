@@ -12,7 +12,7 @@ One huge volume (`segment_zarr_in_blocks`)
     Each slice's network output depends only on its own FVE image, so the semantic result equals a
     single-process run exactly. Pass 2 (parallel, instances only): each worker splits instances on its
     block plus ``instance_margin`` slices on each side, writes the core's local ids, and the labels its
-    margin gives to the next block's first slices; label pairs that overlap there are joined by a
+    margin gives to the next block's first slice; label pairs that overlap there are joined by a
     union-find into one global numbering, applied while the labels are written to the OME-Zarr.
 
     Instances equal the single-process result (up to renumbering) whenever every object is decided by
@@ -288,20 +288,21 @@ def _split_block(block: Block, source: str, index: int, scratch: str, spacing, m
     group = zarr.open_group(scratch, mode="r+")
     core = labels[block.start - block.read_start: block.stop - block.read_start]
     group["local"][block.start: block.stop] = core
-    if block.stop < block.read_stop:  # what this block calls the next block's first slices
-        ahead = labels[block.stop - block.read_start:]
-        group["ahead"][block.index, : len(ahead)] = ahead
+    if block.stop < block.read_stop:  # what this block calls the next block's first slice
+        group["ahead"][block.index] = labels[block.stop - block.read_start]
     ids = np.unique(core)
     return ids[ids > 0]  # only ids present in the core get a global id
 
 
 def _boundary_pairs(block: Block, next_block: Block, scratch: str) -> np.ndarray:
-    """(id in block, id in next block) pairs that label the same voxel in the next block's first slices."""
+    """(id in block, id in next block) pairs that label the same voxel in the next block's first slice."""
     import zarr
 
     group = zarr.open_group(scratch, mode="r")
-    depth = min(block.read_stop, next_block.stop) - block.stop
-    mine = np.asarray(group["ahead"][block.index, :depth]).ravel()
+    # Only the first slice after the boundary: every object crossing it has voxels there, and it is where
+    # this block's view has the most context (fragments cut at the far end of its margin are not seen).
+    depth = min(1, block.read_stop - block.stop)
+    mine = np.asarray(group["ahead"][block.index]).ravel() if depth else np.zeros(0, np.uint32)
     theirs = np.asarray(group["local"][next_block.start: next_block.start + depth]).ravel()
     both = (mine > 0) & (theirs > 0)
     pairs = np.stack([mine[both], theirs[both]], axis=1).astype(np.int64)
@@ -388,14 +389,17 @@ def split_instances_in_blocks(client, source: str, index: int, scratch: Path, bl
     import dask.array as da
     import zarr
 
+    if margin < 1:
+        from fveseg.errors import InputError
+
+        raise InputError(f"instance margin must be at least 1 slice, got {margin} (fix: use 8 or more)")
     depth, *plane = (int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
     blocks = plan_blocks(depth, block_slices, margin)
     group = zarr.open_group(str(scratch), mode="w")
     group.create_array("local", shape=(depth, *plane), chunks=(block_slices, *plane), dtype=np.uint32,
                        fill_value=0)
-    depth_ahead = max(margin, 1)
-    group.create_array("ahead", shape=(len(blocks), depth_ahead, *plane), chunks=(1, depth_ahead, *plane),
-                       dtype=np.uint32, fill_value=0)
+    group.create_array("ahead", shape=(len(blocks), *plane), chunks=(1, *plane), dtype=np.uint32,
+                       fill_value=0)
     futures = client.map(_split_block, blocks, source=source, index=index, scratch=str(scratch),
                          spacing=spacing, method=method, min_size=min_size, pure=False)
     present = client.gather(futures)

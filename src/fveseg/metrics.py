@@ -115,13 +115,16 @@ def overlap_table(gt: np.ndarray, pred: np.ndarray):
         voxel count
     gt_sizes, pred_sizes : 1-D float64 voxel counts per id
     """
-    import fastremap
+    try:  # fastremap is much faster; plain numpy keeps metrics usable where it is missing
+        from fastremap import unique
+    except ImportError:
+        unique = np.unique
 
     gt, pred = _same_shape(gt, pred)
     gt = np.ascontiguousarray(_non_negative(gt, "gt")).ravel()
     pred = np.ascontiguousarray(_non_negative(pred, "pred")).ravel()
-    gt_ids = np.asarray(fastremap.unique(gt), dtype=np.int64)
-    pred_ids = np.asarray(fastremap.unique(pred), dtype=np.int64)
+    gt_ids = np.asarray(unique(gt), dtype=np.int64)
+    pred_ids = np.asarray(unique(pred), dtype=np.int64)
     gt_ids, pred_ids = gt_ids[gt_ids > 0], pred_ids[pred_ids > 0]
     g, p = _dense_index(gt, gt_ids), _dense_index(pred, pred_ids)
     gt_sizes = np.bincount(g, minlength=gt_ids.size + 1)[1:].astype(np.float64)
@@ -211,7 +214,11 @@ def _hungarian(rows, cols, iou, n_gt, n_pred):
 
 def _dense_index(labels, ids):
     """Map sorted ``ids`` to 1..n (0 stays 0) as int64, with fastremap's hash table."""
-    import fastremap
+    try:
+        import fastremap
+    except ImportError:  # numpy fallback: ids are sorted, so a binary search gives the dense index
+        pos = np.searchsorted(ids, labels)
+        return np.where(labels > 0, pos + 1, 0).astype(np.int64)
 
     table = {int(v): i + 1 for i, v in enumerate(ids)}
     table[0] = 0
