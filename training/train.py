@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--order", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--val-every-minutes", type=float, default=None)
     parser.add_argument("--resume", default=None, help="state.pt of an interrupted run")
     parser.add_argument("--init-checkpoint", default=None, help="start from these weights")
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         order=args.order,
+        lr=args.lr,
         val_every_minutes=args.val_every_minutes,
     )
     if args.data_root is None:
