@@ -1,31 +1,17 @@
 """Checkpoint save/load: identical outputs after a round trip, clear errors for every bad file."""
 
-import dataclasses
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from _models import micro_config
 from fveseg.errors import CheckpointError
-from fveseg.model import CONFIGS, TextTokens, build_model
+from fveseg.model import TextTokens, build_model
 from fveseg.model import checkpoint as ckpt
 
-MICRO = dataclasses.replace(
-    CONFIGS["tiny"],
-    name="micro",
-    embed_dim=8,
-    depths=(1, 1, 1, 1),
-    conv_dim=16,
-    mask_dim=16,
-    hidden_dim=32,
-    decoder_layers=2,
-    nheads=2,
-    ffn_dim=32,
-    num_seg_queries=2,
-    num_edge_queries=1,
-    input_size=64,
-)
+MICRO = micro_config()
 
 
 @pytest.fixture

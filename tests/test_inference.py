@@ -1,32 +1,18 @@
 """Segmenter: shapes and orientation, tiling, determinism, ISD gating, NMS/argmax, errors, cancellation."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
+from _models import micro_config
 from fveseg.errors import Cancelled, InputError, OutputExistsError
 from fveseg.inference import Segmenter
-from fveseg.model import CONFIGS, PrecomputedTextEncoder, build_model
+from fveseg.model import PrecomputedTextEncoder, build_model
 from fveseg.postprocess import semantic_labels
 from fveseg.tiling import SliceTiler, tile_starts
 
-MICRO = dataclasses.replace(
-    CONFIGS["tiny"],
-    name="micro",
-    embed_dim=8,
-    depths=(1, 1, 1, 1),
-    conv_dim=16,
-    mask_dim=16,
-    hidden_dim=32,
-    decoder_layers=2,
-    nheads=2,
-    ffn_dim=32,
-    num_seg_queries=2,
-    num_edge_queries=1,
-    input_size=64,
-)
+MICRO = micro_config()
 PROMPTS = ["nuclei", "cells", "spots", "unheard-of thing"]
 
 

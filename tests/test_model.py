@@ -1,13 +1,12 @@
 """BiomedParse-V network: shapes, pairing, determinism, Boltzmann sampling, the ISD stop-gradient, text."""
 
-import dataclasses
 
 import pytest
 import torch
 
+from _models import micro_config
 from fveseg.errors import InputError
 from fveseg.model import (
-    CONFIGS,
     PrecomputedTextEncoder,
     TextEncoder,
     TextTokens,
@@ -17,21 +16,7 @@ from fveseg.model import (
 )
 from fveseg.model.decoder import boltzmann_attention_mask, threshold_attention_mask
 
-MICRO = dataclasses.replace(
-    CONFIGS["tiny"],
-    name="micro",
-    embed_dim=8,
-    depths=(1, 1, 1, 1),
-    conv_dim=16,
-    mask_dim=16,
-    hidden_dim=32,
-    decoder_layers=3,
-    nheads=2,
-    ffn_dim=32,
-    num_seg_queries=3,
-    num_edge_queries=2,
-    input_size=64,
-)
+MICRO = micro_config(decoder_layers=3, num_seg_queries=3, num_edge_queries=2)
 
 
 def tokens(p, length=5, dim=384, seed=0):
