@@ -109,7 +109,8 @@ def zarr_volume(tmp_path_factory):
 
 
 def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one_thread):
-    """The block loop mirrors Segmenter.segment: any slice range gives the same labels and edges."""
+    """Block pieces (public ``Segmenter.segment(start=, stop=, intensity_range=)``) give the single-process
+    labels and edges, also for a range off the batch grid (6..15 with batch size 4)."""
     from fveseg.cli.jobs import SegmentOptions
     from fveseg.distributed import load_segmenter, segment_slices
     from fveseg.io import read_volume
@@ -120,9 +121,13 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one
     segmenter = load_segmenter(str(checkpoint), "cpu", 4)
     options = SegmentOptions(prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold,
                              exist_threshold=0.0)
-    for first, semantic, edges in segment_slices(segmenter, data, options, 8, 16, 0, intensity_range(data)):
-        assert np.array_equal(semantic, np.asarray(whole.semantic)[first:first + len(semantic)])
-        assert np.array_equal(edges, np.asarray(whole.edges)[:, first:first + len(semantic)])
+    pieces = list(segment_slices(segmenter, data, options, 6, 15, 0, intensity_range(data)))
+    assert [(p.start, p.existence.shape[1]) for p in pieces] == [(6, 2), (8, 4), (12, 3)]  # on the grid
+    semantic = np.concatenate([p.semantic for p in pieces])
+    edges = np.concatenate([p.edges for p in pieces], axis=1)
+    assert np.array_equal(semantic, np.asarray(whole.semantic)[6:15])
+    assert np.array_equal(edges, np.asarray(whole.edges)[:, 6:15])
+    assert 0 < semantic.mean() and not semantic.all()  # labels that could differ
 
 
 @pytest.fixture(scope="module")

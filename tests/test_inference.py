@@ -160,3 +160,78 @@ def test_zarr_output_matches_memory(segmenter, volume, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["o.zarr"]
     with pytest.raises(OutputExistsError):
         segmenter.segment(volume, ["nuclei"], axis=0, out=tmp_path / "o.zarr")
+
+
+# -- slice ranges: blocks of one volume concatenate to the whole-volume result -----------------------------
+
+
+@pytest.fixture(scope="module")
+def uneven_volume():
+    """(7, 20, 11) float32 whose last slices along axis 2 are 10x brighter: a block's own intensity range
+    differs from the volume's."""
+    vol = np.random.default_rng(3).random((7, 20, 11)).astype(np.float32)
+    vol[..., 8:] *= 10
+    return vol
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_slice_range_blocks_equal_whole_volume(segmenter, uneven_volume, axis):
+    from fveseg.normalize import intensity_range
+
+    whole = segmenter.segment(uneven_volume, ["nuclei", "cells"], axis=axis, exist_threshold=0.3)
+    global_range = intensity_range(uneven_volume)
+    depth = uneven_volume.shape[axis]
+    cuts = [0, 3, 5, depth] if axis == 0 else [0, 3, 9, depth]  # batch_size 4: ends off the batch grid
+    seen = []
+    blocks = [
+        segmenter.segment(uneven_volume, ["nuclei", "cells"], axis=axis, exist_threshold=0.3,
+                          start=a, stop=b, intensity_range=global_range,
+                          progress=lambda done, total: seen.append((done, total)))
+        for a, b in zip(cuts[:-1], cuts[1:])
+    ]
+    assert [b.start for b in blocks] == cuts[:-1]
+    assert blocks[1].probabilities.shape[axis + 1] == blocks[1].existence.shape[1] == cuts[2] - cuts[1]
+    for name, at in (("probabilities", axis + 1), ("edges", axis + 1), ("semantic", axis), ("existence", 1)):
+        joined = np.concatenate([getattr(b, name) for b in blocks], axis=at)
+        np.testing.assert_array_equal(joined, getattr(whole, name), err_msg=name)
+    assert 0 < whole.semantic.mean() and not whole.semantic.all()  # labels that can differ
+    assert seen[-1] == (depth - cuts[2], depth - cuts[2])
+    np.testing.assert_array_equal(blocks[1].rethreshold(0.5, 0.3), blocks[1].semantic)
+
+
+def test_slice_range_defaults_to_the_whole_volume_intensity_range(segmenter, uneven_volume):
+    from fveseg.normalize import intensity_range
+
+    whole_range = intensity_range(uneven_volume)
+    block_range = intensity_range(uneven_volume[..., :4])
+    assert block_range != whole_range  # the block alone would be normalised differently
+    default = segmenter.segment(uneven_volume, ["nuclei"], axis=2, start=0, stop=4)
+    given = segmenter.segment(uneven_volume, ["nuclei"], axis=2, start=0, stop=4, intensity_range=whole_range)
+    other = segmenter.segment(uneven_volume, ["nuclei"], axis=2, start=0, stop=4, intensity_range=block_range)
+    np.testing.assert_array_equal(default.probabilities, given.probabilities)
+    assert not np.array_equal(other.probabilities, given.probabilities)
+
+
+def test_slice_range_zarr_output(segmenter, volume, tmp_path):
+    mem = segmenter.segment(volume, ["nuclei"], axis=0, start=1, stop=4)
+    disk = segmenter.segment(volume, ["nuclei"], axis=0, start=1, stop=4, out=tmp_path / "o.zarr")
+    assert disk.start == 1 and disk.probabilities.shape == (1, 3, 37, 53)
+    np.testing.assert_array_equal(disk.probabilities[:], mem.probabilities)
+    np.testing.assert_array_equal(disk.semantic[:], mem.semantic)
+
+
+@pytest.mark.parametrize(
+    "keywords, match",
+    [
+        (dict(start=3, stop=3), "start=3, stop=3"),
+        (dict(stop=6), "outside the 5 slices"),
+        (dict(start=-1), "outside"),
+        (dict(start=1.5), "integer"),
+        (dict(intensity_range=(1.0,)), "pair"),
+        (dict(intensity_range=(5.0, 1.0)), "lo <= hi"),
+        (dict(intensity_range=(0.0, float("nan"))), "finite"),
+    ],
+)
+def test_bad_slice_range(segmenter, volume, keywords, match):
+    with pytest.raises(InputError, match=match):
+        segmenter.segment(volume, ["nuclei"], axis=0, **keywords)

@@ -199,3 +199,57 @@ def test_neck_splits_touching_objects_without_edges(two_d):
     mask = mask if two_d else np.repeat(mask[None], 3, axis=0)  # a 3-slice stack cut by the volume border
     assert split_instances(mask).max() == 2
     assert split_instances(mask, split_necks=None).max() == 1
+
+
+def necks_one_seed_at_a_time(seeds, spacing, ratio=0.5, min_core=0.2, min_voxels=64):
+    """The plain definition of neck splitting: each seed alone on its bounding box (a known answer)."""
+    import cc3d
+    import edt
+
+    from fveseg.instances import grow_in_mask
+
+    split, next_id = seeds.copy(), int(seeds.max()) + 1
+    for index, box in enumerate(ndi.find_objects(seeds), start=1):
+        own = seeds[box] == index
+        if box is None or own.sum() < min_voxels:
+            continue
+        margin = [(int(b.start > 0), int(b.stop < n)) for b, n in zip(box, seeds.shape)]
+        inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(margin, own.shape))
+        distance = edt.edt(np.pad(own, margin), anisotropy=spacing, black_border=False)[inner]
+        cores = cc3d.connected_components(distance >= ratio * distance.max(), connectivity=6)
+        size = np.bincount(cores.ravel())
+        size[0] = 0
+        kept = np.flatnonzero(size >= min_core * size.max())
+        if kept.size < 2:
+            continue
+        ids = np.zeros(size.size, np.uint32)
+        ids[kept] = np.arange(next_id, next_id + kept.size)
+        next_id += kept.size
+        split[box][own] = ids[cores[own]]
+    return grow_in_mask(split, seeds > 0, spacing)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 0.5, 0.5)])
+def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
+    """Packed boxes (borders touched or not, depths binned) give exactly the per-seed answer."""
+    import cc3d
+
+    from fveseg.instances import _split_at_necks
+
+    rng = np.random.default_rng(3)
+    for shape in [(10, 40, 40), (6, 64, 48)]:
+        field = ndi.gaussian_filter(rng.random(shape), (1.0, 2.5, 2.5))
+        seeds = cc3d.connected_components(field > np.quantile(field, 0.55), connectivity=6,
+                                          out_dtype=np.uint32)
+        expected = necks_one_seed_at_a_time(seeds, spacing)
+        assert expected.max() > seeds.max()  # some seeds do split
+        assert np.array_equal(_split_at_necks(seeds, spacing, 0.5), expected)
+    # two dumbbells, one in the middle and one cut by the volume's borders, plus a seed too small
+    seeds = np.zeros((9, 30, 60), np.uint32)
+    yy, xx = np.mgrid[0:30, 0:60]
+    dumbbell = ((yy - 15) ** 2 + (xx - 12) ** 2 <= 64) | ((yy - 15) ** 2 + (xx - 28) ** 2 <= 64)
+    seeds[2:7][:, dumbbell] = 1
+    seeds[:, np.roll(dumbbell, 29, axis=1) & ~dumbbell & (xx > 38)] = 2
+    seeds[0, 0, 0] = 3
+    expected = necks_one_seed_at_a_time(seeds, spacing)
+    assert np.array_equal(_split_at_necks(seeds, spacing, 0.5), expected)

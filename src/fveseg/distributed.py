@@ -7,23 +7,25 @@ Many volumes (`segment_jobs`)
 One huge volume (`segment_zarr_in_blocks`)
     The volume is cut into blocks of ``block_slices`` slices along the slicing axis. Pass 1 (parallel):
     each worker reads its block plus a halo of ``3k − 2`` slices on each side (the FVE context of order
-    k), normalises it with the intensity range computed *once* for the whole volume, segments it and
-    writes the core slices' semantic labels (and, for instances, edge probabilities) into a scratch zarr.
-    Each slice's network output depends only on its own FVE image, so the semantic result equals a
-    single-process run exactly. Pass 2 (parallel, instances only): each worker splits instances on its
-    block plus ``instance_margin`` slices on each side, writes the core's local ids, and the labels its
-    margin gives to the next block's first slice; label pairs that overlap there are joined by a
-    union-find into one global numbering, applied while the labels are written to the OME-Zarr.
+    k), normalises it with the intensity range computed *once* for the whole volume, segments it
+    (`Segmenter.segment` with ``start=, stop=, intensity_range=``, batch by batch) and writes the core
+    slices' semantic labels (and, for instances, edge probabilities) into a scratch zarr.
+    Each slice's network output depends only on its own FVE image and its batch on the Segmenter's fixed
+    batch grid, so the semantic result equals a single-process run exactly. Pass 2 (parallel, instances
+    only): each worker splits instances on its block plus ``instance_margin`` slices on each side, writes
+    the core's local ids, and the labels its margin gives to the next block's first slice; label pairs
+    that overlap there are joined by a union-find into one global numbering, applied while the labels are
+    written to the OME-Zarr.
 
     Instances equal the single-process result (up to renumbering) whenever every object is decided by
     the voxels within ``instance_margin`` slices of a block boundary — true for objects shorter than the
     margin along the block axis (nuclei, cells). A taller object that the splitter would treat differently
     with more context can differ at a boundary; raise the margin for such data.
 
-Memory per worker: pass 1 holds ``block_slices + 2·(3k − 2)`` image slices plus P probability and edge
-slices per core slice; pass 2 holds ``block_slices + 2·margin`` slices of mask, edges and labels. Neither
-grows with the volume. The scratch zarr sits beside the output (the workers must share its file system)
-and is deleted at the end.
+Memory per worker: pass 1 holds one batch at a time (``batch_size + 2·(3k − 2)`` image slices, P
+probability and edge slices per batch slice); pass 2 holds ``block_slices + 2·margin`` slices of mask,
+edges and labels. Neither grows with the volume. The scratch zarr sits beside the output (the workers
+must share its file system) and is deleted at the end.
 """
 
 from __future__ import annotations
@@ -115,41 +117,31 @@ def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
     return (*leading, *([slice(None)] * axis), slice(start, stop))
 
 
-def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int, value_range):
-    """Segment focal slices ``[start, stop)`` of a (lazy) volume exactly as `Segmenter.segment` would.
+def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int, value_range) -> Iterator:
+    """Segment slices ``[start, stop)`` along ``axis`` of a (lazy) volume, one batch-sized piece at a time.
 
-    Mirrors the Segmenter's batch loop (same batches when ``start`` is a multiple of its batch size, the
-    same per-batch seed ``seed · 1000003 + first``, the same volume-wide intensity range, labels from the
-    float16 probabilities) so a block gives the single-process result bit for bit. Only the slab each
-    batch needs is read from ``volume``. (It uses the Segmenter's private ``_predict_batch``: a public
-    ``Segmenter.segment(..., start=, stop=, intensity_range=)`` would replace this copy of its loop;
-    ``tests/test_distributed.py`` checks that the two agree.)
+    Each piece is ``Segmenter.segment(volume, ..., start=, stop=, intensity_range=value_range)`` with the
+    options' prompts, order and thresholds, so it equals those slices of a single-process run on the whole
+    volume exactly (given the volume-wide ``value_range``); pieces end on the Segmenter's batch grid, so
+    no batch is computed twice. Only the slabs each piece needs (plus FVE context) are read, and memory
+    holds one piece's outputs at a time.
 
-    Yields ``(first, semantic (B, …) uint8, edges (P, B, …) float16)`` per batch along ``axis``.
+    Yields
+    ------
+    SegmentationResult
+        One per piece, in the volume's orientation: ``semantic`` and ``edges`` (P, ...) hold
+        ``existence.shape[1]`` slices along ``axis`` starting at ``.start``.
     """
-    import torch
+    from dataclasses import replace
 
-    from fveseg import fve
-    from fveseg.model.checkpoint import DEFAULT_METADATA
-    from fveseg.postprocess import semantic_labels
+    from fveseg.cli.jobs import segment_array
 
-    prompts = segmenter._check_prompts(list(options.prompts))
-    settings = segmenter.metadata.get("fve", DEFAULT_METADATA["fve"])
-    order = int(settings.get("order", 1) if options.order is None else options.order)
-    with torch.inference_mode():
-        text = segmenter.model.encode_text(prompts).to(segmenter.device)
-    generator = torch.Generator(device=segmenter.device)
-    thresholds = (0.5 if options.mask_threshold is None else options.mask_threshold,
-                  0.5 if options.exist_threshold is None else options.exist_threshold)
-    batches = fve.encode_volume(volume, order=order, axis=axis, pad=settings.get("pad", "edge"),
-                                downsample=settings.get("downsample", "mean"), start=start, stop=stop,
-                                batch_size=segmenter.batch_size)
-    for first, images in batches:
-        generator.manual_seed(segmenter.seed * 1_000_003 + first)
-        with torch.inference_mode():
-            probs, edges, exist = segmenter._predict_batch(images, text, *value_range, 1.0, generator)
-        probs = probs.astype(np.float16)  # the Segmenter labels from its stored float16 values
-        yield first, semantic_labels(probs, exist, *thresholds), edges.astype(np.float16)
+    options = replace(options, axis=axis)
+    step = segmenter.batch_size
+    bounds = [start, *range(start - start % step + step, stop, step), stop]
+    for first, last in zip(bounds[:-1], bounds[1:]):
+        yield segment_array(segmenter, volume, options, None, start=first, stop=last,
+                            intensity_range=value_range)
 
 
 def _segment_block(block: Block, source: str, scratch: str, options, axis: int) -> int:
@@ -165,13 +157,11 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
     group = zarr.open_group(scratch, mode="r+")
     with dask.config.set(scheduler="sync"):  # reading slabs inside a task: no nested cluster compute
         volume = io.read_volume(source, channel=options.channel).data
-        batches = segment_slices(segmenter, volume, options, block.start, block.stop, axis, value_range)
-        for first, semantic, edges in batches:
-            where = _along(axis, first, first + semantic.shape[0])
-            group["semantic"][where] = semantic if axis == 0 else np.moveaxis(semantic, 0, axis)
+        for piece in segment_slices(segmenter, volume, options, block.start, block.stop, axis, value_range):
+            where = _along(axis, piece.start, piece.start + piece.existence.shape[1])
+            group["semantic"][where] = piece.semantic
             if options.instances:
-                edges = edges if axis == 0 else np.moveaxis(edges, 1, axis + 1)
-                group["edges"][(slice(None), *where)] = edges
+                group["edges"][(slice(None), *where)] = piece.edges
     return block.stop - block.start
 
 
@@ -200,7 +190,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         from fveseg.errors import OutputExistsError
 
         raise OutputExistsError(f"{job.output} already exists (fix: pass --overwrite or choose another -o)")
-    step = options.batch_size  # blocks start on batch boundaries so batches (and seeds) match one process
+    step = options.batch_size  # blocks on the batch grid: no batch is computed by two blocks
     block_slices = -(-block_slices // step) * step
     blocks = plan_blocks(int(data.shape[axis]), block_slices, 0)
     value_range = _volume_range(data, options.checkpoint)

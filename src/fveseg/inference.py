@@ -6,6 +6,11 @@ with a range computed once per volume (`fveseg.normalize`), optional rescaling, 
 gating, NMS and argmax (`fveseg.postprocess`). Outputs are written slice batch by slice batch into
 preallocated arrays (numpy, or a zarr group on disk), so memory beyond the outputs does not grow with
 the number of slices.
+
+Batches always sit on the volume's grid of ``batch_size`` slices (0, B, 2B, ...) and are seeded by their
+first slice, and the intensity range is the whole volume's, so a slice range ``segment(..., start=a,
+stop=b)`` gives exactly the slices ``a:b`` of the whole-volume result: blocks of one volume can be
+segmented separately (`fveseg.distributed`) and concatenated.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import math
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +31,12 @@ from fveseg import fve
 from fveseg.errors import Cancelled, InputError, OutputExistsError
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata, load_checkpoint
 from fveseg.model.text_encoder import normalize_prompt
-from fveseg.normalize import apply_range, intensity_range
-from fveseg.postprocess import label_dtype, semantic_labels
+from fveseg.normalize import apply_range
+from fveseg.normalize import intensity_range as volume_intensity_range
+from fveseg.postprocess import SegmentationResult, label_dtype, put_slab, semantic_labels
 from fveseg.tiling import SliceTiler
 
-__all__ = ["Segmenter", "SegmentationResult", "select_device"]
+__all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from postprocess
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -43,64 +48,6 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def _take(array: Any, axis: int, start: int, stop: int, leading: int) -> np.ndarray:
-    """Slab ``start:stop`` along spatial ``axis`` (after ``leading`` dims), view axis moved first."""
-    index = [slice(None)] * (leading + 3)
-    index[leading + axis] = slice(start, stop)
-    return np.moveaxis(np.asarray(array[tuple(index)]), leading + axis, leading)
-
-
-def _put(array: Any, axis: int, start: int, value: np.ndarray, leading: int) -> None:
-    """Write ``value`` (view axis at position ``leading``) into ``array`` at ``start`` along ``axis``."""
-    index = [slice(None)] * (leading + 3)
-    index[leading + axis] = slice(start, start + value.shape[leading])
-    array[tuple(index)] = np.moveaxis(value, leading, leading + axis)
-
-
-@dataclass
-class SegmentationResult:
-    """Outputs in the input volume's orientation.
-
-    Attributes
-    ----------
-    probabilities : array (P, D, H, W) float16
-        Raw (ungated) mask probability per prompt.
-    edges : array (P, D, H, W) float16
-        Edge probability per prompt.
-    existence : ndarray (P, N) float32
-        Existence probability per prompt and slice along ``axis`` (N = shape[axis]).
-    semantic : array (D, H, W) uint8 (uint16 for >= 256 prompts)
-        0 background, i + 1 for ``prompts[i]``.
-    prompts : list of str
-        Canonical prompts in class-id order.
-    axis : int
-        The slicing axis used.
-    path : Path or None
-        The zarr group holding the arrays when written to disk.
-    """
-
-    probabilities: Any
-    edges: Any
-    existence: np.ndarray
-    semantic: Any
-    prompts: list[str]
-    axis: int
-    path: Path | None = None
-
-    def rethreshold(
-        self, mask_threshold: float = 0.5, exist_threshold: float = 0.5, chunk: int = 16
-    ) -> np.ndarray:
-        """Recompute the semantic labels (D, H, W) with other thresholds, without the network."""
-        shape = self.probabilities.shape[1:]
-        out = np.zeros(shape, dtype=label_dtype(len(self.prompts)))
-        for start in range(0, shape[self.axis], chunk):
-            stop = min(start + chunk, shape[self.axis])
-            probs = _take(self.probabilities, self.axis, start, stop, 1)
-            labels = semantic_labels(probs, self.existence[:, start:stop], mask_threshold, exist_threshold)
-            _put(out, self.axis, start, labels, 0)
-        return out
 
 
 class Segmenter:
@@ -164,7 +111,7 @@ class Segmenter:
         return canonical
 
     @staticmethod
-    def _check_volume(volume):
+    def _check_volume(volume, check_finite: bool = True):
         if not hasattr(volume, "shape") or not hasattr(volume, "dtype"):
             volume = np.asarray(volume)
         if len(volume.shape) == 2:
@@ -179,7 +126,7 @@ class Segmenter:
         kind = np.dtype(volume.dtype).kind
         if kind not in "uif":
             raise InputError(f"Volume dtype {volume.dtype} is not numeric; convert it to integers or floats.")
-        if kind == "f":
+        if kind == "f" and check_finite:
             picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 16)).astype(int))
             step = max(1, max(volume.shape[1:]) // 256)
             sample = np.stack([np.asarray(volume[int(z), ::step, ::step]) for z in picks])
@@ -188,6 +135,29 @@ class Segmenter:
                     "The volume holds no finite values (all NaN/inf); check the file or channel."
                 )
         return volume
+
+    @staticmethod
+    def _check_slices(start, stop, depth: int) -> tuple[int, int]:
+        start, stop = 0 if start is None else start, depth if stop is None else stop
+        for name, value in (("start", start), ("stop", stop)):
+            if not isinstance(value, int | np.integer) or isinstance(value, bool):
+                raise InputError(f"{name} must be an integer slice index, got {value!r}.")
+        if not 0 <= start < stop <= depth:
+            raise InputError(
+                f"Slice range start={start}, stop={stop} is outside the {depth} slices along the view axis; "
+                f"need 0 <= start < stop <= {depth}."
+            )
+        return int(start), int(stop)
+
+    @staticmethod
+    def _check_intensity_range(value) -> tuple[float, float]:
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise InputError(f"intensity_range must be a pair (lo, hi) of numbers, got {value!r}.") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise InputError(f"intensity_range needs finite lo <= hi, got {value!r}.")
+        return lo, hi
 
     # -- network --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -236,6 +206,10 @@ class Segmenter:
         cancel: Callable[[], bool] | None = None,
         out: str | Path | None = None,
         overwrite: bool = False,
+        *,
+        start: int | None = None,
+        stop: int | None = None,
+        intensity_range: tuple[float, float] | None = None,
     ) -> SegmentationResult:
         """Segment ``prompts`` in a (D, H, W) volume (numpy, zarr or dask; 2D is taken as D = 1).
 
@@ -252,20 +226,37 @@ class Segmenter:
         scale : float
             Rescale slices by this factor before the network (objects larger than trained: < 1).
         progress : callable(done, total), optional
-            Called with slices done after each batch.
+            Called with slices done (of ``stop - start``) after each batch.
         cancel : callable() -> bool, optional
             Checked before each batch; True raises `Cancelled` and nothing is kept.
         out : path, optional
             Write the arrays into a new zarr group there (volumes larger than RAM).
         overwrite : bool
             Replace an existing ``out``.
+        start, stop : int, optional
+            Segment only slices ``[start, stop)`` along the view axis (default: all N = shape[axis]);
+            pass an explicit ``axis`` with them. Only the slabs those slices need (with their FVE context
+            from outside the range) are read from a lazy volume. The result equals slices ``start:stop``
+            of the whole-volume result exactly: batches stay on the volume's grid of ``batch_size``
+            slices, so a range whose ends are not multiples of ``batch_size`` also computes the rest of
+            its first and last batch (at most 2 * (batch_size - 1) slices) and discards it.
+        intensity_range : (lo, hi), optional
+            Intensities mapped to 0 and 255 (see `fveseg.normalize.apply_range`). Default: computed from
+            the whole volume with the checkpoint's modality rules (`fveseg.normalize.intensity_range`),
+            which subsamples all of it; pass the value computed once to segment blocks cheaply (the
+            volume is then not checked for being all NaN).
 
         Returns
         -------
         SegmentationResult
+            With n = stop - start slices along ``axis``: ``probabilities`` and ``edges`` (P, ...) float16
+            and ``semantic`` shaped like the volume with shape[axis] = n, ``existence`` (P, n) float32,
+            and ``start`` recording where the slices begin.
         """
         canonical = self._check_prompts(prompts)
-        volume = self._check_volume(volume)
+        # A given range was computed from the whole volume; the all-NaN check would re-read slices from
+        # all of it on every block.
+        volume = self._check_volume(volume, check_finite=intensity_range is None)
         shape = tuple(int(s) for s in volume.shape)
         if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
             raise InputError(f"scale must be a positive number, got {scale!r}.")
@@ -277,28 +268,36 @@ class Segmenter:
         elif not isinstance(axis, int | np.integer) or not 0 <= axis < 3:
             raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
         axis = int(axis)
+        start, stop = self._check_slices(start, stop, shape[axis])
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
         order = int(settings.get("order", 1) if order is None else order)
-        intensity = self.metadata.get("intensity") or {}
-        lo, hi = intensity_range(volume, intensity.get("modality") or "auto", intensity.get("window"))
+        if intensity_range is None:
+            intensity = self.metadata.get("intensity") or {}
+            modality, window = intensity.get("modality") or "auto", intensity.get("window")
+            lo, hi = volume_intensity_range(volume, modality, window)
+        else:
+            lo, hi = self._check_intensity_range(intensity_range)
 
         with torch.inference_mode():
             text = self.model.encode_text(canonical).to(self.device)  # once per call
-        num, depth = len(canonical), shape[axis]
-        store, final_path, tmp_path = self._allocate(out, overwrite, num, shape, axis)
-        existence = np.zeros((num, depth), dtype=np.float32)
+        num, count = len(canonical), stop - start
+        out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
+        store, final_path, tmp_path = self._allocate(out, overwrite, num, out_shape, axis)
+        existence = np.zeros((num, count), dtype=np.float32)
         generator = torch.Generator(device=self.device)
+        step = self.batch_size
         try:
-            done = 0
             if progress is not None:
-                progress(0, depth)
+                progress(0, count)
             batches = fve.encode_volume(
                 volume,
                 order=order,
                 axis=axis,
                 pad=settings.get("pad", "edge"),
                 downsample=settings.get("downsample", "mean"),
-                batch_size=self.batch_size,
+                start=start - start % step,  # the volume's batch grid: same batches, seeds and sums
+                stop=min(shape[axis], -(-stop // step) * step),
+                batch_size=step,
             )
             for first, images in batches:
                 if cancel is not None and cancel():
@@ -306,24 +305,25 @@ class Segmenter:
                 generator.manual_seed(self.seed * 1_000_003 + first)
                 with torch.inference_mode():
                     probs, edges, exist = self._predict_batch(images, text, lo, hi, float(scale), generator)
-                existence[:, first : first + len(images)] = exist
-                probs = probs.astype(np.float16)  # labels from the stored values: rethreshold agrees
-                _put(store["probabilities"], axis, first, probs, 1)
-                _put(store["edges"], axis, first, edges.astype(np.float16), 1)
+                keep = slice(max(start, first) - first, min(stop, first + len(images)) - first)
+                at = max(start, first) - start
+                exist = exist[:, keep]
+                existence[:, at : at + exist.shape[1]] = exist
+                probs = probs[:, keep].astype(np.float16)  # labels from the stored values: rethreshold agrees
+                put_slab(store["probabilities"], axis, at, probs, 1)
+                put_slab(store["edges"], axis, at, edges[:, keep].astype(np.float16), 1)
                 labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
-                _put(store["semantic"], axis, first, labels, 0)
-                done += len(images)
+                put_slab(store["semantic"], axis, at, labels, 0)
                 if progress is not None:
-                    progress(done, depth)
+                    progress(at + exist.shape[1], count)
         except BaseException:
             if tmp_path is not None:
                 shutil.rmtree(tmp_path, ignore_errors=True)
             raise
         if tmp_path is None:
-            return SegmentationResult(
-                store["probabilities"], store["edges"], existence, store["semantic"], canonical, axis
-            )
-        return self._finish_zarr(store, existence, canonical, axis, tmp_path, final_path, overwrite)
+            arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
+            return SegmentationResult(*arrays, canonical, axis, None, start)
+        return self._finish_zarr(store, existence, canonical, axis, start, tmp_path, final_path, overwrite)
 
     # -- outputs --------------------------------------------------------------------------------------
     def _allocate(self, out, overwrite, num, shape, axis):
@@ -356,16 +356,16 @@ class Segmenter:
         return store, final, tmp
 
     @staticmethod
-    def _finish_zarr(store, existence, prompts, axis, tmp, final, overwrite):
+    def _finish_zarr(store, existence, prompts, axis, start, tmp, final, overwrite):
         import zarr
 
         group = store["group"]
         group.create_array("existence", data=existence)
-        group.attrs.update({"prompts": prompts, "axis": axis})
+        group.attrs.update({"prompts": prompts, "axis": axis, "start": start})
         if final.exists() and overwrite:
             shutil.rmtree(final) if final.is_dir() else final.unlink()
         tmp.rename(final)
         group = zarr.open_group(str(final), mode="r")
         return SegmentationResult(
-            group["probabilities"], group["edges"], existence, group["semantic"], prompts, axis, path=final
+            group["probabilities"], group["edges"], existence, group["semantic"], prompts, axis, final, start
         )

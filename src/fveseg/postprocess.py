@@ -1,10 +1,19 @@
-"""Per-slice post-processing of prompt probabilities: existence gating, NMS and argmax (REFERENCE §2)."""
+"""Per-slice post-processing of prompt probabilities: existence gating, NMS and argmax (REFERENCE §2).
+
+Also the container of `fveseg.inference.Segmenter.segment` outputs (`SegmentationResult`, whose
+``rethreshold`` re-runs the labelling on the stored probabilities) and the slab read/write helpers the
+Segmenter streams its outputs with.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-__all__ = ["semantic_labels", "label_dtype"]
+__all__ = ["semantic_labels", "label_dtype", "SegmentationResult", "take_slab", "put_slab"]
 
 
 def label_dtype(num_prompts: int) -> np.dtype:
@@ -66,3 +75,67 @@ def semantic_labels(
     best = gated.argmax(axis=0)
     value = np.take_along_axis(gated, best[None], axis=0)[0]
     return np.where(value > mask_threshold, best + 1, 0).astype(label_dtype(num))
+
+
+def take_slab(array: Any, axis: int, start: int, stop: int, leading: int) -> np.ndarray:
+    """Slab ``start:stop`` along spatial ``axis`` (after ``leading`` dims), view axis moved first."""
+    index = [slice(None)] * (leading + 3)
+    index[leading + axis] = slice(start, stop)
+    return np.moveaxis(np.asarray(array[tuple(index)]), leading + axis, leading)
+
+
+def put_slab(array: Any, axis: int, start: int, value: np.ndarray, leading: int) -> None:
+    """Write ``value`` (view axis at position ``leading``) into ``array`` at ``start`` along ``axis``."""
+    index = [slice(None)] * (leading + 3)
+    index[leading + axis] = slice(start, start + value.shape[leading])
+    array[tuple(index)] = np.moveaxis(value, leading, leading + axis)
+
+
+@dataclass
+class SegmentationResult:
+    """Outputs of `fveseg.inference.Segmenter.segment`, in the input volume's orientation.
+
+    Shapes are for the whole volume (D, H, W); a slice range ``segment(..., start=, stop=)`` holds
+    N = stop - start slices along ``axis`` instead (for example (P, N, H, W) when ``axis`` is 0).
+
+    Attributes
+    ----------
+    probabilities : array (P, D, H, W) float16
+        Raw (ungated) mask probability per prompt.
+    edges : array (P, D, H, W) float16
+        Edge probability per prompt.
+    existence : ndarray (P, N) float32
+        Existence probability per prompt and slice along ``axis`` (N = shape[axis]).
+    semantic : array (D, H, W) uint8 (uint16 for >= 256 prompts)
+        0 background, i + 1 for ``prompts[i]``.
+    prompts : list of str
+        Canonical prompts in class-id order.
+    axis : int
+        The slicing axis used.
+    path : Path or None
+        The zarr group holding the arrays when written to disk.
+    start : int
+        Index along ``axis`` of the volume slice the arrays' first slice is (0 for the whole volume).
+    """
+
+    probabilities: Any
+    edges: Any
+    existence: np.ndarray
+    semantic: Any
+    prompts: list[str]
+    axis: int
+    path: Path | None = None
+    start: int = 0
+
+    def rethreshold(
+        self, mask_threshold: float = 0.5, exist_threshold: float = 0.5, chunk: int = 16
+    ) -> np.ndarray:
+        """Recompute ``semantic`` (same shape and dtype) with other thresholds, without the network."""
+        shape = self.probabilities.shape[1:]
+        out = np.zeros(shape, dtype=label_dtype(len(self.prompts)))
+        for start in range(0, shape[self.axis], chunk):
+            stop = min(start + chunk, shape[self.axis])
+            probs = take_slab(self.probabilities, self.axis, start, stop, 1)
+            labels = semantic_labels(probs, self.existence[:, start:stop], mask_threshold, exist_threshold)
+            put_slab(out, self.axis, start, labels, 0)
+        return out
