@@ -104,7 +104,7 @@ def run_one(method, repeats):
     if method == "watershed-per-seed-necks":
         import fveseg.instances
 
-        fveseg.instances._split_at_necks = split_at_necks_per_seed
+        fveseg.instances.split_at_necks = split_at_necks_per_seed  # the name instances calls
     inputs_rss = peak_rss_mib()
     times = []
     for _ in range(repeats):

@@ -234,7 +234,7 @@ def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
     """Packed boxes (borders touched or not, depths binned) give exactly the per-seed answer."""
     import cc3d
 
-    from fveseg.instances import _split_at_necks
+    from fveseg.necks import split_at_necks
 
     rng = np.random.default_rng(3)
     for shape in [(10, 40, 40), (6, 64, 48)]:
@@ -243,7 +243,7 @@ def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
                                           out_dtype=np.uint32)
         expected = necks_one_seed_at_a_time(seeds, spacing)
         assert expected.max() > seeds.max()  # some seeds do split
-        assert np.array_equal(_split_at_necks(seeds, spacing, 0.5), expected)
+        assert np.array_equal(split_at_necks(seeds, spacing, 0.5), expected)
     # two dumbbells, one in the middle and one cut by the volume's borders, plus a seed too small
     seeds = np.zeros((9, 30, 60), np.uint32)
     yy, xx = np.mgrid[0:30, 0:60]
@@ -252,4 +252,4 @@ def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
     seeds[:, np.roll(dumbbell, 29, axis=1) & ~dumbbell & (xx > 38)] = 2
     seeds[0, 0, 0] = 3
     expected = necks_one_seed_at_a_time(seeds, spacing)
-    assert np.array_equal(_split_at_necks(seeds, spacing, 0.5), expected)
+    assert np.array_equal(split_at_necks(seeds, spacing, 0.5), expected)

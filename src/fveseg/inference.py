@@ -11,6 +11,9 @@ Batches always sit on the volume's grid of ``batch_size`` slices (0, B, 2B, ...)
 first slice, and the intensity range is the whole volume's, so a slice range ``segment(..., start=a,
 stop=b)`` gives exactly the slices ``a:b`` of the whole-volume result: blocks of one volume can be
 segmented separately (`fveseg.distributed`) and concatenated.
+
+A ``reference-v2`` model (the released BiomedParse v2 weights) runs the public code's own pipeline instead,
+with the same streaming, slice ranges, progress, cancel and outputs: `fveseg.inference_reference`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from torch.nn import functional as F
 
 from fveseg import fve
 from fveseg.errors import Cancelled, InputError, OutputExistsError
-from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata, load_checkpoint
+from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
 from fveseg.model.text_encoder import normalize_prompt
 from fveseg.normalize import apply_range
 from fveseg.normalize import intensity_range as volume_intensity_range
@@ -56,8 +59,10 @@ class Segmenter:
     Parameters
     ----------
     checkpoint : None, str, Path or torch.nn.Module
-        None: the installed default model; a path: `load_checkpoint`; a module: used as is (its
-        ``metadata`` dict, if any, gives FVE order, input size and normalisation; defaults otherwise).
+        None: the installed default model; a path: `load_checkpoint` (also the released BiomedParse
+        v2 ``.ckpt`` / ``.safetensors``, run with the public code's own pre- and post-processing:
+        `fveseg.inference_reference`); a module: used as is (its ``metadata`` dict, if any, gives FVE
+        order, input size and normalisation; defaults otherwise).
     device : str or torch.device
         "auto" (cuda -> mps -> cpu) or an explicit device.
     batch_size : int
@@ -84,9 +89,14 @@ class Segmenter:
         elif isinstance(checkpoint, torch.nn.Module):
             model = checkpoint
         else:
-            model = load_checkpoint(checkpoint)
+            from fveseg.inference_reference import load_model  # load_checkpoint + official .safetensors
+
+            model = load_model(checkpoint)
         self.model = model.to(self.device).eval()
-        self.metadata = full_metadata(model)
+        extra = None
+        if getattr(model, "architecture", None) == "reference-v2":  # no config; its input side is 512
+            extra = {"input_size": model.metadata.get("input_size") or model.input_size}
+        self.metadata = full_metadata(model, extra)
         self.input_size = int(self.metadata["input_size"])
         self.batch_size = batch_size
         self.seed = seed
@@ -264,9 +274,16 @@ class Segmenter:
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {value!r}.")
         if axis == "auto":
-            axis = fve.select_view(shape, spacing)
+            axis = fve.select_view(shape, spacing) if not self._is_reference else "auto"
         elif not isinstance(axis, int | np.integer) or not 0 <= axis < 3:
             raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
+        if self._is_reference:  # the released BiomedParse v2 weights: the public code's own pipeline
+            from fveseg.inference_reference import segment_reference
+
+            return segment_reference(
+                self, volume, canonical, axis, start, stop, intensity_range, mask_threshold, exist_threshold,
+                progress, cancel, out, overwrite, order=order, scale=scale,
+            )
         axis = int(axis)
         start, stop = self._check_slices(start, stop, shape[axis])
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
@@ -324,6 +341,10 @@ class Segmenter:
             arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
             return SegmentationResult(*arrays, canonical, axis, None, start)
         return self._finish_zarr(store, existence, canonical, axis, start, tmp_path, final_path, overwrite)
+
+    @property
+    def _is_reference(self) -> bool:
+        return getattr(self.model, "architecture", None) == "reference-v2"
 
     # -- outputs --------------------------------------------------------------------------------------
     def _allocate(self, out, overwrite, num, shape, axis):

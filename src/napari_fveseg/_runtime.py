@@ -62,6 +62,8 @@ def _modified_time(checkpoint: str | None) -> float | None:
         return None
     from fveseg.model.checkpoint import checkpoint_paths
 
+    if Path(checkpoint).suffix == ".ckpt" and Path(checkpoint).is_file():  # BiomedParse v2 weights
+        return Path(checkpoint).stat().st_mtime
     try:
         return checkpoint_paths(checkpoint)[1].stat().st_mtime
     except Exception:  # missing or ambiguous: Segmenter reports it with the fix

@@ -81,6 +81,8 @@ class SegmentationWidget(QWidget):
         self.prompts_edit.setMaximumHeight(70)
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("bundled default model")
+        self.checkpoint_edit.setToolTip("An fveseg checkpoint (.json / .safetensors) or the BiomedParse v2 "
+                                        ".ckpt you downloaded (see docs/reference-v2.md).")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_checkpoint)
         model_row = QHBoxLayout()
@@ -138,7 +140,7 @@ class SegmentationWidget(QWidget):
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
-                                              "fveseg checkpoint (*.json *.safetensors)")
+                                              "Model checkpoint (*.json *.safetensors *.ckpt)")
         if path:
             self.checkpoint_edit.setText(path)
 
@@ -207,7 +209,8 @@ class SegmentationWidget(QWidget):
         checkpoint = self.checkpoint_edit.text().strip() or None
         if checkpoint is not None and not checkpoint_exists(checkpoint):
             show_error(f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
-                       "fveseg checkpoint with Browse…, or clear the box to use the bundled model.")
+                       "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, or "
+                       "clear the box to use the bundled model.")
             return
         save_settings(self.settings())
         import_core_in_gui_thread()

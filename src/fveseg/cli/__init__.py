@@ -1,10 +1,11 @@
-"""The ``fveseg`` command line: one entry point, five subcommands.
+"""The ``fveseg`` command line: one entry point, six subcommands.
 
 ``segment``   volumes in (files, folders, globs), labels out (OME-Zarr or TIFF), optionally on dask
 ``encode``    write the Fractal Volumetric Encoding images of a volume for inspection or training
 ``evaluate``  predictions against ground truth: Dice, NSD, F1@0.5, Dice on true positives
 ``info``      installed model(s), their prompts and configuration, devices, versions
 ``demo``      the README's main job: segment the bundled synthetic sample end to end and score it
+``convert``   the released BiomedParse v2 ``.ckpt`` once into fveseg's ``.safetensors`` + ``.json``
 
 Exit codes: 0 success; 1 a user error at run time (any `fveseg.errors.FvesegError`: missing file, output
 exists, bad checkpoint); 2 a usage error (unknown option, bad value); 130 interrupted (Ctrl-C), with no
@@ -40,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser for ``fveseg`` and all its subcommands."""
     # Subcommand modules are imported here for their `add_arguments`; they import torch lazily.
-    from fveseg.cli import demo, encode, evaluate, info, segment
+    from fveseg.cli import convert, demo, encode, evaluate, info, segment
 
     parser = _Parser(
         prog="fveseg",
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fveseg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for module in (segment, encode, evaluate, info, demo):
+    for module in (segment, encode, evaluate, info, demo, convert):
         sub = commands.add_parser(
             module.NAME, help=module.HELP, description=module.__doc__.split("\n\n")[0],
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,

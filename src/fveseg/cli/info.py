@@ -1,4 +1,8 @@
-"""Show the installed model(s), their prompts and configuration, available devices and versions."""
+"""Show the installed model(s), their prompts and configuration, available devices and versions.
+
+For the released BiomedParse v2 weights (``--model biomedparse_v2.ckpt`` or its converted ``.json``) it
+prints the architecture, the prompt format the public model expects and the weights' licence notice.
+"""
 
 from __future__ import annotations
 
@@ -79,12 +83,54 @@ def describe_checkpoint(path: Path) -> dict:
     return {"path": str(json_path), **shown}
 
 
+def describe_reference(path: Path) -> dict | None:
+    """What ``info`` shows for the released BiomedParse v2 weights, or None if ``path`` is another model.
+
+    Recognises the Lightning ``.ckpt``, an official ``.safetensors`` (no JSON beside it) and a converted
+    ``.json`` with ``"architecture": "reference-v2"``; the weights are not loaded (4.5 GB): a ``.ckpt`` is
+    checked when a command loads it.
+    """
+    from fveseg.errors import CheckpointError
+    from fveseg.model.checkpoint import checkpoint_paths
+
+    meta: dict = {}
+    official = path.suffix == ".ckpt"
+    if not official and path.suffix == ".safetensors" and not path.with_suffix(".json").exists():
+        from fveseg.inference_reference import is_official_weights
+
+        official = is_official_weights(path)
+    if not official:
+        try:
+            json_path = checkpoint_paths(path)[0]
+            meta = json.loads(json_path.read_text())
+        except (CheckpointError, OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("architecture") != "reference-v2":
+            return None
+        path = json_path
+    from fveseg.inference_reference import LICENCE_NOTICE, PROMPT_FORMAT
+
+    shown = {"path": str(path), "status": "ok" if path.is_file() else "missing",
+             "architecture": "reference-v2 (BiomedParse v2, 371.8M parameters; the public pipeline)",
+             "input_size": meta.get("input_size", 512), "prompt_format": PROMPT_FORMAT}
+    if official and path.is_file():
+        shown["file"] = f"{path.stat().st_size / 1e9:.2f} GB, official weights (keys checked when loaded)"
+    if "converted_from" in meta:
+        shown["converted_from"] = meta["converted_from"]
+    shown["licence"] = meta.get("licence") or LICENCE_NOTICE
+    return shown
+
+
 def collect(extra_models: list[Path] | None = None) -> dict:
     models = []
     default = default_checkpoint_location()
     candidates = [("default", default)] if default is not None else []
     candidates += [("given", p) for p in extra_models or []]
     for role, path in candidates:
+        reference = describe_reference(Path(path)) if role == "given" else None
+        if reference is not None:
+            models.append({"role": role, **reference})
+            continue
         if not checkpoint_exists(Path(path)):
             models.append({"role": role, "path": str(path), "status": "missing"})
             continue
