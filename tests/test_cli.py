@@ -259,3 +259,13 @@ def test_demo_runs_end_to_end_with_a_given_model(tmp_path, checkpoint, monkeypat
     assert read_labels(output, "nuclei")[0].shape == small.image.shape
     assert main(argv) == 1  # refuses to overwrite
     assert main(argv + ["--overwrite"]) == 0
+
+
+def test_convert_errors_are_one_line(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "does not exist" in err and "\n" not in err
+    (tmp_path / "out.json").write_text("{}")  # refused before the (large) source is read
+    assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "absent.ckpt")]) == 2  # DST missing: usage error

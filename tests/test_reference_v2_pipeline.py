@@ -95,34 +95,26 @@ def test_segmenter_equals_public_pipeline(boltz_run, volume):
     assert set(np.unique(result.semantic)) <= {0, 1, 2} and (result.semantic > 0).any()
 
 
-def test_slice_range_is_deterministic_and_equals_whole_volume(model, volume, boltz_run, tmp_path):
-    from fveseg.inference import Segmenter
-
-    whole, _ = boltz_run
-    part = Segmenter(model, device="cpu", batch_size=2, seed=0).segment(
-        volume, PROMPTS, axis=1, start=1, stop=2, out=tmp_path / "part.zarr"
-    )
-    assert part.start == 1 and part.path == tmp_path / "part.zarr"
-    np.testing.assert_array_equal(np.asarray(part.probabilities), whole.probabilities[:, :, 1:2])
-    np.testing.assert_array_equal(np.asarray(part.edges), whole.edges[:, :, 1:2])
-    np.testing.assert_array_equal(np.asarray(part.semantic), whole.semantic[:, 1:2])
-    np.testing.assert_array_equal(part.existence, whole.existence[:, 1:2])
-
-
-def test_streamed_batches_equal_public_det_one_prompt(model, volume):
+def test_streamed_batches_and_slice_range_equal_public_det_one_prompt(model, volume, tmp_path):
+    """One slice per batch (det mode, one prompt: the existence gate); a slice range written to zarr."""
     from fveseg.inference import Segmenter
 
     calls = []
     model.attention_mode = "det"
     try:
-        result = Segmenter(model, device="cpu", batch_size=1).segment(
-            volume, PROMPTS[:1], progress=lambda done, total: calls.append((done, total))
-        )
+        segmenter = Segmenter(model, device="cpu", batch_size=1)
+        result = segmenter.segment(volume, PROMPTS[:1], progress=lambda *done_total: calls.append(done_total))
         reference = segment_volume_reference(model, volume, PROMPTS[:1], slice_batch_size=1, mode="det",
                                              size=SIZE)
+        part = segmenter.segment(volume, PROMPTS[:1], axis=1, start=1, stop=2, out=tmp_path / "part.zarr")
     finally:
         del model.attention_mode
     assert calls == [(0, 2), (1, 2), (2, 2)]
+    assert part.start == 1 and part.path == tmp_path / "part.zarr"
+    np.testing.assert_array_equal(np.asarray(part.probabilities), result.probabilities[:, :, 1:2])
+    np.testing.assert_array_equal(np.asarray(part.edges), result.edges[:, :, 1:2])
+    np.testing.assert_array_equal(np.asarray(part.semantic), result.semantic[:, 1:2])
+    np.testing.assert_array_equal(part.existence, result.existence[:, 1:2])
     np.testing.assert_array_equal(result.semantic, reference["labels"])
     ref = _reference_maps(reference["probabilities"], volume.shape, 1)
     gate = (reference["existence"].numpy() > 0.5)[:, None, :, None]  # one prompt: the existence gate
@@ -172,7 +164,8 @@ def fake_ckpt(tmp_path_factory):
             continue
         official_shape = shape[:2] if LINEAR_AS_CONV.match(name) else shape
         value = _official_value(index)
-        state["model." + to_official_name(name)] = torch.full((1,), value).expand(official_shape)
+        one = torch.full((1,) * len(official_shape), value)
+        state["model." + to_official_name(name)] = one.expand(official_shape)
         expected[name] = value
     state["model.loss_function.cls_loss_fn.pos_weight"] = torch.ones(1)
     path = tmp_path_factory.mktemp("weights") / "biomedparse_v2.ckpt"
@@ -193,9 +186,9 @@ def test_convert_round_trips_and_refuses_to_overwrite(fake_ckpt, tmp_path, capsy
     segmenter = Segmenter(str(json_path), device="cpu")  # what `segment --model` and the widget do
     state = segmenter.model.state_dict()
     assert segmenter.model.architecture == "reference-v2" and segmenter.input_size == 512
-    for name, value in expected.items():
-        tensor = state[name]
-        assert float(tensor.min()) == float(tensor.max()) == pytest.approx(value, abs=1e-7), name
+    for name, value in expected.items():  # values differ between neighbours: a mis-mapped key shows
+        ends = state[name].reshape(-1)[[0, -1]]
+        assert ends.tolist() == pytest.approx([value, value], abs=1e-7), name
     del segmenter, state
 
     assert main(["convert", str(ckpt), str(tmp_path / "bp2")]) == 1

@@ -215,6 +215,8 @@ def segment_reference(
     generator = torch.Generator(device=device)
     dtype = label_dtype(num)
     try:
+        if cancel is not None and cancel():  # before the text tower runs
+            raise Cancelled("Segmentation cancelled; no output was kept.")
         with torch.inference_mode():
             text = model.encode_text(list(prompts))  # once per call, shared by every batch
         if progress is not None:
