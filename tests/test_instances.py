@@ -253,3 +253,16 @@ def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
     seeds[0, 0, 0] = 3
     expected = necks_one_seed_at_a_time(seeds, spacing)
     assert np.array_equal(split_at_necks(seeds, spacing, 0.5), expected)
+
+
+def test_relative_speck_filter_drops_only_specks():
+    """Objects under 10 % of the typical (voxel-weighted median) size are dropped; others are kept."""
+    mask = np.zeros((1, 40, 80), bool)
+    mask[0, 2:22, 2:22] = True  # 400 px
+    mask[0, 2:22, 30:50] = True  # 400 px
+    mask[0, 30:36, 60:66] = True  # 36 px: 9 % of 400 -> speck
+    mask[0, 30:37, 2:9] = True  # 49 px: 12 % of 400 -> kept
+    kept = split_instances(mask, None, min_relative_size=0.1, split_necks=None)
+    assert kept.max() == 3
+    assert not kept[0, 30:36, 60:66].any() and kept[0, 30:37, 2:9].all()
+    assert split_instances(mask, None, split_necks=None).max() == 4  # default keeps everything

@@ -67,7 +67,9 @@ def instances_from(mask: np.ndarray, edges: np.ndarray, spacing=None) -> np.ndar
         fg = mask > 0.5
         seeds, _ = ndimage.label(fg & (edges < 0.5))
         return watershed(edges, markers=seeds, mask=fg).astype(np.uint32)
-    return split_instances(mask > 0.5, edges, spacing=spacing)
+    from fveseg.instances import SPECK_FRACTION
+
+    return split_instances(mask > 0.5, edges, spacing=spacing, min_relative_size=SPECK_FRACTION)
 
 
 @dataclass

@@ -227,7 +227,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                 labels, found = split_instances_in_blocks(
                     client, str(scratch), index, scratch / f"instances-{index}", block_slices,
                     instance_margin, spacing=spacing, method=options.instance_method,
-                    min_size=options.min_size)
+                    min_size=options.min_size, min_relative_size=options.min_relative_size)
                 layers[slug(prompt)] = (labels, {})
                 objects += found
             elif len(options.prompts) == 1:
@@ -264,8 +264,10 @@ def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
 
 
 def _split_block(block: Block, source: str, index: int, scratch: str, spacing, method: str,
-                 min_size: float) -> np.ndarray:
-    """Pass 2 on a worker: split instances on the block plus margin; store core ids and the upper margin."""
+                 min_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2 on a worker: split instances on the block plus margin; store core ids and the upper margin.
+
+    Returns the ids present in the core and their voxel counts there (for global object sizes)."""
     import zarr
 
     from fveseg.instances import split_instances
@@ -280,8 +282,8 @@ def _split_block(block: Block, source: str, index: int, scratch: str, spacing, m
     group["local"][block.start: block.stop] = core
     if block.stop < block.read_stop:  # what this block calls the next block's first slice
         group["ahead"][block.index] = labels[block.stop - block.read_start]
-    ids = np.unique(core)
-    return ids[ids > 0]  # only ids present in the core get a global id
+    ids, counts = np.unique(core, return_counts=True)
+    return ids[ids > 0], counts[ids > 0]  # only ids present in the core get a global id
 
 
 def _boundary_pairs(block: Block, next_block: Block, scratch: str) -> np.ndarray:
@@ -345,6 +347,21 @@ def merge_block_labels(present: list[np.ndarray], pairs: list[np.ndarray]) -> li
     return tables
 
 
+def _drop_specks(tables, present, counts, fraction):
+    """Apply the speck filter on global object sizes; renumber the survivors 1..K in the same order."""
+    from fveseg.instances import speck_mask
+
+    n_global = max((int(table.max(initial=0)) for table in tables), default=0)
+    sizes = np.zeros(n_global + 1, np.int64)
+    for table, ids, block_counts in zip(tables, present, counts):
+        np.add.at(sizes, table[ids], block_counts)
+    keep = ~speck_mask(sizes, fraction)
+    keep[0] = False
+    remap = np.zeros(n_global + 1, np.uint32)
+    remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return [remap[table] for table in tables]
+
+
 def _node_index(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Position of each ``wanted`` id in the sorted ``ids``, or -1 where it is absent."""
     where = np.searchsorted(ids, wanted)
@@ -353,7 +370,8 @@ def _node_index(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def split_instances_in_blocks(client, source: str, index: int, scratch: Path, block_slices: int, margin: int,
-                              *, spacing=None, method: str = "watershed", min_size: float = 0.0):
+                              *, spacing=None, method: str = "watershed", min_size: float = 0.0,
+                              min_relative_size: float = 0.0):
     """Instance labels of one class of a (D, H, W) semantic zarr in z-blocks, merged into one numbering.
 
     Parameters
@@ -368,6 +386,10 @@ def split_instances_in_blocks(client, source: str, index: int, scratch: Path, bl
         A new zarr group for the local ids (deleted by the caller).
     block_slices, margin : int
         Core slices per block and context slices on each side (see the module docstring).
+
+    min_relative_size : float
+        The speck filter of `fveseg.instances.split_instances`, applied to the merged objects' global
+        sizes (so it equals the single-process result).
 
     Returns
     -------
@@ -392,10 +414,12 @@ def split_instances_in_blocks(client, source: str, index: int, scratch: Path, bl
                        fill_value=0)
     futures = client.map(_split_block, blocks, source=source, index=index, scratch=str(scratch),
                          spacing=spacing, method=method, min_size=min_size, pure=False)
-    present = client.gather(futures)
+    present, counts = zip(*client.gather(futures)) if blocks else ((), ())
     pair_futures = [client.submit(_boundary_pairs, a, b, str(scratch), pure=False)
                     for a, b in zip(blocks[:-1], blocks[1:])]
-    tables = merge_block_labels(present, client.gather(pair_futures))
+    tables = merge_block_labels(list(present), client.gather(pair_futures))
+    if method == "watershed" and min_relative_size > 0:
+        tables = _drop_specks(tables, present, counts, min_relative_size)
     local = da.from_zarr(str(scratch), component="local").rechunk((block_slices, *plane))
 
     def relabel(chunk: np.ndarray, block_info=None) -> np.ndarray:

@@ -27,9 +27,12 @@ from scipy import ndimage as ndi
 from fveseg.errors import InputError
 from fveseg.necks import split_at_necks
 
-__all__ = ["split_instances", "reference_split", "contact_areas"]
+__all__ = ["split_instances", "reference_split", "contact_areas", "speck_mask", "SPECK_FRACTION"]
 
 _UNREACHED = np.int32(2**30)
+
+#: The speck filter (``min_relative_size``) used by the CLI, the napari widget and the evaluation.
+SPECK_FRACTION = 0.1
 
 
 def split_instances(
@@ -45,6 +48,7 @@ def split_instances(
     fragment_contact: float = 0.2,
     merge_z_splits: bool = True,
     split_necks: float | None = 0.5,
+    min_relative_size: float = 0.0,
 ) -> np.ndarray:
     """Split a foreground mask into instances using a predicted edge map.
 
@@ -84,6 +88,13 @@ def split_instances(
         to the seed's border is at least ``split_necks`` times the seed's largest distance (cores under
         a fifth of the seed's largest core are dropped as bumps), then regrow. Splits touching objects
         that the edge map left joined. ``None`` keeps seeds as the edge map cuts them.
+    min_relative_size : float
+        ``"watershed"`` only. Objects smaller than this fraction of the typical object volume (the
+        volume of the object that holds the median foreground voxel, so many specks cannot drag it
+        down) are specks of a slice-wise prediction and become background. Scale-free, so it needs no
+        spacing or nucleus size; 0 (the default) keeps every object and every mask voxel. The CLI and
+        the napari widget use 0.1, which raised instance F1 on every real and synthetic set measured
+        (docs/instances.md).
 
     Returns
     -------
@@ -115,6 +126,8 @@ def split_instances(
         raise InputError(f"Unknown instance method {method!r}: use 'watershed' or 'reference'.")
     if min_size > 0:
         labels = _remove_small(labels, spacing3, float(min_size))
+    if method == "watershed" and min_relative_size > 0:
+        labels = _remove_specks(labels, float(min_relative_size))
     labels, _ = fastremap.renumber(labels, in_place=True)
     labels = labels.astype(np.uint32, copy=False)
     return labels[0] if squeeze else labels
@@ -267,6 +280,31 @@ def _remove_small(labels, spacing, min_size) -> np.ndarray:
     still_small = sizes < min_size
     still_small[0] = True
     return np.where(still_small[merged], 0, merged).astype(np.uint32)
+
+
+def speck_mask(sizes: np.ndarray, fraction: float) -> np.ndarray:
+    """Which ids are specks: ``sizes[id] < fraction`` × the voxel-weighted median object size.
+
+    ``sizes`` is indexed by id (entry 0, the background, is ignored); the typical size is the size of the
+    object holding the median foreground voxel, so many specks cannot drag it down.
+    """
+    sizes = np.asarray(sizes).copy()
+    sizes[0] = 0
+    present = np.sort(sizes[sizes > 0])
+    if present.size == 0:
+        return np.zeros(sizes.shape, bool)
+    cumulative = np.cumsum(present)
+    typical = present[np.searchsorted(cumulative, cumulative[-1] / 2)]
+    speck = sizes < fraction * typical
+    speck[0] = False
+    return speck
+
+
+def _remove_specks(labels: np.ndarray, fraction: float) -> np.ndarray:
+    speck = speck_mask(np.bincount(labels.ravel()), fraction)
+    if not speck.any():
+        return labels
+    return np.where(speck[labels], 0, labels).astype(np.uint32, copy=False)
 
 
 def _check_inputs(mask, edges, spacing):

@@ -26,6 +26,7 @@ class Thresholds:
     split_instances: bool = True
     min_size: float = 0.0
     output: str = "per prompt"  # or "semantic"
+    min_relative_size: float = 0.1  # fveseg.instances.SPECK_FRACTION: drop specks of the slice-wise masks
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def result_layers(result: Any, prompts: list[str], thresholds: Thresholds, place
         for i, prompt in enumerate(prompts):
             edges = np.asarray(result.edges[i], dtype=np.float32)
             instances = split_instances(semantic == i + 1, edges=edges, spacing=place.spacing,
-                                        min_size=thresholds.min_size)
+                                        min_size=thresholds.min_size,
+                                        min_relative_size=thresholds.min_relative_size)
             layers.append((_fit(instances, place), {
                 "name": f"{prompt} instances", **common,
                 "metadata": {**base_meta, "class_name": prompt},

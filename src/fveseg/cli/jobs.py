@@ -15,6 +15,7 @@ import numpy as np
 
 from fveseg.cli.common import slug
 from fveseg.errors import InputError, OutputExistsError
+from fveseg.instances import SPECK_FRACTION
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class SegmentOptions:
     prompts: tuple[str, ...] = ("nuclei",)
     instances: bool = False
     min_size: float = 0.0
+    min_relative_size: float = SPECK_FRACTION
     instance_method: str = "watershed"
     checkpoint: str | None = None
     device: str = "auto"
@@ -91,6 +93,7 @@ def label_layers(result, options: SegmentOptions, spacing) -> dict[str, tuple[np
             labels = split_instances(
                 semantic == index + 1, np.asarray(result.edges[index]), spacing=spacing,
                 method=options.instance_method, min_size=options.min_size,
+                min_relative_size=options.min_relative_size,
             )
             layers[slug(prompt)] = (labels, {})
         elif len(options.prompts) == 1:

@@ -24,6 +24,7 @@ from fveseg.cli.common import (
 )
 from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
 from fveseg.errors import InputError, OutputExistsError
+from fveseg.instances import SPECK_FRACTION
 
 NAME = "segment"
 HELP = "segment volumes with text prompts and write label volumes"
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("instances")
     group.add_argument("--instances", action="store_true", help="split each prompt's mask into instances")
     group.add_argument("--min-size", type=float, default=0.0, help="smallest instance, physical units (µm³)")
+    group.add_argument("--min-relative-size", type=float, default=SPECK_FRACTION,
+                       help="drop specks smaller than this fraction of the typical object size (0: keep all)")
     group.add_argument("--instance-method", choices=("watershed", "reference"), default="watershed",
                        help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe")
     group = parser.add_argument_group("model")
@@ -88,6 +91,7 @@ def _probability(text: str) -> float:
 def options_from_args(args: argparse.Namespace) -> SegmentOptions:
     return SegmentOptions(
         prompts=tuple(args.prompts or ("nuclei",)), instances=args.instances, min_size=args.min_size,
+        min_relative_size=args.min_relative_size,
         instance_method=args.instance_method, checkpoint=args.model, device=args.device,
         batch_size=args.batch_size, order=args.order, mask_threshold=args.mask_threshold,
         exist_threshold=args.exist_threshold, axis=args.axis if args.axis == "auto" else int(args.axis),
