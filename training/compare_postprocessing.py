@@ -1,0 +1,67 @@
+"""Compare instance post-processing variants on several datasets (the network runs once per volume).
+
+    PYTHONPATH=src:. python -m training.compare_postprocessing CHECKPOINT [DATA_ROOT]
+
+DATA_ROOT (default /work/shared/data) holds val/dsb2018_stage1test_fluo, nuclei2d and nuclei3d. Prints the
+mean instance F1@0.5 per set for each variant; docs/model-card.md records the result.
+"""
+
+import glob
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from fveseg.inference import Segmenter
+from fveseg.instances import speck_mask, split_instances
+from fveseg.metrics import dice, instance_scores
+from fveseg.synthetic import make_nuclei_volume
+
+
+def variants(mask, edges, spacing):
+    """(name, labels) for each instance step compared."""
+    watershed = split_instances(mask, edges, spacing=spacing)
+    yield "watershed", watershed
+    for fraction in (0.1, 0.2):
+        specks = speck_mask(np.bincount(watershed.ravel()), fraction)
+        yield f"+specks {fraction}", np.where(specks[watershed], 0, watershed)
+    yield "no necks", split_instances(mask, edges, spacing=spacing, split_necks=None)
+    yield "reference", split_instances(mask, edges, spacing=spacing, method="reference")
+    yield "components", ndi.label(mask)[0]
+
+
+def datasets(root):
+    """(set name, image, labels, spacing) for the real and held-out procedural volumes."""
+    for path in sorted(glob.glob(f"{root}/val/dsb2018_stage1test_fluo/*.npz")):
+        data = np.load(path)
+        yield "val", data["image"][None], data["labels"][None], None
+    data = np.load(f"{root}/nuclei2d/dsb2018_nuclei_2d.npz")
+    yield "dsb2d", data["image"][None], data["labels"][None], None
+    data = np.load(f"{root}/nuclei3d/cells3d_nuclei.npz")
+    yield "cells3d", data["image"], data["labels"], tuple(data["spacing_zyx"])
+    for seed in (9001, 9002):
+        volume = make_nuclei_volume((24, 192, 192), seed=seed, spacing=(1.5, 0.5, 0.5), preset="hard")
+        yield "synth-hard", volume.image, volume.labels, volume.spacing
+
+
+def main(argv):
+    checkpoint = argv[0] if argv else None
+    root = argv[1] if len(argv) > 1 else "/work/shared/data"
+    segmenter = Segmenter(checkpoint=checkpoint)
+    started, scores = time.time(), {}
+    for name, image, truth, spacing in datasets(root):
+        result = segmenter.segment(image, ["nuclei"], spacing=spacing)
+        mask, edges = result.semantic > 0, result.edges[0].astype(np.float32)
+        row = {"dice": dice(truth, mask)}
+        for variant, labels in variants(mask, edges, spacing):
+            row[variant] = instance_scores(truth, labels)["f1"]
+        scores.setdefault(name, []).append(row)
+    for name, rows in scores.items():
+        means = "  ".join(f"{key} {np.mean([row[key] for row in rows]):.3f}" for key in rows[0])
+        print(f"{name:11s} n={len(rows):2d} {means}")
+    print(f"{time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
