@@ -81,7 +81,7 @@ def _rewrite(path, config_change=None, drop=None):
         state = load_file(str(weights))
         del state[drop]
         save_file(state, str(weights))
-        meta["weights"]["sha256"] = ckpt._sha256(weights)
+        meta["weights"]["sha256"] = ckpt.file_sha256(weights)
     path.write_text(json.dumps(meta))
 
 

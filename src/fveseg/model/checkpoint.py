@@ -65,7 +65,8 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".json"), path.with_name(path.name + ".safetensors")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -116,7 +117,7 @@ def save_checkpoint(
         format="fveseg-checkpoint",
         format_version=FORMAT_VERSION,
         config=model.config.to_dict(),
-        weights={"file": weights_path.name, "sha256": _sha256(tmp_weights), "num_tensors": len(tensors)},
+        weights={"file": weights_path.name, "sha256": file_sha256(tmp_weights), "num_tensors": len(tensors)},
     )
     tmp_json = json_path.with_name(json_path.name + ".tmp")
     tmp_json.write_text(json.dumps(meta, indent=2, default=list))
@@ -190,7 +191,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
             ".safetensors file next to it."
         )
     expected = meta.get("weights", {}).get("sha256")
-    if verify_hash and expected and _sha256(weights_path) != expected:
+    if verify_hash and expected and file_sha256(weights_path) != expected:
         raise CheckpointError(
             f"{weights_path} does not match the checksum in {json_path.name}: the file is "
             "corrupt or from another checkpoint; re-save or re-download it."

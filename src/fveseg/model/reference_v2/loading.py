@@ -13,7 +13,6 @@ Keys lose the ``model.`` prefix, the two loss-function buffers are dropped, name
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from fveseg.errors import CheckpointError, OutputExistsError
+from fveseg.model.checkpoint import file_sha256
 from fveseg.model.reference_v2.names import LINEAR_AS_CONV, to_module_name, to_official_name
 
 __all__ = [
@@ -143,14 +143,6 @@ def load_official_state_dict(model: torch.nn.Module, state: dict[str, torch.Tens
     model.load_state_dict(mapped, strict=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_reference_v2(path: str | Path, map_location: str | torch.device = "cpu"):
     """Build `ReferenceV2` and load a ``.ckpt``, an official ``.safetensors`` or a converted pair.
 
@@ -175,7 +167,7 @@ def load_reference_v2(path: str | Path, map_location: str | torch.device = "cpu"
         from safetensors.torch import load_file
 
         weights = json_path.with_name(meta["weights"]["file"])
-        if _sha256(weights) != meta["weights"]["sha256"]:
+        if file_sha256(weights) != meta["weights"]["sha256"]:
             raise CheckpointError(
                 f"{weights} does not match the checksum in {json_path.name}; convert again."
             )
@@ -224,7 +216,9 @@ def convert_checkpoint(src: str | Path, dst: str | Path, overwrite: bool = False
         "pipeline": "reference-v2",
         "licence": LICENCE_NOTICE,
         "converted_from": Path(src).name,
-        "weights": {"file": weights_path.name, "sha256": _sha256(tmp_weights), "num_tensors": len(tensors)},
+        "weights": {
+            "file": weights_path.name, "sha256": file_sha256(tmp_weights), "num_tensors": len(tensors),
+        },
     }
     tmp_json = json_path.with_name(json_path.name + ".tmp")
     tmp_json.write_text(json.dumps(meta, indent=2))
