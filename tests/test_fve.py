@@ -351,3 +351,35 @@ def test_uint8_halving_in_chunks_is_exact(monkeypatch, chunk_pixels):
     assert np.array_equal(fve._halve(stack, "mean"), expected)
     odd = stack[:, :31, :63]  # odd sizes: edge-padded, then the same fast path
     assert np.array_equal(fve._halve(odd, "mean"), np.stack([ref_halve(s, "mean") for s in odd]))
+
+
+@FAST
+@given(
+    st.integers(1, 4),
+    st.sampled_from([np.uint8, np.uint16, np.int32, np.float32]),
+    st.integers(1, 6),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.sampled_from(["edge", "reflect"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_pair_word_path_matches_literal_algorithm(k, dtype, depth, rows, cols, pad, seed):
+    # sizes that are multiples of 2**(k-1) take the word-pair fast path for (B, 3, H, W) output
+    unit = 2 ** (k - 1)
+    v = random_volume(np.random.default_rng(seed), (depth, 2 * unit * rows, 2 * unit * cols), dtype)
+    got = np.concatenate([b for _, b in encode_volume(v, order=k, pad=pad, batch_size=2, channels_first=True)])
+    expected = np.stack([ref_encode(v, i, k, pad, "mean") for i in range(depth)])
+    assert got.dtype == v.dtype and np.array_equal(got.transpose(0, 2, 3, 1), expected)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 1 << 20])
+def test_pair_word_path_in_blocks_is_exact(monkeypatch, block_bytes):
+    from fveseg import _pixel_pairs
+
+    monkeypatch.setattr(_pixel_pairs, "_BLOCK_BYTES", block_bytes)
+    v = random_volume(np.random.default_rng(7), (9, 16, 24), np.uint8)
+    assert _pixel_pairs.pairs_apply(v.dtype, 16, 24, 4)
+    for k in (1, 2, 3, 4):
+        got = np.concatenate([b for _, b in encode_volume(v, order=k, batch_size=4, channels_first=True)])
+        expected = np.stack([ref_encode(v, i, k, "edge", "mean") for i in range(9)])
+        assert np.array_equal(got.transpose(0, 2, 3, 1), expected), k

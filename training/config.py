@@ -40,6 +40,7 @@ class TrainConfig:
     val_max_real: int | None = None  # None: all 53 validation images
     bf16: bool = True  # autocast on CUDA only
     real_fraction: float = 0.5
+    defocus_fraction: float = 0.0  # share of real 2D examples made into short 3D stacks
     real_globs: tuple[str, ...] = ("train/dsb2018_fluo/*.npz",)
     extra_files: tuple[str, ...] = ()
     synthetic: dict = field(default_factory=dict)  # SyntheticSpec fields
@@ -59,6 +60,7 @@ class TrainConfig:
     def mix_config(self) -> MixConfig:
         return MixConfig(
             real_fraction=self.real_fraction,
+            defocus_fraction=self.defocus_fraction,
             real_globs=tuple(self.real_globs),
             extra_files=tuple(self.extra_files),
             synthetic=_fields(SyntheticSpec, self.synthetic),

@@ -44,6 +44,8 @@ class LabelledVolume:
     absent : tuple of str
         Table classes known to be invisible in this image (e.g. "cells" on a nuclei-stain image):
         prompted as negatives with empty targets.
+    view : int or None
+        Slicing axis to use; None picks it from the shape and spacing.
     """
 
     image: np.ndarray
@@ -52,6 +54,7 @@ class LabelledVolume:
     name: str = ""
     absent: tuple[str, ...] = ()
     normalized: np.ndarray | None = field(default=None, repr=False)
+    view: int | None = None  # slicing axis; None: 0 for one slice, else `fveseg.fve.select_view`
 
     def normalized_image(self) -> np.ndarray:
         """The whole volume as uint8 (D, H, W) via `fveseg.normalize` (computed once, cached)."""
@@ -175,6 +178,8 @@ class SampleConfig:
 
 
 def _view(volume: LabelledVolume) -> int:
+    if volume.view is not None:
+        return volume.view
     if volume.image.shape[0] == 1:
         return 0
     from fveseg.fve import select_view

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from fveseg.fve import slices_per_side
+
 from training.data import (
     LabelledVolume,
     SampleConfig,
@@ -23,6 +25,7 @@ from training.data import (
     make_sample,
     synthetic_volume,
 )
+from training.defocus import defocus_volume
 from training.prompts import TRAIN_NEGATIVES, TRAIN_PARAPHRASES
 
 
@@ -31,6 +34,7 @@ class MixConfig:
     """Where examples come from and in what proportion."""
 
     real_fraction: float = 0.5  # share of examples cut from real files (the rest: procedural volumes)
+    defocus_fraction: float = 0.0  # share of real 2D examples made into 3D stacks (`training.defocus`)
     real_globs: tuple[str, ...] = ("train/dsb2018_fluo/*.npz",)  # relative to the data root
     extra_files: tuple[str, ...] = ()  # more labelled volumes (any path), sampled with the real ones
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
@@ -124,5 +128,11 @@ class MixedSlices(IterableDataset):
                         pool[slot] = entry
                 pool[slot][1] -= 1
                 volume = pool[slot][0]
-            example = make_sample(volume, rng, self.sample, self.vocabulary, self.table, self.negatives)
+            focal = None
+            if volume.image.shape[0] == 1 and rng.random() < self.mix.defocus_fraction:
+                focal = slices_per_side(self.sample.order)
+                volume = defocus_volume(volume, rng, focal)
+            example = make_sample(
+                volume, rng, self.sample, self.vocabulary, self.table, self.negatives, focal=focal
+            )
             yield {key: torch.from_numpy(value) for key, value in example.items()}

@@ -212,6 +212,7 @@ def train(
             "root": str(data_root),
             "real_files": n_real,
             "real_fraction": config.real_fraction,
+            "defocus_fraction": config.defocus_fraction,
             "real_globs": list(config.real_globs),
             "synthetic": config.mix_config().synthetic.__dict__,
         },

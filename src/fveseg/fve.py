@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fveseg._pixel_pairs import fill_planes, gather, pairs_apply
 from fveseg.errors import InputError
 
 PAD_MODES = ("edge", "reflect")
@@ -251,14 +252,6 @@ def _check_volume(volume: Any, axis: int) -> tuple[tuple[int, ...], int]:
 _FOCAL_PLACE = (Placement(1, 0, 0, 0),)  # channel 0: column 0 of its (B, 1) indices, full resolution
 
 
-def _gather(stack: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """``stack[indices]``, as a view (no copy) when the indices are a run of consecutive slices."""
-    first, count = int(indices[0]), len(indices)
-    if count == 1 or (int(indices[-1]) - first == count - 1 and bool((np.diff(indices) == 1).all())):
-        return stack[first : first + count]
-    return stack[indices]
-
-
 def _encode_batch(
     volume: Any,
     axis: int,
@@ -283,9 +276,14 @@ def _encode_batch(
     else:
         out = planes = np.empty((len(focal), height, width, 3), dtype=slab.dtype)
     if order == 0:
-        out[..., 0] = _gather(slab, focal - first)
+        out[..., 0] = gather(slab, focal - first)
         out[..., 1] = out[..., 0]
         out[..., 2] = out[..., 0]
+        return planes
+    sources = ((0, focal[:, None] - first), (1, before - first), (2, after - first))
+    places = layout(order)
+    if channels_first and pairs_apply(slab.dtype, height, width, order):  # contiguous word writes
+        fill_planes(planes, levels, focal - first, [before - first, after - first], layout(order))
         return planes
     # Fill the output one cache-sized block (whole slices, or row bands of one slice) at a time: all
     # 1 + 2 N strided writes into a block then hit the CPU cache instead of sweeping main memory.
@@ -293,8 +291,6 @@ def _encode_batch(
     slice_bytes = height * width * 3 * slab.itemsize
     group = max(1, _BLOCK_BYTES // slice_bytes)
     band = height if group > 1 else max(unit, _BLOCK_BYTES // (3 * width * slab.itemsize) // unit * unit)
-    sources = ((0, focal[:, None] - first), (1, before - first), (2, after - first))
-    places = layout(order)
     for b0 in range(0, len(focal), group):
         for y0 in range(0, height, band):
             block = out[b0 : b0 + group, y0 : y0 + band]
@@ -303,7 +299,7 @@ def _encode_batch(
                     step = 2**place.level
                     target = block[:, place.row :: step, place.col :: step, channel]
                     rows, cols = target.shape[1:]
-                    stack = _gather(levels[place.level], indices[b0 : b0 + group, place.distance - 1])
+                    stack = gather(levels[place.level], indices[b0 : b0 + group, place.distance - 1])
                     target[...] = stack[:, y0 // step : y0 // step + rows, :cols]
     return planes
 

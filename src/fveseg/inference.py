@@ -177,8 +177,8 @@ class Segmenter:
         return contextlib.nullcontext()
 
     def _predict_batch(self, images: np.ndarray, text, lo: float, hi: float, scale: float, generator):
-        """FVE images (B, h, w, 3) -> probabilities, edges (P, B, h, w) float32 and existence (P, B)."""
-        batch = torch.from_numpy(apply_range(images, lo, hi)).to(self.device).permute(0, 3, 1, 2).float()
+        """FVE images (B, 3, h, w) -> probabilities, edges (P, B, h, w) float32 and existence (P, B)."""
+        batch = torch.from_numpy(apply_range(images, lo, hi)).to(self.device).float()
         h, w = batch.shape[-2:]
         if scale != 1.0:
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -315,6 +315,7 @@ class Segmenter:
                 start=start - start % step,  # the volume's batch grid: same batches, seeds and sums
                 stop=min(shape[axis], -(-stop // step) * step),
                 batch_size=step,
+                channels_first=True,  # the network's layout: no interleaving, no permute
             )
             for first, images in batches:
                 if cancel is not None and cancel():
