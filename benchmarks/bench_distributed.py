@@ -37,15 +37,20 @@ def nuclei_mask(depth: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     seeds = np.zeros((depth, side, side), np.uint32)
     count = depth * side * side // 6000
     seeds[rng.integers(0, depth, count), rng.integers(0, side, count), rng.integers(0, side, count)] = (
-        np.arange(1, count + 1, dtype=np.uint32))
+        np.arange(1, count + 1, dtype=np.uint32)
+    )
     labels = ndi.grey_dilation(seeds, size=(5, 11, 11))  # box nuclei: a separable, fast filter
     edges = (ndi.grey_dilation(labels, size=3) != ndi.grey_erosion(labels, size=3)) & (labels > 0)
     return (labels > 0).astype(np.uint8), edges.astype(np.float16)
 
 
 def worker_peaks(client) -> list[float]:
-    return sorted(v / 1024 for v in client.run(
-        lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss).values())
+    return sorted(
+        v / 1024
+        for v in client.run(
+            lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss
+        ).values()
+    )
 
 
 def main() -> None:
@@ -79,20 +84,30 @@ def run(client, work: Path, args) -> None:
     group.create_array("semantic", data=mask, chunks=(args.block_slices, *plane))
     group.create_array("edges", data=edges[None], chunks=(1, args.block_slices, *plane))
     del mask, edges
-    print(f"instances: mask {args.depth}x{args.side}x{args.side}; mask + edges + labels = "
-          f"{volume_mib:.0f} MiB "
-          f"uncompressed; worker memory_limit {args.memory_limit}; blocks of {args.block_slices} slices, "
-          f"margin {args.margin}")
+    print(
+        f"instances: mask {args.depth}x{args.side}x{args.side}; mask + edges + labels = "
+        f"{volume_mib:.0f} MiB "
+        f"uncompressed; worker memory_limit {args.memory_limit}; blocks of {args.block_slices} slices, "
+        f"margin {args.margin}"
+    )
     before = worker_peaks(client)
     mark = time.perf_counter()
-    labels, count = split_instances_in_blocks(client, str(work / "pass1.zarr"), 0, work / "scratch.zarr",
-                                              args.block_slices, args.margin)
-    zarr_out = zarr.open_array(str(work / "labels.zarr"), mode="w", shape=labels.shape, dtype=np.uint32,
-                               chunks=(args.block_slices, *plane))
+    labels, count = split_instances_in_blocks(
+        client, str(work / "pass1.zarr"), 0, work / "scratch.zarr", args.block_slices, args.margin
+    )
+    zarr_out = zarr.open_array(
+        str(work / "labels.zarr"),
+        mode="w",
+        shape=labels.shape,
+        dtype=np.uint32,
+        chunks=(args.block_slices, *plane),
+    )
     labels.store(zarr_out, lock=False)
     seconds = time.perf_counter() - mark
-    print(f"| blocks on 2 workers | {seconds:.1f} s | {count} objects | worker peak RSS "
-          f"{', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB (idle {before[0]:.0f}) |")
+    print(
+        f"| blocks on 2 workers | {seconds:.1f} s | {count} objects | worker peak RSS "
+        f"{', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB (idle {before[0]:.0f}) |"
+    )
 
     from fveseg.instances import split_instances
 
@@ -105,8 +120,10 @@ def run(client, work: Path, args) -> None:
     pairs = np.unique(np.stack([whole.ravel(), blocks.ravel()], 1), axis=0)
     same = len(pairs) - 1 == int(whole.max()) == count and np.array_equal(whole > 0, blocks > 0)
     print(f"blocks equal the whole-volume split up to renumbering: {same}")
-    print(f"| one process, whole volume | {seconds:.1f} s | {int(whole.max())} objects | "
-          f"peak RSS {peak_rss_mib():.0f} MiB (before {base:.0f}) |")
+    print(
+        f"| one process, whole volume | {seconds:.1f} s | {int(whole.max())} objects | "
+        f"peak RSS {peak_rss_mib():.0f} MiB (before {base:.0f}) |"
+    )
     del whole
     if args.model != "skip":
         segment_benchmark(client, work, args)
@@ -129,15 +146,29 @@ def segment_benchmark(client, work: Path, args) -> None:
     sample = make_nuclei_volume(tuple(args.segment_shape), seed=1)
     source = work / "image.ome.zarr"
     write_labels_zarr(source, sample.labels, "truth", image=sample.image, spacing=sample.spacing)
-    options = SegmentOptions(prompts=("nuclei",), instances=True, checkpoint=model, device="cpu",
-                             batch_size=8, axis=0, exist_threshold=0.0)
+    options = SegmentOptions(
+        prompts=("nuclei",),
+        instances=True,
+        checkpoint=model,
+        device="cpu",
+        batch_size=8,
+        axis=0,
+        exist_threshold=0.0,
+    )
     mark = time.perf_counter()
-    summary = segment_zarr_in_blocks(client, SegmentJob(source, work / "out.ome.zarr", "zarr"), options,
-                                     block_slices=args.block_slices, instance_margin=args.margin)
-    print(f"segment {tuple(args.segment_shape)} in blocks of {args.block_slices}: "
-          f"{time.perf_counter() - mark:.1f} s, stages "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in summary.stages.items())
-          + f"; worker peak RSS {', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB")
+    summary = segment_zarr_in_blocks(
+        client,
+        SegmentJob(source, work / "out.ome.zarr", "zarr"),
+        options,
+        block_slices=args.block_slices,
+        instance_margin=args.margin,
+    )
+    print(
+        f"segment {tuple(args.segment_shape)} in blocks of {args.block_slices}: "
+        f"{time.perf_counter() - mark:.1f} s, stages "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in summary.stages.items())
+        + f"; worker peak RSS {', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB"
+    )
 
 
 if __name__ == "__main__":

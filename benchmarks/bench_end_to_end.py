@@ -72,8 +72,11 @@ def main() -> None:
     probe = segmenter.segment(data, ["nuclei"], spacing=sample.spacing, axis=0)
     segment_seconds = time.perf_counter() - mark
     times["network"] = segment_seconds - times["encode"]
-    threshold = 0.5 if args.model or "default model" == note else float(
-        np.median(np.asarray(probe.probabilities, np.float32)))
+    threshold = (
+        0.5
+        if args.model or "default model" == note
+        else float(np.median(np.asarray(probe.probabilities, np.float32)))
+    )
     semantic = probe.semantic if threshold == 0.5 else probe.rethreshold(threshold, 0.0)
 
     mark = time.perf_counter()
@@ -86,8 +89,10 @@ def main() -> None:
     # The encode stage ran once alone and again inside segment; the pipeline total counts it once.
     total = sum(times.values())
 
-    print(f"model: {note} ({model}); volume {tuple(args.shape)} uint16; batch {args.batch_size}; "
-          f"torch threads {torch.get_num_threads()}; objects found {int(labels.max())}")
+    print(
+        f"model: {note} ({model}); volume {tuple(args.shape)} uint16; batch {args.batch_size}; "
+        f"torch threads {torch.get_num_threads()}; objects found {int(labels.max())}"
+    )
     print("| stage | seconds | share |")
     print("|---|---|---|")
     for stage, seconds in times.items():

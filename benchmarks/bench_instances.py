@@ -51,7 +51,7 @@ def touching_ellipsoids(shape, n_objects, radii_um, spacing, seed=0):
 def slice_gradient(labels):
     """Per-slice 3×3 morphological gradient of instance labels, as a 0/1 float edge map."""
     footprint = np.ones((1, 3, 3), bool)
-    return (ndi.grey_dilation(labels, footprint=footprint) != ndi.grey_erosion(labels, footprint=footprint))
+    return ndi.grey_dilation(labels, footprint=footprint) != ndi.grey_erosion(labels, footprint=footprint)
 
 
 METHODS = ("reference", "watershed", "watershed-per-seed-necks", "watershed-no-necks")
@@ -113,27 +113,48 @@ def run_one(method, repeats):
         out = split_instances(mask, edges, spacing, **options.get(method, {}))
         times.append(time.perf_counter() - start)
     r = instance_scores(labels, out)
-    print(json.dumps(dict(method=method, seconds=min(times), all_seconds=times, inputs_rss=inputs_rss,
-                          peak_rss=peak_rss_mib(), objects=int(out.max()), truth=len(np.unique(labels)) - 1,
-                          unlabelled=int((mask & (out == 0)).sum()), f1=r["f1"], dsc_tp=r["dsc_tp"])))
+    print(
+        json.dumps(
+            dict(
+                method=method,
+                seconds=min(times),
+                all_seconds=times,
+                inputs_rss=inputs_rss,
+                peak_rss=peak_rss_mib(),
+                objects=int(out.max()),
+                truth=len(np.unique(labels)) - 1,
+                unlabelled=int((mask & (out == 0)).sum()),
+                f1=r["f1"],
+                dsc_tp=r["dsc_tp"],
+            )
+        )
+    )
 
 
 def speed(repeats):
     rows = []
     # one process each, so peak RSS is each method's own
     for method in METHODS:
-        child = subprocess.run([sys.executable, __file__, "--child", method, "--repeats", str(repeats)],
-                               capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", method, "--repeats", str(repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
     print(f"volume (64, 512, 512), {rows[0]['truth']} ellipsoids, spacing (1.0, 0.5, 0.5)")
-    print(f"| method | best of {repeats} (s) | all runs (s) | peak RSS (MiB; inputs alone) | objects | "
-          "unlabelled mask voxels | F1@0.5 | Dice-TP |")
+    print(
+        f"| method | best of {repeats} (s) | all runs (s) | peak RSS (MiB; inputs alone) | objects | "
+        "unlabelled mask voxels | F1@0.5 | Dice-TP |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         runs = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
         rss = f"{r['peak_rss']:.0f} ({r['inputs_rss']:.0f})"
-        print(f"| {r['method']} | {r['seconds']:.2f} | {runs} | {rss} | "
-              f"{r['objects']} | {r['unlabelled']} | {r['f1']:.3f} | {r['dsc_tp']:.3f} |")
+        print(
+            f"| {r['method']} | {r['seconds']:.2f} | {runs} | {rss} | "
+            f"{r['objects']} | {r['unlabelled']} | {r['f1']:.3f} | {r['dsc_tp']:.3f} |"
+        )
     for r in rows[1:]:
         print(f"speed-up {r['method']} vs reference: {rows[0]['seconds'] / r['seconds']:.1f}x")
     print(f"watershed vs watershed-per-seed-necks: {rows[2]['seconds'] / rows[1]['seconds']:.1f}x faster")
@@ -179,8 +200,10 @@ def accuracy():
             out = split_instances(probability, edges, spacing, **options)
             r = instance_scores(truth, out)
             totals.setdefault(name, []).append((r["f1"], r["dsc_tp"]))
-            print(f"| anisotropic seed {seed} | {name} | {out.max()} | {dice(truth, out):.3f} | "
-                  f"{r['f1']:.3f} | {r['dsc_tp']:.3f} | {r['tp']} | {r['fp']} | {r['fn']} |")
+            print(
+                f"| anisotropic seed {seed} | {name} | {out.max()} | {dice(truth, out):.3f} | "
+                f"{r['f1']:.3f} | {r['dsc_tp']:.3f} | {r['tp']} | {r['fp']} | {r['fn']} |"
+            )
     print("\n| method | mean F1@0.5 | mean Dice-TP |\n|---|---|---|")
     for name, values in totals.items():
         f1, dsc = np.mean(values, axis=0)

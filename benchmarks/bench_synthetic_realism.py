@@ -165,10 +165,16 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " | " + " / ".join(f"{d:.2f}" for d in distances) + " |")
 
     print("\nAnisotropy: z / in-plane gradient energy per µm (1 = isotropic blur)")
-    print(f"  cells3d (real confocal, spacing {tuple(cells_spacing.tolist())}): "
-          f"{axis_gradient_ratio(cells_image, cells_spacing):.3f}")
-    for preset, spacing in (("isotropic", (1.0, 0.5, 0.5)), ("anisotropic", (1.0, 0.5, 0.5)),
-                            ("anisotropic", (1.5, 0.5, 0.5)), ("hard", (1.5, 0.5, 0.5))):
+    print(
+        f"  cells3d (real confocal, spacing {tuple(cells_spacing.tolist())}): "
+        f"{axis_gradient_ratio(cells_image, cells_spacing):.3f}"
+    )
+    for preset, spacing in (
+        ("isotropic", (1.0, 0.5, 0.5)),
+        ("anisotropic", (1.0, 0.5, 0.5)),
+        ("anisotropic", (1.5, 0.5, 0.5)),
+        ("hard", (1.5, 0.5, 0.5)),
+    ):
         volume = make_nuclei_volume((32, 128, 128), seed=7, spacing=spacing, preset=preset)
         print(f"  synthetic {preset}, spacing {spacing}: {axis_gradient_ratio(volume.image, spacing):.3f}")
 
@@ -183,13 +189,18 @@ def main() -> None:
     make_sample_volume()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"\nmake_sample_volume() (32, 128, 128), 5 runs: wall best {min(wall):.3f} s, median "
-          f"{np.median(wall):.3f} s; CPU time best {min(cpu):.3f} s, median {np.median(cpu):.3f} s; "
-          f"peak traced memory {peak / 2**20:.0f} MiB")
+    print(
+        f"\nmake_sample_volume() (32, 128, 128), 5 runs: wall best {min(wall):.3f} s, median "
+        f"{np.median(wall):.3f} s; CPU time best {min(cpu):.3f} s, median {np.median(cpu):.3f} s; "
+        f"peak traced memory {peak / 2**20:.0f} MiB"
+    )
     start, start_cpu = time.perf_counter(), time.process_time()
     make_nuclei_volume((64, 256, 256), seed=0)
-    print(f"make_nuclei_volume((64, 256, 256)): wall {time.perf_counter() - start:.2f} s, "
-          f"CPU {time.process_time() - start_cpu:.2f} s")
+    print(
+        f"make_nuclei_volume((64, 256, 256)): wall {time.perf_counter() - start:.2f} s, "
+        f"CPU {time.process_time() - start_cpu:.2f} s"
+    )
+
 
 if __name__ == "__main__":
     main()

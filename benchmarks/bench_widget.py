@@ -138,8 +138,10 @@ def main() -> None:
     print(f"| first run (imports + model load), click to layers | {first_gui:.2f} s |")
     print(f"| longest stall during the first run | {first_stall * 1000:.0f} ms |")
     print(f"| peak RSS of the process | {peak:.0f} MiB |")
-    print("per repeat (headless main, headless thread, widget) s:",
-          [(round(h, 2), round(t, 2), round(g, 2)) for h, t, g in zip(headless, threaded, gui)])
+    print(
+        "per repeat (headless main, headless thread, widget) s:",
+        [(round(h, 2), round(t, 2), round(g, 2)) for h, t, g in zip(headless, threaded, gui)],
+    )
     viewer.close()
     tmp.cleanup()
 

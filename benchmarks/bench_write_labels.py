@@ -28,7 +28,7 @@ def _balls(block: np.ndarray, block_info=None) -> np.ndarray:
     """Label ids of balls of radius ~6 on a 16-voxel grid, with ids unique across the volume."""
     (z0, _), (y0, _), (x0, _) = block_info[None]["array-location"]
     shape = block_info[None]["chunk-shape"]
-    z, y, x = np.ogrid[z0:z0 + shape[0], y0:y0 + shape[1], x0:x0 + shape[2]]
+    z, y, x = np.ogrid[z0 : z0 + shape[0], y0 : y0 + shape[1], x0 : x0 + shape[2]]
     cz, cy, cx = z // CELL, y // CELL, x // CELL
     inside = ((z % CELL - 8) ** 2 + (y % CELL - 8) ** 2 + (x % CELL - 8) ** 2) <= 36
     grid = block_info[None]["shape"]
@@ -41,8 +41,9 @@ def peak_rss_mib() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("shape", nargs="*", type=int, default=[256, 2048, 2048])
     parser.add_argument("--out", type=Path, default=None, help="folder for the output (default: a temp dir)")
     parser.add_argument("--block-mib", type=int, default=128, help="writer block size in MiB")
@@ -58,8 +59,14 @@ def main() -> None:
     baseline = peak_rss_mib()
     start = time.perf_counter()
     with dask.config.set(scheduler="threads"):
-        out = write_labels_zarr(folder / "bench.ome.zarr", labels, "balls", spacing=(1.0, 0.25, 0.25),
-                                chunks=(16, 256, 256), block_bytes=args.block_mib * 2**20)
+        out = write_labels_zarr(
+            folder / "bench.ome.zarr",
+            labels,
+            "balls",
+            spacing=(1.0, 0.25, 0.25),
+            chunks=(16, 256, 256),
+            block_bytes=args.block_mib * 2**20,
+        )
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
     disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -67,10 +74,14 @@ def main() -> None:
     middle = shape[0] // 2
     check = np.array_equal(np.asarray(read[middle, :512, :512]), labels[middle, :512, :512].compute())
     size_mib = np.prod(shape, dtype=np.int64) * 4 / 2**20
-    print(f"shape {shape} uint32 = {size_mib:.0f} MiB uncompressed, levels {meta['levels']}, "
-          f"on disk {disk / 2**20:.1f} MiB, slice check {'ok' if check else 'FAILED'}")
-    print(f"| {'x'.join(map(str, shape))} | {size_mib:.0f} | {seconds:.1f} | "
-          f"{size_mib / seconds:.0f} | {baseline:.0f} | {peak:.0f} | {peak / size_mib:.3f} |")
+    print(
+        f"shape {shape} uint32 = {size_mib:.0f} MiB uncompressed, levels {meta['levels']}, "
+        f"on disk {disk / 2**20:.1f} MiB, slice check {'ok' if check else 'FAILED'}"
+    )
+    print(
+        f"| {'x'.join(map(str, shape))} | {size_mib:.0f} | {seconds:.1f} | "
+        f"{size_mib / seconds:.0f} | {baseline:.0f} | {peak:.0f} | {peak / size_mib:.3f} |"
+    )
     shutil.rmtree(folder)
 
 

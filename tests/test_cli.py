@@ -22,8 +22,20 @@ def micro_checkpoint(folder: Path) -> Path:
     from fveseg.model import CONFIGS, build_model
     from fveseg.model.checkpoint import save_checkpoint
 
-    config = asdict(replace(CONFIGS["tiny"], name="micro", input_size=32, decoder_layers=3, embed_dim=16,
-                            hidden_dim=32, ffn_dim=64, conv_dim=32, mask_dim=32, nheads=2))
+    config = asdict(
+        replace(
+            CONFIGS["tiny"],
+            name="micro",
+            input_size=32,
+            decoder_layers=3,
+            embed_dim=16,
+            hidden_dim=32,
+            ffn_dim=64,
+            conv_dim=32,
+            mask_dim=32,
+            nheads=2,
+        )
+    )
     torch.manual_seed(0)
     return save_checkpoint(build_model(config), folder / "micro", metadata={"prompts": ["nuclei"]})
 
@@ -48,8 +60,9 @@ def write_zyx(path: Path, array: np.ndarray) -> None:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fveseg.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fveseg.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 # -- errors and exit codes ------------------------------------------------------------------------------
@@ -115,8 +128,20 @@ def test_segment_writes_zarr_refuses_existing_and_overwrites(tmp_path, volume_ti
     from fveseg.io import read_labels
 
     output = tmp_path / "out.zarr"
-    argv = ["segment", str(volume_tif), "--model", str(checkpoint), "--instances", "-o", str(output),
-            "--batch-size", "4", "--exist-threshold", "0", "--quiet"]
+    argv = [
+        "segment",
+        str(volume_tif),
+        "--model",
+        str(checkpoint),
+        "--instances",
+        "-o",
+        str(output),
+        "--batch-size",
+        "4",
+        "--exist-threshold",
+        "0",
+        "--quiet",
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "volume" in table and "objects" in table and "vol" in table and "nuclei" in table
@@ -136,8 +161,21 @@ def test_segment_tiff_several_prompts_and_folder_input(tmp_path, volume_tif, che
     second = tmp_path / "other.tif"
     second.write_bytes(volume_tif.read_bytes())
     out = tmp_path / "out"
-    argv = ["segment", str(tmp_path), "-p", "nuclei", "-p", "cells", "--format", "tiff", "-o", str(out),
-            "--model", str(checkpoint), "--quiet"]
+    argv = [
+        "segment",
+        str(tmp_path),
+        "-p",
+        "nuclei",
+        "-p",
+        "cells",
+        "--format",
+        "tiff",
+        "-o",
+        str(out),
+        "--model",
+        str(checkpoint),
+        "--quiet",
+    ]
     assert main(argv) == 0
     written = sorted(p.name for p in out.iterdir())
     assert written == ["other.tif", "vol.tif"]
@@ -185,8 +223,23 @@ def test_encode_slice_range_and_existing_output(tmp_path):
     volume = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
     write_zyx(tmp_path / "v.tif", volume)
     output = tmp_path / "fve.tif"
-    assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--start", "1", "--stop", "3",
-                 "--raw", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(tmp_path / "v.tif"),
+                "-o",
+                str(output),
+                "--start",
+                "1",
+                "--stop",
+                "3",
+                "--raw",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     encoded = tifffile.imread(output)
     assert encoded.shape == (2, 8, 8, 3) and encoded.dtype == np.uint16
     assert np.array_equal(encoded[0, ..., 1], volume[0]) and np.array_equal(encoded[1, ..., 2], volume[3])
@@ -202,8 +255,22 @@ def test_evaluate_hand_made_case(tmp_path, capsys):
     pred[0, 0:2, 7:9] = 7  # 4 voxels of false positive; object 2 missed
     write_zyx(tmp_path / "gt.tif", gt)
     write_zyx(tmp_path / "pred.tif", pred)
-    assert main(["evaluate", "--pred", str(tmp_path / "pred.tif"), "--gt", str(tmp_path / "gt.tif"),
-                 "--csv", str(tmp_path / "s.csv"), "--json", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred.tif"),
+                "--gt",
+                str(tmp_path / "gt.tif"),
+                "--csv",
+                str(tmp_path / "s.csv"),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "dice" in out and "f1" in out
     report = json.loads((tmp_path / "s.json").read_text())["volumes"][0]
@@ -216,8 +283,19 @@ def test_evaluate_hand_made_case(tmp_path, capsys):
 
 def test_evaluate_counts_must_match(tmp_path, capsys):
     write_zyx(tmp_path / "a.tif", np.zeros((2, 4, 4), np.uint8))
-    assert main(["evaluate", "--pred", str(tmp_path / "a.tif"), str(tmp_path / "a.tif"),
-                 "--gt", str(tmp_path / "a.tif")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "a.tif"),
+                str(tmp_path / "a.tif"),
+                "--gt",
+                str(tmp_path / "a.tif"),
+            ]
+        )
+        == 1
+    )
     assert "2 predictions but 1 ground truths" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(tmp_path / "a.tif"), "--gt", str(tmp_path / "a.tif")]) == 0
 

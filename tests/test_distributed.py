@@ -30,7 +30,10 @@ def client():
 def test_plan_blocks_cover_every_slice_once_with_clipped_halo():
     blocks = plan_blocks(10, 4, 2)
     assert [(b.start, b.stop, b.read_start, b.read_stop) for b in blocks] == [
-        (0, 4, 0, 6), (4, 8, 2, 10), (8, 10, 6, 10)]
+        (0, 4, 0, 6),
+        (4, 8, 2, 10),
+        (8, 10, 6, 10),
+    ]
 
 
 def test_merge_block_labels_joins_pairs_and_numbers_sequentially():
@@ -65,9 +68,15 @@ def test_blockwise_instances_equal_global_split(client, tmp_path):
     assert expected.max() > 3  # several objects, some cut by the block boundaries at 5, 10, 15, 20
     crossing = [z for z in (5, 10, 15, 20) if np.intersect1d(expected[z - 1], expected[z]).size > 1]
     assert crossing
-    labels, count = split_instances_in_blocks(client, str(tmp_path / "pass1.zarr"), 0,
-                                              tmp_path / "scratch.zarr",
-                                              block_slices=5, margin=12, spacing=sample.spacing)
+    labels, count = split_instances_in_blocks(
+        client,
+        str(tmp_path / "pass1.zarr"),
+        0,
+        tmp_path / "scratch.zarr",
+        block_slices=5,
+        margin=12,
+        spacing=sample.spacing,
+    )
     result = labels.compute()
     assert result.dtype == np.uint32 and count == expected.max()
     assert same_up_to_renumbering(result, expected)
@@ -119,8 +128,9 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one
     data = read_volume(zarr_volume).data
     whole, threshold = whole
     segmenter = load_segmenter(str(checkpoint), "cpu", 4)
-    options = SegmentOptions(prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold,
-                             exist_threshold=0.0)
+    options = SegmentOptions(
+        prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold, exist_threshold=0.0
+    )
     pieces = list(segment_slices(segmenter, data, options, 6, 15, 0, intensity_range(data)))
     assert [(p.start, p.existence.shape[1]) for p in pieces] == [(6, 2), (8, 4), (12, 3)]  # on the grid
     semantic = np.concatenate([p.semantic for p in pieces])
@@ -160,13 +170,21 @@ def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, t
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import read_labels
 
-    options = SegmentOptions(prompts=("nuclei", "cells"), instances=True, checkpoint=str(checkpoint),
-                             device="cpu", batch_size=4, axis=0, exist_threshold=0.0,
-                             mask_threshold=whole[1])
+    options = SegmentOptions(
+        prompts=("nuclei", "cells"),
+        instances=True,
+        checkpoint=str(checkpoint),
+        device="cpu",
+        batch_size=4,
+        axis=0,
+        exist_threshold=0.0,
+        mask_threshold=whole[1],
+    )
     single = run_segment_job(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
     blocks_job = SegmentJob(zarr_volume, tmp_path / "blocks.zarr", "zarr")
-    blocks = segment_zarr_in_blocks(client, blocks_job, options,
-                                    block_slices=6, instance_margin=16)  # rounded up to 8: two blocks
+    blocks = segment_zarr_in_blocks(
+        client, blocks_job, options, block_slices=6, instance_margin=16
+    )  # rounded up to 8: two blocks
     semantic_one = np.asarray(read_labels(tmp_path / "one.zarr", "semantic")[0])
     semantic_blocks = np.asarray(read_labels(tmp_path / "blocks.zarr", "semantic")[0])
     assert 0.1 < np.mean(semantic_one > 0) < 0.9  # a non-trivial mask
@@ -188,10 +206,24 @@ def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_pa
     inputs = tmp_path / "in"
     inputs.mkdir()
     for seed in (1, 2, 3):
-        tifffile.imwrite(inputs / f"v{seed}.tif", make_nuclei_volume((8, 32, 32), seed=seed).image,
-                         metadata={"axes": "ZYX"})
-    common = [str(inputs), "--model", str(checkpoint), "--instances", "--batch-size", "4",
-              "--exist-threshold", "0", "--mask-threshold", "0.5", "--quiet"]
+        tifffile.imwrite(
+            inputs / f"v{seed}.tif",
+            make_nuclei_volume((8, 32, 32), seed=seed).image,
+            metadata={"axes": "ZYX"},
+        )
+    common = [
+        str(inputs),
+        "--model",
+        str(checkpoint),
+        "--instances",
+        "--batch-size",
+        "4",
+        "--exist-threshold",
+        "0",
+        "--mask-threshold",
+        "0.5",
+        "--quiet",
+    ]
     assert main(["segment", *common, "-o", str(tmp_path / "one")]) == 0
     address = client.scheduler.address
     assert main(["segment", *common, "-o", str(tmp_path / "many"), "--scheduler", address]) == 0

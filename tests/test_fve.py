@@ -367,7 +367,9 @@ def test_pair_word_path_matches_literal_algorithm(k, dtype, depth, rows, cols, p
     # sizes that are multiples of 2**(k-1) take the word-pair fast path for (B, 3, H, W) output
     unit = 2 ** (k - 1)
     v = random_volume(np.random.default_rng(seed), (depth, 2 * unit * rows, 2 * unit * cols), dtype)
-    got = np.concatenate([b for _, b in encode_volume(v, order=k, pad=pad, batch_size=2, channels_first=True)])
+    got = np.concatenate(
+        [b for _, b in encode_volume(v, order=k, pad=pad, batch_size=2, channels_first=True)]
+    )
     expected = np.stack([ref_encode(v, i, k, pad, "mean") for i in range(depth)])
     assert got.dtype == v.dtype and np.array_equal(got.transpose(0, 2, 3, 1), expected)
 

@@ -1,6 +1,5 @@
 """Segmenter: shapes and orientation, tiling, determinism, ISD gating, NMS/argmax, errors, cancellation."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -184,9 +183,16 @@ def test_slice_range_blocks_equal_whole_volume(segmenter, uneven_volume, axis):
     cuts = [0, 3, 5, depth] if axis == 0 else [0, 3, 9, depth]  # batch_size 4: ends off the batch grid
     seen = []
     blocks = [
-        segmenter.segment(uneven_volume, ["nuclei", "cells"], axis=axis, exist_threshold=0.3,
-                          start=a, stop=b, intensity_range=global_range,
-                          progress=lambda done, total: seen.append((done, total)))
+        segmenter.segment(
+            uneven_volume,
+            ["nuclei", "cells"],
+            axis=axis,
+            exist_threshold=0.3,
+            start=a,
+            stop=b,
+            intensity_range=global_range,
+            progress=lambda done, total: seen.append((done, total)),
+        )
         for a, b in zip(cuts[:-1], cuts[1:])
     ]
     assert [b.start for b in blocks] == cuts[:-1]

@@ -130,8 +130,9 @@ def test_min_size_merges_small_object_into_touching_neighbour():
     mask[0, 3:5, 9:11] = True  # a 4-voxel nub on the right
     edges = np.zeros(mask.shape)
     edges[0, :, 9] = 1.0  # separates the nub's first column
-    labels = split_instances(mask, edges, split_necks=None, fragment_fraction=0.0, fragment_slices=0,
-                             min_size=6)
+    labels = split_instances(
+        mask, edges, split_necks=None, fragment_fraction=0.0, fragment_slices=0, min_size=6
+    )
     assert labels.max() == 1 and np.array_equal(labels > 0, mask)
 
 
@@ -184,8 +185,10 @@ def test_anisotropic_synthetic_watershed_beats_reference():
     gradient = ndi.grey_dilation(truth, footprint=footprint) != ndi.grey_erosion(truth, footprint=footprint)
     edges = np.clip(ndi.gaussian_filter1d(gradient.astype(np.float32), 0.7, axis=0) * 1.5, 0, 1)
     edges[[4, 13]] = np.maximum(edges[[4, 13]], truth[[4, 13]] > 0)  # two slices cut every nucleus
-    scores = {m: instance_scores(truth, split_instances(probability, edges, spacing, method=m, min_size=1.0))
-              for m in ("reference", "watershed")}
+    scores = {
+        m: instance_scores(truth, split_instances(probability, edges, spacing, method=m, min_size=1.0))
+        for m in ("reference", "watershed")
+    }
     # measured: watershed F1 0.78 (9 tp, 2 fp, 3 fn), reference 0.55 (8 tp, 9 fp, 4 fn)
     assert scores["watershed"]["f1"] >= 0.75
     assert scores["watershed"]["f1"] >= scores["reference"]["f1"] + 0.15
@@ -239,8 +242,9 @@ def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
     rng = np.random.default_rng(3)
     for shape in [(10, 40, 40), (6, 64, 48)]:
         field = ndi.gaussian_filter(rng.random(shape), (1.0, 2.5, 2.5))
-        seeds = cc3d.connected_components(field > np.quantile(field, 0.55), connectivity=6,
-                                          out_dtype=np.uint32)
+        seeds = cc3d.connected_components(
+            field > np.quantile(field, 0.55), connectivity=6, out_dtype=np.uint32
+        )
         expected = necks_one_seed_at_a_time(seeds, spacing)
         assert expected.max() > seeds.max()  # some seeds do split
         assert np.array_equal(split_at_necks(seeds, spacing, 0.5), expected)

@@ -18,6 +18,7 @@ def volume():
 
 # ---- TIFF -------------------------------------------------------------------------------------------
 
+
 def test_plain_tiff_stack_and_2d_image(tmp_path, volume):
     tifffile.imwrite(tmp_path / "stack.tif", volume, photometric="minisblack")
     tifffile.imwrite(tmp_path / "plane.tiff", volume[0])
@@ -31,9 +32,19 @@ def test_plain_tiff_stack_and_2d_image(tmp_path, volume):
 
 def test_ome_tiff_channels_axes_and_physical_size(tmp_path, volume):
     two_channels = np.stack([volume, volume + 1000], axis=1)  # (z, c, y, x)
-    tifffile.imwrite(tmp_path / "cells.ome.tif", two_channels, ome=True, metadata={
-        "axes": "ZCYX", "PhysicalSizeX": 250.0, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 0.25,
-        "PhysicalSizeZ": 2.0, "Channel": {"Name": ["dapi", "gfp"]}})
+    tifffile.imwrite(
+        tmp_path / "cells.ome.tif",
+        two_channels,
+        ome=True,
+        metadata={
+            "axes": "ZCYX",
+            "PhysicalSizeX": 250.0,
+            "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 0.25,
+            "PhysicalSizeZ": 2.0,
+            "Channel": {"Name": ["dapi", "gfp"]},
+        },
+    )
     with pytest.raises(InputError, match=r"2 channels: 0 \(dapi\), 1 \(gfp\).*channel="):
         read_volume(tmp_path / "cells.ome.tif")
     gfp = read_volume(tmp_path / "cells.ome.tif", channel="gfp")
@@ -46,8 +57,13 @@ def test_ome_tiff_channels_axes_and_physical_size(tmp_path, volume):
 
 
 def test_imagej_hyperstack_spacing(tmp_path, volume):
-    tifffile.imwrite(tmp_path / "ij.tif", volume[:, None], imagej=True, resolution=(1 / 0.4, 1 / 0.4),
-                     metadata={"spacing": 1.5, "unit": "um", "axes": "ZCYX"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        volume[:, None],
+        imagej=True,
+        resolution=(1 / 0.4, 1 / 0.4),
+        metadata={"spacing": 1.5, "unit": "um", "axes": "ZCYX"},
+    )
     read = read_volume(tmp_path / "ij.tif")
     np.testing.assert_array_equal(read.data, volume)
     assert read.spacing == pytest.approx((1.5, 0.4, 0.4))
@@ -64,13 +80,15 @@ def test_rgb_tiff_needs_a_channel(tmp_path):
 
 
 def test_time_series_is_refused(tmp_path, volume):
-    tifffile.imwrite(tmp_path / "movie.ome.tif", np.stack([volume, volume]), ome=True,
-                     metadata={"axes": "TZYX"})
+    tifffile.imwrite(
+        tmp_path / "movie.ome.tif", np.stack([volume, volume]), ome=True, metadata={"axes": "TZYX"}
+    )
     with pytest.raises(InputError, match="time points"):
         read_volume(tmp_path / "movie.ome.tif")
 
 
 # ---- Zarr / OME-Zarr --------------------------------------------------------------------------------
+
 
 def test_ome_zarr_image_is_lazy_with_spacing_and_labels(tmp_path, volume):
     import dask.array as da
@@ -80,8 +98,14 @@ def test_ome_zarr_image_is_lazy_with_spacing_and_labels(tmp_path, volume):
     root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
     write_image(volume, root, axes="zyx", scale_factors=(2,), scale={"z": 3.0, "y": 0.5, "x": 0.5})
     labels = (volume % 3).astype(np.uint32)
-    write_labels(labels, root, name="seg", axes="zyx", scale_factors=(),
-                 label_metadata={"properties": [{"label-value": 2, "class": "nuclei"}]})
+    write_labels(
+        labels,
+        root,
+        name="seg",
+        axes="zyx",
+        scale_factors=(),
+        label_metadata={"properties": [{"label-value": 2, "class": "nuclei"}]},
+    )
     read = read_volume(tmp_path / "img.ome.zarr")
     assert isinstance(read.data, da.Array)  # opened lazily, not loaded
     np.testing.assert_array_equal(read.data.compute(), volume)
@@ -111,11 +135,17 @@ def test_zarr_group_without_image_names_its_entries(tmp_path):
 
 # ---- npz --------------------------------------------------------------------------------------------
 
+
 def test_challenge_npz_prompts_and_spacing_order(tmp_path, volume):
     gts = (volume % 4).astype(np.uint8)
     prompts = {"1": "liver", "2": "left kidney", "instance_label": 0}
-    np.savez_compressed(tmp_path / "ct.npz", imgs=volume.astype(np.uint8), gts=gts,
-                        spacing=np.array([0.8, 0.8, 5.0]), text_prompts=prompts)
+    np.savez_compressed(
+        tmp_path / "ct.npz",
+        imgs=volume.astype(np.uint8),
+        gts=gts,
+        spacing=np.array([0.8, 0.8, 5.0]),
+        text_prompts=prompts,
+    )
     read = read_volume(tmp_path / "ct.npz")
     np.testing.assert_array_equal(read.data, volume.astype(np.uint8))
     np.testing.assert_array_equal(read.labels["labels"], gts)
@@ -126,11 +156,19 @@ def test_challenge_npz_prompts_and_spacing_order(tmp_path, volume):
 
 
 def test_dev_data_npz(tmp_path, volume):
-    np.savez_compressed(tmp_path / "nuclei.npz", image=volume, labels=volume % 2,
-                        spacing_zyx=np.array([0.29, 0.26, 0.26]),
-                        class_names=np.array(json.dumps({"instances": "nuclei"})))
-    np.savez_compressed(tmp_path / "flat.npz", image=volume[0], spacing_zyx=np.array([np.nan, np.nan]),
-                        class_names=np.array(json.dumps({"1": "spleen", "5": "liver"})))
+    np.savez_compressed(
+        tmp_path / "nuclei.npz",
+        image=volume,
+        labels=volume % 2,
+        spacing_zyx=np.array([0.29, 0.26, 0.26]),
+        class_names=np.array(json.dumps({"instances": "nuclei"})),
+    )
+    np.savez_compressed(
+        tmp_path / "flat.npz",
+        image=volume[0],
+        spacing_zyx=np.array([np.nan, np.nan]),
+        class_names=np.array(json.dumps({"1": "spleen", "5": "liver"})),
+    )
     nuclei = read_volume(tmp_path / "nuclei.npz")
     assert nuclei.spacing == (0.29, 0.26, 0.26) and nuclei.instance_label
     assert nuclei.prompts == {1: "nuclei"}
@@ -153,6 +191,7 @@ def test_npz_pickle_cannot_run_code(tmp_path, volume, capsys):
 
 # ---- NIfTI ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_nifti_is_transposed_to_zyx(tmp_path, volume, suffix):
     import nibabel
@@ -168,6 +207,7 @@ def test_nifti_is_transposed_to_zyx(tmp_path, volume, suffix):
 
 
 # ---- bad input --------------------------------------------------------------------------------------
+
 
 def test_unknown_extension_lists_supported(tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG")

@@ -27,9 +27,15 @@ def _entries(folder):
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_zarr_round_trip_ids_names_colors_spacing(tmp_path, labels, version):
-    out = write_labels_zarr(tmp_path / "seg.ome.zarr", labels, "nuclei", spacing=SPACING,
-                            class_names={3: "nuclei", 7: "cells"}, colors={3: (255, 0, 0, 255)},
-                            ngff_version=version)
+    out = write_labels_zarr(
+        tmp_path / "seg.ome.zarr",
+        labels,
+        "nuclei",
+        spacing=SPACING,
+        class_names={3: "nuclei", 7: "cells"},
+        colors={3: (255, 0, 0, 255)},
+        ngff_version=version,
+    )
     read, meta = read_labels(out)
     assert read.dtype == np.uint32
     np.testing.assert_array_equal(np.asarray(read), labels)
@@ -63,8 +69,9 @@ def test_ome_zarr_reader_finds_the_label_node(tmp_path, labels):
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
 
-    out = write_labels_zarr(tmp_path / "seg.ome.zarr", labels, "nuclei", spacing=SPACING,
-                            class_names={3: "nuclei"})
+    out = write_labels_zarr(
+        tmp_path / "seg.ome.zarr", labels, "nuclei", spacing=SPACING, class_names={3: "nuclei"}
+    )
     nodes = list(Reader(parse_url(str(out)))())
     label_nodes = [n for n in nodes if n.metadata.get("name") == "nuclei"]
     assert len(label_nodes) == 1
@@ -78,8 +85,14 @@ def test_ome_zarr_reader_finds_the_label_node(tmp_path, labels):
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_napari_ome_zarr_opens_labels_only_container(tmp_path, labels, version):
     reader_module = pytest.importorskip("napari_ome_zarr._reader")
-    out = write_labels_zarr(tmp_path / "seg.ome.zarr", labels, "nuclei", spacing=SPACING,
-                            class_names={7: "cells"}, ngff_version=version)
+    out = write_labels_zarr(
+        tmp_path / "seg.ome.zarr",
+        labels,
+        "nuclei",
+        spacing=SPACING,
+        class_names={7: "cells"},
+        ngff_version=version,
+    )
     layers = reader_module.napari_get_reader(str(out))()
     kinds = {kind: (data, meta) for data, meta, kind in layers}
     data, meta = kinds["labels"]
@@ -96,8 +109,13 @@ def test_into_existing_image_group_updates_labels_list(tmp_path, labels):
     from ome_zarr.writer import write_image
 
     root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
-    write_image(labels.astype(np.uint8), root, axes="zyx", scale={"z": 2.0, "y": 0.5, "x": 0.5},
-                axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"})
+    write_image(
+        labels.astype(np.uint8),
+        root,
+        axes="zyx",
+        scale={"z": 2.0, "y": 0.5, "x": 0.5},
+        axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
+    )
     write_labels_zarr(tmp_path / "img.ome.zarr", labels, "first")
     write_labels_zarr(tmp_path / "img.ome.zarr", labels > 5, "second")
     volume = read_volume(tmp_path / "img.ome.zarr")
@@ -148,8 +166,9 @@ def test_failure_during_overwrite_keeps_old_output(tmp_path, labels):
     with pytest.raises(OutputExistsError, match="overwrite=True"):
         write_labels_zarr(out, labels * 0, "ids")
     with pytest.raises(RuntimeError):
-        write_labels_zarr(out, _FailingSource(labels * 0, 1), "ids", overwrite=True, block_bytes=4096,
-                          chunks=(1, 64, 64))
+        write_labels_zarr(
+            out, _FailingSource(labels * 0, 1), "ids", overwrite=True, block_bytes=4096, chunks=(1, 64, 64)
+        )
     np.testing.assert_array_equal(np.asarray(read_labels(out)[0]), labels)
     assert _entries(tmp_path) == ["seg.ome.zarr"]
 
@@ -200,12 +219,15 @@ def test_tiff_round_trip_and_lazy_source(tmp_path, labels):
     assert _entries(tmp_path) == ["lazy.ome.tif", "seg.ome.tif"]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.ones((2, 3, 3), np.float32), "integer ids"),
-    (np.full((2, 3, 3), -1, np.int16), "negative"),
-    (np.ones((2, 2, 3, 3), np.uint8), r"\(z, y, x\)"),
-    (np.ones((0, 3, 3), np.uint8), "empty"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.ones((2, 3, 3), np.float32), "integer ids"),
+        (np.full((2, 3, 3), -1, np.int16), "negative"),
+        (np.ones((2, 2, 3, 3), np.uint8), r"\(z, y, x\)"),
+        (np.ones((0, 3, 3), np.uint8), "empty"),
+    ],
+)
 def test_bad_labels_are_refused(tmp_path, bad, message):
     with pytest.raises(InputError, match=message):
         write_labels_zarr(tmp_path / "bad.ome.zarr", bad)

@@ -26,8 +26,13 @@ def brute_force_scores(gt, pred, thr=0.5):
     pairs = [(a, b) for a, b in zip(r, c) if iou[a, b] >= thr]
     tp = len(pairs)
     fp, fn = len(p_ids) - tp, len(g_ids) - tp
-    return dict(f1=2 * tp / max(2 * tp + fp + fn, 1), tp=tp, fp=fp, fn=fn,
-                dsc_tp=float(np.mean([dsc[a, b] for a, b in pairs])) if tp else 0.0)
+    return dict(
+        f1=2 * tp / max(2 * tp + fp + fn, 1),
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        dsc_tp=float(np.mean([dsc[a, b] for a, b in pairs])) if tp else 0.0,
+    )
 
 
 def test_dice_hand_case():

@@ -1,6 +1,5 @@
 """BiomedParse-V network: shapes, pairing, determinism, Boltzmann sampling, the ISD stop-gradient, text."""
 
-
 import pytest
 import torch
 

@@ -36,7 +36,9 @@ def test_manifest_validates_with_imports():
     manifest = PluginManifest.from_distribution(PLUGIN)
     manifest.validate_imports()  # raises if a python_name does not import
     assert {w.display_name for w in manifest.contributions.writers} == {
-        "OME-Zarr labels (fveseg)", "OME-TIFF labels (fveseg)"}
+        "OME-Zarr labels (fveseg)",
+        "OME-TIFF labels (fveseg)",
+    }
     assert manifest.contributions.readers[0].accepts_directories
 
 
@@ -57,8 +59,9 @@ def test_sample_opens_with_ground_truth_and_is_deterministic(make_napari_viewer)
 def test_labels_round_trip_keeps_ids_colours_names_scale(make_napari_viewer, tmp_path, suffix):
     labels, colormap, metadata, colors = _labels_with_metadata()
     viewer = make_napari_viewer()
-    layer = viewer.add_labels(labels, name="cells", scale=(2.0, 0.5, 0.25), colormap=colormap,
-                              metadata=metadata)
+    layer = viewer.add_labels(
+        labels, name="cells", scale=(2.0, 0.5, 0.25), colormap=colormap, metadata=metadata
+    )
     path = tmp_path / f"cells{suffix}"
     viewer.layers.selection = {layer}
     written = viewer.layers.save(str(path), selected=True, plugin=PLUGIN)
@@ -94,16 +97,18 @@ def test_labels_saved_into_the_image_zarr_open_with_it(make_napari_viewer, tmp_p
 
     image = np.arange(4 * 6 * 5, dtype=np.uint16).reshape(4, 6, 5)
     labels, colormap, metadata, colors = _labels_with_metadata()
-    container = write_labels_zarr(tmp_path / "img.ome.zarr", labels, name="first", image=image,
-                                  spacing=(2.0, 0.5, 0.5))
+    container = write_labels_zarr(
+        tmp_path / "img.ome.zarr", labels, name="first", image=image, spacing=(2.0, 0.5, 0.5)
+    )
     viewer = make_napari_viewer()
     layers = viewer.open(str(container), plugin=PLUGIN)
     assert [layer._type_string for layer in layers] == ["image", "labels"]
     np.testing.assert_array_equal(np.asarray(layers[0].data), image)
     assert tuple(layers[0].scale) == tuple(layers[1].scale) == (2.0, 0.5, 0.5)
 
-    added = viewer.add_labels(labels, name="second", scale=(2.0, 0.5, 0.5), colormap=colormap,
-                              metadata=metadata)
+    added = viewer.add_labels(
+        labels, name="second", scale=(2.0, 0.5, 0.5), colormap=colormap, metadata=metadata
+    )
     viewer.layers.selection = {added}
     viewer.layers.save(str(container), selected=True, plugin=PLUGIN)
     viewer.layers.clear()
@@ -120,8 +125,9 @@ def test_npz_opens_with_prompts_as_class_names(tmp_path):
     path = tmp_path / "case.npz"
     prompts = {"1": "liver", "2": "kidney", "instance_label": 0}
     np.savez(path, imgs=image, gts=gts, spacing=np.array([0.8, 0.8, 2.5]), text_prompts=np.array(prompts))
-    (image_data, image_kwargs, image_type), (labels_data, labels_kwargs, labels_type) = \
-        get_reader(str(path))(str(path))
+    (image_data, image_kwargs, image_type), (labels_data, labels_kwargs, labels_type) = get_reader(str(path))(
+        str(path)
+    )
     assert (image_type, labels_type) == ("image", "labels")
     np.testing.assert_array_equal(labels_data, gts)
     assert labels_kwargs["metadata"]["class_names"] == {1: "liver", 2: "kidney"}

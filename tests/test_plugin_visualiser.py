@@ -43,8 +43,9 @@ def test_encoding_follows_the_slider_and_options_add_layers(make_napari_viewer):
     np.testing.assert_array_equal(viewer.layers["FVE allocation"].data, distances)
     assert "distance 4: 25.0%" in widget.legend.text()  # order 2: four slices at half resolution
     decoded = decode(encoded, 2)
-    np.testing.assert_array_equal(viewer.layers["FVE context"].data,
-                                  context_montage(decoded.before, decoded.after))
+    np.testing.assert_array_equal(
+        viewer.layers["FVE context"].data, context_montage(decoded.before, decoded.after)
+    )
     widget.allocation_check.setChecked(False)
     assert "FVE allocation" not in viewer.layers
     assert image in viewer.layers and widget.layer_box.currentText() == "stack"

@@ -23,9 +23,22 @@ def micro_checkpoint(tmp_path_factory):
     from fveseg.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    config = ModelConfig(name="micro", embed_dim=8, depths=(1, 1, 1, 1), drop_path_rate=0.0, conv_dim=16,
-                         mask_dim=16, encoder_ffn_dim=32, hidden_dim=16, decoder_layers=3, nheads=2,
-                         ffn_dim=32, num_seg_queries=2, num_edge_queries=1, input_size=128)
+    config = ModelConfig(
+        name="micro",
+        embed_dim=8,
+        depths=(1, 1, 1, 1),
+        drop_path_rate=0.0,
+        conv_dim=16,
+        mask_dim=16,
+        encoder_ffn_dim=32,
+        hidden_dim=16,
+        decoder_layers=3,
+        nheads=2,
+        ffn_dim=32,
+        num_seg_queries=2,
+        num_edge_queries=1,
+        input_size=128,
+    )
     path = tmp_path_factory.mktemp("model") / "micro"
     save_checkpoint(build_model(config), path, {})
     return str(path)
@@ -60,7 +73,8 @@ def _wait_idle(qtbot, widget):
 
 
 def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
-        widget_on_sample, qtbot, monkeypatch):
+    widget_on_sample, qtbot, monkeypatch
+):
     from qtpy.QtCore import QTimer
 
     from fveseg.inference import Segmenter
@@ -68,8 +82,9 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     viewer, widget = widget_on_sample
     calls = []
     original = Segmenter.segment
-    monkeypatch.setattr(Segmenter, "segment",
-                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(
+        Segmenter, "segment", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
@@ -95,8 +110,12 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     assert not np.any((instances.data > 0) & (semantic.data == 0))
     from fveseg.instances import SPECK_FRACTION, split_instances
 
-    expected = split_instances(semantic.data > 0, np.asarray(widget.result.edges[0], np.float32),
-                               spacing=(1.0, 0.5, 0.5), min_relative_size=SPECK_FRACTION)
+    expected = split_instances(
+        semantic.data > 0,
+        np.asarray(widget.result.edges[0], np.float32),
+        spacing=(1.0, 0.5, 0.5),
+        min_relative_size=SPECK_FRACTION,
+    )
     np.testing.assert_array_equal(instances.data, expected)
     assert instances.metadata["class_name"] == "nuclei"
     assert load_settings().checkpoint == widget.checkpoint_edit.text()  # remembered for next time
@@ -111,8 +130,9 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     widget.exist_box.setValue(1.0)  # no slice can exceed probability 1: everything goes
     qtbot.waitUntil(lambda: viewer.layers["nuclei"].data.max() == 0, timeout=30_000)
     widget.output_box.setCurrentText("semantic")
-    qtbot.waitUntil(lambda: "fveseg classes" in viewer.layers and "nuclei" not in viewer.layers,
-                    timeout=30_000)
+    qtbot.waitUntil(
+        lambda: "fveseg classes" in viewer.layers and "nuclei" not in viewer.layers, timeout=30_000
+    )
     assert viewer.layers["fveseg classes"].metadata["class_names"] == {1: "nuclei"}
     assert len(calls) == 1
 

@@ -104,8 +104,9 @@ def test_streamed_batches_and_slice_range_equal_public_det_one_prompt(model, vol
     try:
         segmenter = Segmenter(model, device="cpu", batch_size=1)
         result = segmenter.segment(volume, PROMPTS[:1], progress=lambda *done_total: calls.append(done_total))
-        reference = segment_volume_reference(model, volume, PROMPTS[:1], slice_batch_size=1, mode="det",
-                                             size=SIZE)
+        reference = segment_volume_reference(
+            model, volume, PROMPTS[:1], slice_batch_size=1, mode="det", size=SIZE
+        )
         part = segmenter.segment(volume, PROMPTS[:1], axis=1, start=1, stop=2, out=tmp_path / "part.zarr")
     finally:
         del model.attention_mode

@@ -98,8 +98,9 @@ def test_touching_clusters_and_dividing_pairs_when_requested():
 
     dividing = make_nuclei_volume((24, 96, 96), seed=4, n_nuclei=6, dividing_fraction=1.0)
     assert len(dividing.dividing_pairs) >= 2
-    centroids = ndimage.center_of_mass(np.ones_like(dividing.labels), dividing.labels,
-                                       np.arange(1, dividing.labels.max() + 1))
+    centroids = ndimage.center_of_mass(
+        np.ones_like(dividing.labels), dividing.labels, np.arange(1, dividing.labels.max() + 1)
+    )
     sizes = np.bincount(dividing.labels.ravel())
     for a, b in dividing.dividing_pairs:
         distance = np.linalg.norm((np.subtract(centroids[a - 1], centroids[b - 1])) * dividing.spacing)
@@ -115,14 +116,16 @@ def test_anisotropic_preset_is_blurrier_along_z():
     assert energy[0] < 0.5 * energy[1:].mean()
     # The same objects seen through an isotropic PSF keep clearly more z detail (coarse z sampling alone
     # lowers the ratio to about 0.7, hence the comparison on the same volume).
-    sharp = make_nuclei_volume((24, 64, 64), seed=1, spacing=spacing, preset="anisotropic", n_nuclei=8,
-                               psf_sigma_um=(0.3, 0.3))
+    sharp = make_nuclei_volume(
+        (24, 64, 64), seed=1, spacing=spacing, preset="anisotropic", n_nuclei=8, psf_sigma_um=(0.3, 0.3)
+    )
     sharp_energy = gradient_energy_per_um(sharp.clean, spacing)
     assert energy[0] / energy[1:].mean() < 0.75 * sharp_energy[0] / sharp_energy[1:].mean()
     # Control: isotropic blur on isotropic voxels gives about the same energy along every axis.
     iso_spacing = (0.5, 0.5, 0.5)
-    iso = make_nuclei_volume((48, 64, 64), seed=1, spacing=iso_spacing, preset="isotropic", n_nuclei=6,
-                             psf_sigma_um=(0.4, 0.4))
+    iso = make_nuclei_volume(
+        (48, 64, 64), seed=1, spacing=iso_spacing, preset="isotropic", n_nuclei=6, psf_sigma_um=(0.4, 0.4)
+    )
     energy = gradient_energy_per_um(iso.clean, iso_spacing)
     assert 0.6 < energy[0] / energy[1:].mean() < 1.6
 
@@ -158,8 +161,7 @@ def test_channel_option_images_the_chosen_structure(channel):
 
 
 def test_noise_matches_requested_snr():
-    options = resolve_options(None, dict(snr=8.0, psf_sigma_um=(0.0, 0.0), uneven_illumination=0.0,
-                                         haze=0.0))
+    options = resolve_options(None, dict(snr=8.0, psf_sigma_um=(0.0, 0.0), uneven_illumination=0.0, haze=0.0))
     dye = np.ones((8, 64, 64), np.float32)
     image, _ = microscope(np.random.default_rng(0), dye, np.ones(3), options)
     counts = image.astype(float) - options.camera_offset

@@ -1,7 +1,6 @@
 """Real 2D images made into short 3D stacks (training.defocus): hand-checkable geometry."""
 
 import numpy as np
-
 from training.data import LabelledVolume
 from training.defocus import DefocusConfig, defocus_volume
 

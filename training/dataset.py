@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from fveseg.fve import slices_per_side
-
 from training.data import (
     LabelledVolume,
     SampleConfig,

@@ -71,7 +71,7 @@ def defocus_volume(
     """
     if volume.image.shape[0] != 1 or len(volume.classes) != 1:
         return volume
-    (name, labels3d), = volume.classes.items()
+    ((name, labels3d),) = volume.classes.items()
     image, labels = volume.image[0].astype(np.float32), np.asarray(labels3d[0])
     height, width = image.shape
     y0 = int(rng.integers(max(height - config.crop, 0) + 1))

@@ -109,8 +109,10 @@ class Block:
 def plan_blocks(depth: int, block_slices: int, halo: int) -> list[Block]:
     """Cut ``depth`` slices into blocks of ``block_slices`` with ``halo`` context slices on each side."""
     starts = range(0, depth, block_slices)
-    return [Block(i, s, min(s + block_slices, depth), max(0, s - halo), min(depth, s + block_slices + halo))
-            for i, s in enumerate(starts)]
+    return [
+        Block(i, s, min(s + block_slices, depth), max(0, s - halo), min(depth, s + block_slices + halo))
+        for i, s in enumerate(starts)
+    ]
 
 
 def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
@@ -140,8 +142,9 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
     step = segmenter.batch_size
     bounds = [start, *range(start - start % step + step, stop, step), stop]
     for first, last in zip(bounds[:-1], bounds[1:]):
-        yield segment_array(segmenter, volume, options, None, start=first, stop=last,
-                            intensity_range=value_range)
+        yield segment_array(
+            segmenter, volume, options, None, start=first, stop=last, intensity_range=value_range
+        )
 
 
 def _segment_block(block: Block, source: str, scratch: str, options, axis: int) -> int:
@@ -184,8 +187,10 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
     if axis != 0 and options.instances:
         from fveseg.errors import InputError
 
-        raise InputError(f"block mode with --instances slices along z only, this view is axis {axis} "
-                         "(fix: pass --axis 0, or run without --block-slices)")
+        raise InputError(
+            f"block mode with --instances slices along z only, this view is axis {axis} "
+            "(fix: pass --axis 0, or run without --block-slices)"
+        )
     if not job.into_source and job.output.exists() and not job.overwrite:
         from fveseg.errors import OutputExistsError
 
@@ -205,10 +210,22 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         dtype = np.uint8 if len(options.prompts) < 256 else np.uint16
         group.create_array("semantic", shape=data.shape, chunks=chunks, dtype=dtype, fill_value=0)
         if options.instances:
-            group.create_array("edges", shape=(len(options.prompts), *data.shape), chunks=(1, *chunks),
-                               dtype=np.float16, fill_value=0)
-        futures = client.map(_segment_block, blocks, source=str(job.source), scratch=str(scratch),
-                             options=options, axis=axis, pure=False)
+            group.create_array(
+                "edges",
+                shape=(len(options.prompts), *data.shape),
+                chunks=(1, *chunks),
+                dtype=np.float16,
+                fill_value=0,
+            )
+        futures = client.map(
+            _segment_block,
+            blocks,
+            source=str(job.source),
+            scratch=str(scratch),
+            options=options,
+            axis=axis,
+            pure=False,
+        )
         client.gather(futures)
         stages["segment"] = time.perf_counter() - mark
 
@@ -225,9 +242,17 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         for index, prompt in enumerate(options.prompts):
             if options.instances:
                 labels, found = split_instances_in_blocks(
-                    client, str(scratch), index, scratch / f"instances-{index}", block_slices,
-                    instance_margin, spacing=spacing, method=options.instance_method,
-                    min_size=options.min_size, min_relative_size=options.min_relative_size)
+                    client,
+                    str(scratch),
+                    index,
+                    scratch / f"instances-{index}",
+                    block_slices,
+                    instance_margin,
+                    spacing=spacing,
+                    method=options.instance_method,
+                    min_size=options.min_size,
+                    min_relative_size=options.min_relative_size,
+                )
                 layers[slug(prompt)] = (labels, {})
                 objects += found
             elif len(options.prompts) == 1:
@@ -241,9 +266,14 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         stages["write"] = time.perf_counter() - mark
     finally:
         remove_path(scratch)
-    return JobSummary(volume=volume.name or job.source.name, prompts=", ".join(options.prompts),
-                      objects=objects, seconds=time.perf_counter() - start,
-                      output=", ".join(str(p) for p in written), stages=stages)
+    return JobSummary(
+        volume=volume.name or job.source.name,
+        prompts=", ".join(options.prompts),
+        objects=objects,
+        seconds=time.perf_counter() - start,
+        output=", ".join(str(p) for p in written),
+        stages=stages,
+    )
 
 
 def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
@@ -263,8 +293,9 @@ def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
 # Instances in blocks: local splitting with a margin, then one global relabelling.
 
 
-def _split_block(block: Block, source: str, index: int, scratch: str, spacing, method: str,
-                 min_size: float) -> tuple[np.ndarray, np.ndarray]:
+def _split_block(
+    block: Block, source: str, index: int, scratch: str, spacing, method: str, min_size: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Pass 2 on a worker: split instances on the block plus margin; store core ids and the upper margin.
 
     Returns the ids present in the core and their voxel counts there (for global object sizes)."""
@@ -275,11 +306,12 @@ def _split_block(block: Block, source: str, index: int, scratch: str, spacing, m
     read = slice(block.read_start, block.read_stop)
     inputs = zarr.open_group(source, mode="r")
     mask = np.asarray(inputs["semantic"][read]) == index + 1
-    labels = split_instances(mask, np.asarray(inputs["edges"][index, read]), spacing=spacing, method=method,
-                             min_size=min_size)
+    labels = split_instances(
+        mask, np.asarray(inputs["edges"][index, read]), spacing=spacing, method=method, min_size=min_size
+    )
     group = zarr.open_group(scratch, mode="r+")
-    core = labels[block.start - block.read_start: block.stop - block.read_start]
-    group["local"][block.start: block.stop] = core
+    core = labels[block.start - block.read_start : block.stop - block.read_start]
+    group["local"][block.start : block.stop] = core
     if block.stop < block.read_stop:  # what this block calls the next block's first slice
         group["ahead"][block.index] = labels[block.stop - block.read_start]
     ids, counts = np.unique(core, return_counts=True)
@@ -295,7 +327,7 @@ def _boundary_pairs(block: Block, next_block: Block, scratch: str) -> np.ndarray
     # this block's view has the most context (fragments cut at the far end of its margin are not seen).
     depth = min(1, block.read_stop - block.stop)
     mine = np.asarray(group["ahead"][block.index]).ravel() if depth else np.zeros(0, np.uint32)
-    theirs = np.asarray(group["local"][next_block.start: next_block.start + depth]).ravel()
+    theirs = np.asarray(group["local"][next_block.start : next_block.start + depth]).ravel()
     both = (mine > 0) & (theirs > 0)
     pairs = np.stack([mine[both], theirs[both]], axis=1).astype(np.int64)
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
@@ -342,7 +374,7 @@ def merge_block_labels(present: list[np.ndarray], pairs: list[np.ndarray]) -> li
     tables = []
     for i, ids in enumerate(present):
         table = np.zeros(int(ids.max(initial=0)) + 1, np.uint32)
-        table[ids] = global_ids[offsets[i]: offsets[i + 1]]
+        table[ids] = global_ids[offsets[i] : offsets[i + 1]]
         tables.append(table)
     return tables
 
@@ -369,9 +401,19 @@ def _node_index(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(found, where, -1)
 
 
-def split_instances_in_blocks(client, source: str, index: int, scratch: Path, block_slices: int, margin: int,
-                              *, spacing=None, method: str = "watershed", min_size: float = 0.0,
-                              min_relative_size: float = 0.0):
+def split_instances_in_blocks(
+    client,
+    source: str,
+    index: int,
+    scratch: Path,
+    block_slices: int,
+    margin: int,
+    *,
+    spacing=None,
+    method: str = "watershed",
+    min_size: float = 0.0,
+    min_relative_size: float = 0.0,
+):
     """Instance labels of one class of a (D, H, W) semantic zarr in z-blocks, merged into one numbering.
 
     Parameters
@@ -408,15 +450,28 @@ def split_instances_in_blocks(client, source: str, index: int, scratch: Path, bl
     depth, *plane = (int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
     blocks = plan_blocks(depth, block_slices, margin)
     group = zarr.open_group(str(scratch), mode="w")
-    group.create_array("local", shape=(depth, *plane), chunks=(block_slices, *plane), dtype=np.uint32,
-                       fill_value=0)
-    group.create_array("ahead", shape=(len(blocks), *plane), chunks=(1, *plane), dtype=np.uint32,
-                       fill_value=0)
-    futures = client.map(_split_block, blocks, source=source, index=index, scratch=str(scratch),
-                         spacing=spacing, method=method, min_size=min_size, pure=False)
+    group.create_array(
+        "local", shape=(depth, *plane), chunks=(block_slices, *plane), dtype=np.uint32, fill_value=0
+    )
+    group.create_array(
+        "ahead", shape=(len(blocks), *plane), chunks=(1, *plane), dtype=np.uint32, fill_value=0
+    )
+    futures = client.map(
+        _split_block,
+        blocks,
+        source=source,
+        index=index,
+        scratch=str(scratch),
+        spacing=spacing,
+        method=method,
+        min_size=min_size,
+        pure=False,
+    )
     present, counts = zip(*client.gather(futures)) if blocks else ((), ())
-    pair_futures = [client.submit(_boundary_pairs, a, b, str(scratch), pure=False)
-                    for a, b in zip(blocks[:-1], blocks[1:])]
+    pair_futures = [
+        client.submit(_boundary_pairs, a, b, str(scratch), pure=False)
+        for a, b in zip(blocks[:-1], blocks[1:])
+    ]
     tables = merge_block_labels(list(present), client.gather(pair_futures))
     if method == "watershed" and min_relative_size > 0:
         tables = _drop_specks(tables, present, counts, min_relative_size)

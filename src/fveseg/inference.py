@@ -281,8 +281,21 @@ class Segmenter:
             from fveseg.inference_reference import segment_reference
 
             return segment_reference(
-                self, volume, canonical, axis, start, stop, intensity_range, mask_threshold, exist_threshold,
-                progress, cancel, out, overwrite, order=order, scale=scale,
+                self,
+                volume,
+                canonical,
+                axis,
+                start,
+                stop,
+                intensity_range,
+                mask_threshold,
+                exist_threshold,
+                progress,
+                cancel,
+                out,
+                overwrite,
+                order=order,
+                scale=scale,
             )
         axis = int(axis)
         start, stop = self._check_slices(start, stop, shape[axis])

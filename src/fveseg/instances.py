@@ -224,8 +224,13 @@ def contact_areas(labels: np.ndarray, spacing: tuple[float, float, float]):
     z_area = np.bincount(inverse, weights=weights * np.concatenate(z_keys), minlength=uniq.size)
     low, high = (uniq // np.uint64(n)).astype(np.int64), (uniq % np.uint64(n)).astype(np.int64)
     surface[0] = 0.0
-    return (np.concatenate([low, high]), np.concatenate([high, low]), np.tile(area, 2), np.tile(z_area, 2),
-            surface)
+    return (
+        np.concatenate([low, high]),
+        np.concatenate([high, low]),
+        np.tile(area, 2),
+        np.tile(z_area, 2),
+        surface,
+    )
 
 
 def _merge_into_neighbours(labels, candidates, first, second, area, allowed) -> np.ndarray:

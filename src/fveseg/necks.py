@@ -95,8 +95,11 @@ def _pack_boxes(where, seed_of, shape, n_seeds):
         offset += high[:, None] * (size[:, None] - extent[:, members] - offset)  # flush with the far end
         free = np.flatnonzero(~low & ~high)
         if free.size:  # boxes in shelves on the other axes (a single row when only one is free)
-            row, shelf = (free[-1], None) if free.size == 1 else [axis for axis in range(3)
-                                                                  if axis != depth[members[0]]][::-1]
+            row, shelf = (
+                (free[-1], None)
+                if free.size == 1
+                else [axis for axis in range(3) if axis != depth[members[0]]][::-1]
+            )
             _shelve(extent[:, members], row, shelf, offset, size)
         else:  # boxes spanning the whole volume on every axis: keep them in place
             offset, size = lo[:, members], dims

@@ -26,8 +26,9 @@ class ExistencePlot(QWidget):
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setToolTip("Existence probability per slice; masks are kept where it is above the dashed line.")
 
-    def set_data(self, existence: dict[str, list[float]], threshold: float,
-                 current: int | None = None) -> None:
+    def set_data(
+        self, existence: dict[str, list[float]], threshold: float, current: int | None = None
+    ) -> None:
         self.existence, self.threshold, self.current = existence, threshold, current
         self.update()
 

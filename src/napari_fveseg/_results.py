@@ -39,8 +39,9 @@ class Placement:
     squeeze: bool = False  # the image was 2D: drop the one-slice z axis again
 
 
-def result_layers(result: Any, prompts: list[str], thresholds: Thresholds, place: Placement,
-                  semantic: Any = None) -> list[LayerData]:
+def result_layers(
+    result: Any, prompts: list[str], thresholds: Thresholds, place: Placement, semantic: Any = None
+) -> list[LayerData]:
     """Labels layer data for `result` (see the module docstring).
 
     Parameters
@@ -65,8 +66,9 @@ def result_layers(result: Any, prompts: list[str], thresholds: Thresholds, place
     from fveseg.instances import split_instances
 
     if semantic is None:
-        semantic = result.rethreshold(mask_threshold=thresholds.mask_threshold,
-                                      exist_threshold=thresholds.existence_threshold)
+        semantic = result.rethreshold(
+            mask_threshold=thresholds.mask_threshold, exist_threshold=thresholds.existence_threshold
+        )
     semantic = np.asarray(semantic)
     existence = {prompt: np.asarray(result.existence[i]).tolist() for i, prompt in enumerate(prompts)}
     common = {"scale": place.scale, "translate": place.translate}
@@ -74,28 +76,53 @@ def result_layers(result: Any, prompts: list[str], thresholds: Thresholds, place
     layers: list[LayerData] = []
     if thresholds.output == "semantic":
         names = {i + 1: prompt for i, prompt in enumerate(prompts)}
-        layers.append((_fit(semantic, place), {
-            "name": SEMANTIC_LAYER, **common,
-            "metadata": {**base_meta, "class_names": names},
-            "features": {"index": list(names), "class_name": list(names.values())},
-        }, "labels"))
+        layers.append(
+            (
+                _fit(semantic, place),
+                {
+                    "name": SEMANTIC_LAYER,
+                    **common,
+                    "metadata": {**base_meta, "class_names": names},
+                    "features": {"index": list(names), "class_name": list(names.values())},
+                },
+                "labels",
+            )
+        )
     else:
         for i, prompt in enumerate(prompts):
-            layers.append((_fit((semantic == i + 1).astype(np.uint8), place), {
-                "name": prompt, **common,
-                "metadata": {**base_meta, "class_names": {1: prompt}},
-                "features": {"index": [1], "class_name": [prompt]},
-            }, "labels"))
+            layers.append(
+                (
+                    _fit((semantic == i + 1).astype(np.uint8), place),
+                    {
+                        "name": prompt,
+                        **common,
+                        "metadata": {**base_meta, "class_names": {1: prompt}},
+                        "features": {"index": [1], "class_name": [prompt]},
+                    },
+                    "labels",
+                )
+            )
     if thresholds.split_instances:
         for i, prompt in enumerate(prompts):
             edges = np.asarray(result.edges[i], dtype=np.float32)
-            instances = split_instances(semantic == i + 1, edges=edges, spacing=place.spacing,
-                                        min_size=thresholds.min_size,
-                                        min_relative_size=thresholds.min_relative_size)
-            layers.append((_fit(instances, place), {
-                "name": f"{prompt} instances", **common,
-                "metadata": {**base_meta, "class_name": prompt},
-            }, "labels"))
+            instances = split_instances(
+                semantic == i + 1,
+                edges=edges,
+                spacing=place.spacing,
+                min_size=thresholds.min_size,
+                min_relative_size=thresholds.min_relative_size,
+            )
+            layers.append(
+                (
+                    _fit(instances, place),
+                    {
+                        "name": f"{prompt} instances",
+                        **common,
+                        "metadata": {**base_meta, "class_name": prompt},
+                    },
+                    "labels",
+                )
+            )
     return layers
 
 

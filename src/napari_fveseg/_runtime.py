@@ -46,7 +46,7 @@ def _llvm_already_loaded() -> bool:
 
 
 def available_devices() -> list[str]:
-    """"auto" and the devices torch can use on this machine (cpu always)."""
+    """ "auto" and the devices torch can use on this machine (cpu always)."""
     import torch
 
     devices = ["auto", "cpu"]

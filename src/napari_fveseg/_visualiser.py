@@ -79,8 +79,11 @@ class FVEVisualiser(QWidget):
         from napari.layers import Image
 
         return [
-            layer for layer in self.viewer.layers
-            if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image)
+            and not layer.rgb
+            and layer.ndim in (2, 3)
             and not layer.metadata.get("fve_visualiser")
         ]
 
@@ -128,8 +131,11 @@ class FVEVisualiser(QWidget):
 
         data, axis, index = self.current_slice(layer)
         order, pad = self.order_box.value(), self.pad_box.currentText()
-        options = (self.channels_check.isChecked(), self.allocation_check.isChecked(),
-                   self.context_check.isChecked())
+        options = (
+            self.channels_check.isChecked(),
+            self.allocation_check.isChecked(),
+            self.context_check.isChecked(),
+        )
         key = (id(layer), axis, index, order, pad, options)
         if key == self._last_key and all(self._find(n) is not None for n in self._wanted_names(options)):
             return
@@ -156,9 +162,14 @@ class FVEVisualiser(QWidget):
         if options[1] and order > 0:
             distances, shares = allocation_map(order, (height, width))
             colormap = "turbo"
-            self._show("FVE allocation", distances.astype(np.float32), scale,
-                       right + [0, (width + GAP) * scale[1]], colormap=colormap,
-                       contrast_limits=(0.5, len(shares) + 0.5))
+            self._show(
+                "FVE allocation",
+                distances.astype(np.float32),
+                scale,
+                right + [0, (width + GAP) * scale[1]],
+                colormap=colormap,
+                contrast_limits=(0.5, len(shares) + 0.5),
+            )
             self.legend.setText(allocation_legend(shares, colormap))
         else:
             self._hide("FVE allocation")
@@ -166,8 +177,13 @@ class FVEVisualiser(QWidget):
         if options[2] and order > 0:
             decoded = decode(encoded, order)
             montage = context_montage(decoded.before, decoded.after)
-            self._show("FVE context", montage, scale, right + [(height + GAP) * scale[0], 0],
-                       contrast_limits=(lo, hi))
+            self._show(
+                "FVE context",
+                montage,
+                scale,
+                right + [(height + GAP) * scale[0], 0],
+                contrast_limits=(lo, hi),
+            )
         else:
             self._hide("FVE context")
 
@@ -195,8 +211,9 @@ class FVEVisualiser(QWidget):
             return
         if layer is not None:
             self.viewer.layers.remove(layer)
-        self.viewer.add_image(data, name=name, scale=scale, translate=translate,
-                              metadata={"fve_visualiser": role}, **kwargs)
+        self.viewer.add_image(
+            data, name=name, scale=scale, translate=translate, metadata={"fve_visualiser": role}, **kwargs
+        )
 
     def _hide(self, role: str) -> None:
         layer = self._find(role)

@@ -65,8 +65,13 @@ class SegmentationWidget(QWidget):
         self.apply_settings(load_settings())
         self._retune_timer = QTimer(self, singleShot=True, interval=150)
         self._retune_timer.timeout.connect(self.rethreshold)
-        for signal in (self.mask_box.valueChanged, self.exist_box.valueChanged, self.split_check.toggled,
-                       self.min_size_box.valueChanged, self.output_box.currentTextChanged):
+        for signal in (
+            self.mask_box.valueChanged,
+            self.exist_box.valueChanged,
+            self.split_check.toggled,
+            self.min_size_box.valueChanged,
+            self.output_box.currentTextChanged,
+        ):
             signal.connect(self._schedule_rethreshold)
         viewer.layers.events.inserted.connect(self._refresh_layers)
         viewer.layers.events.removed.connect(self._refresh_layers)
@@ -81,8 +86,10 @@ class SegmentationWidget(QWidget):
         self.prompts_edit.setMaximumHeight(70)
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("bundled default model")
-        self.checkpoint_edit.setToolTip("An fveseg checkpoint (.json / .safetensors) or the BiomedParse v2 "
-                                        ".ckpt you downloaded (see docs/reference-v2.md).")
+        self.checkpoint_edit.setToolTip(
+            "An fveseg checkpoint (.json / .safetensors) or the BiomedParse v2 "
+            ".ckpt you downloaded (see docs/reference-v2.md)."
+        )
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_checkpoint)
         model_row = QHBoxLayout()
@@ -139,8 +146,9 @@ class SegmentationWidget(QWidget):
         layout.addStretch(1)
 
     def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
-                                              "Model checkpoint (*.json *.safetensors *.ckpt)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Model checkpoint", "", "Model checkpoint (*.json *.safetensors *.ckpt)"
+        )
         if path:
             self.checkpoint_edit.setText(path)
 
@@ -148,9 +156,14 @@ class SegmentationWidget(QWidget):
         from napari.layers import Image
 
         current = self.layer_box.currentText()
-        names = [layer.name for layer in self.viewer.layers
-                 if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
-                 and not layer.metadata.get("fve_visualiser")]
+        names = [
+            layer.name
+            for layer in self.viewer.layers
+            if isinstance(layer, Image)
+            and not layer.rgb
+            and layer.ndim in (2, 3)
+            and not layer.metadata.get("fve_visualiser")
+        ]
         self.layer_box.blockSignals(True)
         self.layer_box.clear()
         self.layer_box.addItems(names)
@@ -163,11 +176,16 @@ class SegmentationWidget(QWidget):
     def settings(self) -> WidgetSettings:
         """The widget's current choices."""
         return WidgetSettings(
-            prompts=self.prompts_edit.toPlainText(), checkpoint=self.checkpoint_edit.text().strip(),
-            device=self.device_box.currentText(), mask_threshold=self.mask_box.value(),
-            existence_threshold=self.exist_box.value(), split_instances=self.split_check.isChecked(),
-            min_size=self.min_size_box.value(), output=self.output_box.currentText(),
-            axis=self.axis_box.currentText())
+            prompts=self.prompts_edit.toPlainText(),
+            checkpoint=self.checkpoint_edit.text().strip(),
+            device=self.device_box.currentText(),
+            mask_threshold=self.mask_box.value(),
+            existence_threshold=self.exist_box.value(),
+            split_instances=self.split_check.isChecked(),
+            min_size=self.min_size_box.value(),
+            output=self.output_box.currentText(),
+            axis=self.axis_box.currentText(),
+        )
 
     def apply_settings(self, settings: WidgetSettings) -> None:
         self.prompts_edit.setPlainText(settings.prompts)
@@ -184,8 +202,13 @@ class SegmentationWidget(QWidget):
             self.axis_box.setCurrentText(settings.axis)
 
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.mask_box.value(), self.exist_box.value(), self.split_check.isChecked(),
-                          self.min_size_box.value(), self.output_box.currentText())
+        return Thresholds(
+            self.mask_box.value(),
+            self.exist_box.value(),
+            self.split_check.isChecked(),
+            self.min_size_box.value(),
+            self.output_box.currentText(),
+        )
 
     def prompts(self) -> list[str]:
         return [line.strip() for line in self.prompts_edit.toPlainText().splitlines() if line.strip()]
@@ -199,8 +222,10 @@ class SegmentationWidget(QWidget):
             return
         name = self.layer_box.currentText()
         if name not in self.viewer.layers:
-            show_error("No image layer to segment: open an image (File › Open, or File › Open Sample › "
-                       "fveseg) and choose it in the 'image' box.")
+            show_error(
+                "No image layer to segment: open an image (File › Open, or File › Open Sample › "
+                "fveseg) and choose it in the 'image' box."
+            )
             return
         prompts = self.prompts()
         if not prompts:
@@ -208,9 +233,11 @@ class SegmentationWidget(QWidget):
             return
         checkpoint = self.checkpoint_edit.text().strip() or None
         if checkpoint is not None and not checkpoint_exists(checkpoint):
-            show_error(f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
-                       "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, or "
-                       "clear the box to use the bundled model.")
+            show_error(
+                f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
+                "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, or "
+                "clear the box to use the bundled model."
+            )
             return
         save_settings(self.settings())
         import_core_in_gui_thread()
@@ -226,8 +253,17 @@ class SegmentationWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first batch reports
         self.status.setText("Segmenting…" if _SEGMENTERS else "Loading the model…")
-        self._start(self._segment_steps, data, prompts, spacing, AXES[self.axis_box.currentText()],
-                    checkpoint, self.device_box.currentText(), self.thresholds(), self._run_context["place"])
+        self._start(
+            self._segment_steps,
+            data,
+            prompts,
+            spacing,
+            AXES[self.axis_box.currentText()],
+            checkpoint,
+            self.device_box.currentText(),
+            self.thresholds(),
+            self._run_context["place"],
+        )
 
     def cancel(self) -> None:
         """Stop the run within one batch; the viewer keeps its layers as they were."""
@@ -245,8 +281,9 @@ class SegmentationWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.worker.start()
 
-    def _segment_steps(self, data, prompts, spacing, axis, checkpoint, device, thresholds, place
-                       ) -> Generator[tuple[int, int], None, dict]:
+    def _segment_steps(
+        self, data, prompts, spacing, axis, checkpoint, device, thresholds, place
+    ) -> Generator[tuple[int, int], None, dict]:
         """Worker: yields (done, total) per batch; returns {"result", "layers"} or {"error"}."""
         updates: queue.SimpleQueue = queue.SimpleQueue()
         outcome: dict = {}
@@ -254,11 +291,16 @@ class SegmentationWidget(QWidget):
         def segment() -> None:  # the network runs here; the generator relays its progress
             try:
                 segmenter = get_segmenter(checkpoint, device)
-                result = segmenter.segment(data, prompts, spacing=spacing, axis=axis,
-                                           mask_threshold=thresholds.mask_threshold,
-                                           exist_threshold=thresholds.existence_threshold,
-                                           progress=lambda done, total: updates.put((done, total)),
-                                           cancel=self._cancel.is_set)
+                result = segmenter.segment(
+                    data,
+                    prompts,
+                    spacing=spacing,
+                    axis=axis,
+                    mask_threshold=thresholds.mask_threshold,
+                    exist_threshold=thresholds.existence_threshold,
+                    progress=lambda done, total: updates.put((done, total)),
+                    cancel=self._cancel.is_set,
+                )
                 outcome["layers"] = result_layers(result, prompts, thresholds, place, result.semantic)
                 outcome["result"] = result
             except BaseException as error:  # reported in the GUI thread as a notification
@@ -288,8 +330,10 @@ class SegmentationWidget(QWidget):
         if "result" in outcome:
             self.result = outcome["result"]
         self._show_layers(outcome["layers"])
-        self.status.setText(f"Done: {', '.join(self._run_context['prompts'])}. Change a threshold to update "
-                            "the layers without running the network again.")
+        self.status.setText(
+            f"Done: {', '.join(self._run_context['prompts'])}. Change a threshold to update "
+            "the layers without running the network again."
+        )
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -308,13 +352,17 @@ class SegmentationWidget(QWidget):
             show_info("Segmentation cancelled; no layers were changed.")
             return
         if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
-            message = ("Out of memory while segmenting. Choose device 'cpu' (more memory than most GPUs), "
-                       "close other programs, or crop the image to a smaller region and run again.")
+            message = (
+                "Out of memory while segmenting. Choose device 'cpu' (more memory than most GPUs), "
+                "close other programs, or crop the image to a smaller region and run again."
+            )
         elif isinstance(error, FvesegError):
             message = str(error)
         else:
-            message = (f"Segmentation failed ({type(error).__name__}: {error}). Check the image and the "
-                       "checkpoint; run `fveseg segment` on the command line for the full report.")
+            message = (
+                f"Segmentation failed ({type(error).__name__}: {error}). Check the image and the "
+                "checkpoint; run `fveseg segment` on the command line for the full report."
+            )
         self.status.setText(message)
         show_error(message)
 
@@ -352,8 +400,13 @@ class SegmentationWidget(QWidget):
             self._retune_timer.start()
             return
         self.status.setText("Updating the layers…")
-        self._start(_derive_layers, self.result, self._run_context["prompts"], self.thresholds(),
-                    self._run_context["place"])
+        self._start(
+            _derive_layers,
+            self.result,
+            self._run_context["prompts"],
+            self.thresholds(),
+            self._run_context["place"],
+        )
 
     def _current_slice(self) -> int | None:
         if self.result is None:

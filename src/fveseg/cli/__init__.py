@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     for module in (segment, encode, evaluate, info, demo, convert):
         sub = commands.add_parser(
-            module.NAME, help=module.HELP, description=module.__doc__.split("\n\n")[0],
+            module.NAME,
+            help=module.HELP,
+            description=module.__doc__.split("\n\n")[0],
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         module.add_arguments(sub)

@@ -164,8 +164,14 @@ class ProgressBar:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(desc=description, unit=unit, position=position, leave=False, file=sys.stderr,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                desc=description,
+                unit=unit,
+                position=position,
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
@@ -185,16 +191,18 @@ def overall_bar(items: Iterable, total: int, enabled: bool, unit: str = "volume"
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, total=total, desc="volumes", unit=unit, position=1, file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(
+        items, total=total, desc="volumes", unit=unit, position=1, file=sys.stderr, dynamic_ncols=True
+    )
 
 
 def parse_spacing(values: Sequence[float] | None) -> tuple[float, float, float] | None:
     if values is None:
         return None
     if any(v <= 0 for v in values):
-        raise InputError(f"--scale must be positive voxel sizes, got {list(values)} "
-                         "(fix: e.g. --scale 2 0.5 0.5)")
+        raise InputError(
+            f"--scale must be positive voxel sizes, got {list(values)} (fix: e.g. --scale 2 0.5 0.5)"
+        )
     return tuple(float(v) for v in values)
 
 

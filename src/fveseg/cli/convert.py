@@ -18,10 +18,15 @@ HELP = "convert the BiomedParse v2 .ckpt once to fveseg's .safetensors + .json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", type=Path, metavar="SRC",
-                        help="biomedparse_v2.ckpt (or an official .safetensors) that you downloaded")
-    parser.add_argument("dst", type=Path, metavar="DST",
-                        help="output base path: DST.safetensors and DST.json are written")
+    parser.add_argument(
+        "src",
+        type=Path,
+        metavar="SRC",
+        help="biomedparse_v2.ckpt (or an official .safetensors) that you downloaded",
+    )
+    parser.add_argument(
+        "dst", type=Path, metavar="DST", help="output base path: DST.safetensors and DST.json are written"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST pair")
 
 

@@ -69,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(checkpoint, args.device, args.batch_size)
     times["load model"] = time.perf_counter() - mark
 
-    options = SegmentOptions(prompts=("nuclei",), instances=True, instance_method=args.instance_method,
-                             checkpoint=checkpoint, device=args.device, batch_size=args.batch_size)
+    options = SegmentOptions(
+        prompts=("nuclei",),
+        instances=True,
+        instance_method=args.instance_method,
+        checkpoint=checkpoint,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     bar = ProgressBar("segment sample", enabled=not args.quiet)
     mark = time.perf_counter()
     try:
@@ -91,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
     truth = sample.labels
     scores = metrics.instance_scores(truth, labels)
     summary = {
-        "objects found": int(labels.max(initial=0)), "objects true": int(truth.max(initial=0)),
-        "dice": float(metrics.dice(truth > 0, labels > 0)), "f1@0.5": float(scores["f1"]),
+        "objects found": int(labels.max(initial=0)),
+        "objects true": int(truth.max(initial=0)),
+        "dice": float(metrics.dice(truth > 0, labels > 0)),
+        "f1@0.5": float(scores["f1"]),
         "dice tp": float(scores["dsc_tp"]),
     }
     out = sys.stdout
-    print(f"sample {sample.image.shape} {np.dtype(sample.image.dtype).name}, spacing {sample.spacing} µm, "
-          f"model {checkpoint}", file=out)
+    print(
+        f"sample {sample.image.shape} {np.dtype(sample.image.dtype).name}, spacing {sample.spacing} µm, "
+        f"model {checkpoint}",
+        file=out,
+    )
     print(format_table([summary]), file=out)
     print(format_table([{k: round(v, 2) for k, v in times.items()}]) + "  (seconds)", file=out)
     print(f"wrote {args.output} (image + labels/nuclei); open it with: napari {args.output}", file=out)

@@ -27,14 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("zarr", "tiff"), help="output format (default: from -o)")
     parser.add_argument("--channel", help="channel index or name of multi-channel inputs")
     parser.add_argument("--order", type=int, default=1, help="FVE order k (0: focal slice only)")
-    parser.add_argument("--axis", choices=("auto", "0", "1", "2"), default="0",
-                        help="axis to slice along (auto: the paper's view rule)")
+    parser.add_argument(
+        "--axis",
+        choices=("auto", "0", "1", "2"),
+        default="0",
+        help="axis to slice along (auto: the paper's view rule)",
+    )
     parser.add_argument("--pad", choices=("edge", "reflect"), default="edge", help="padding at the ends")
     parser.add_argument("--downsample", choices=("mean", "stride"), default="mean", help="2x2 downsampling")
     parser.add_argument("--start", type=int, default=0, help="first focal slice")
     parser.add_argument("--stop", type=int, help="one past the last focal slice (default: all)")
-    parser.add_argument("--raw", action="store_true",
-                        help="encode raw intensities (default: normalised to uint8 as the model sees them)")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="encode raw intensities (default: normalised to uint8 as the model sees them)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="slices encoded per batch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,13 +66,22 @@ def run(args: argparse.Namespace) -> int:
     stop = depth if args.stop is None else args.stop
     fmt = output_format(args.output, args.format, default="")
     if fmt not in ("zarr", "tiff"):
-        raise InputError(f"cannot tell the format of {args.output} "
-                         "(fix: end it in .tif or .zarr, or pass --format)")
+        raise InputError(
+            f"cannot tell the format of {args.output} (fix: end it in .tif or .zarr, or pass --format)"
+        )
     count = max(0, stop - args.start)
     plane = [s for i, s in enumerate(data.shape) if i != axis]
     shape = (count, *plane, 3)
-    batches = fve.encode_volume(data, order=args.order, axis=axis, pad=args.pad, downsample=args.downsample,
-                                start=args.start, stop=stop, batch_size=args.batch_size)
+    batches = fve.encode_volume(
+        data,
+        order=args.order,
+        axis=axis,
+        pad=args.pad,
+        downsample=args.downsample,
+        start=args.start,
+        stop=stop,
+        batch_size=args.batch_size,
+    )
     bar = ProgressBar(f"encode {args.input.name}", enabled=not args.quiet)
     with io.atomic_path(args.output, overwrite=args.overwrite) as tmp:
         try:
@@ -75,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
                 _write_zarr(tmp, batches, shape, data.dtype, args, bar, start=args.start)
         finally:
             bar.close()
-    print(f"wrote {args.output}: {count} FVE images of shape {tuple(plane) + (3,)}, order {args.order}, "
-          f"axis {axis}, dtype {np.dtype(data.dtype).name}", file=sys.stdout)
+    print(
+        f"wrote {args.output}: {count} FVE images of shape {tuple(plane) + (3,)}, order {args.order}, "
+        f"axis {axis}, dtype {np.dtype(data.dtype).name}",
+        file=sys.stdout,
+    )
     return 0
 
 
@@ -108,11 +127,21 @@ def _write_tiff(path: Path, batches, shape, bar) -> None:
 def _write_zarr(path: Path, batches, shape, dtype, args, bar, start: int) -> None:
     import zarr
 
-    array = zarr.create_array(store=str(path), shape=shape, dtype=dtype,
-                              chunks=(min(args.batch_size, max(shape[0], 1)), *shape[1:]),
-                              attributes={"fve": {"order": args.order, "pad": args.pad,
-                                                  "downsample": args.downsample, "first_slice": start,
-                                                  "channels": ["focal", "preceding", "following"]}})
+    array = zarr.create_array(
+        store=str(path),
+        shape=shape,
+        dtype=dtype,
+        chunks=(min(args.batch_size, max(shape[0], 1)), *shape[1:]),
+        attributes={
+            "fve": {
+                "order": args.order,
+                "pad": args.pad,
+                "downsample": args.downsample,
+                "first_slice": start,
+                "channels": ["focal", "preceding", "following"],
+            }
+        },
+    )
     for first, batch in batches:
-        array[first - start: first - start + len(batch)] = batch
+        array[first - start : first - start + len(batch)] = batch
         bar(first - start + len(batch), shape[0])

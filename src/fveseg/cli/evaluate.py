@@ -37,8 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-label", metavar="NAME", help="labels/<NAME> inside an OME-Zarr ground truth")
     parser.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in physical units (µm)")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for an instance match")
-    parser.add_argument("--scale", type=float, nargs=3, metavar=("Z", "Y", "X"),
-                        help="voxel size when the files do not carry one")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size when the files do not carry one",
+    )
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--json", type=Path, help="also write the table and the mean as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --csv / --json files")
@@ -49,8 +54,10 @@ def score_pair(gt: np.ndarray, pred: np.ndarray, spacing, tolerance: float, iou:
     from fveseg import metrics
 
     if gt.shape != pred.shape:
-        raise InputError(f"prediction shape {pred.shape} differs from ground truth {gt.shape} "
-                         "(fix: compare volumes of the same size)")
+        raise InputError(
+            f"prediction shape {pred.shape} differs from ground truth {gt.shape} "
+            "(fix: compare volumes of the same size)"
+        )
     gt_fg, pred_fg = gt > 0, pred > 0
     scores = metrics.instance_scores(gt, pred, iou_threshold=iou)
     row = {
@@ -71,8 +78,10 @@ def _get(scores, key: str):
 def run(args: argparse.Namespace) -> int:
     preds, gts = expand_inputs(args.pred, unique=False), expand_inputs(args.gt, unique=False)
     if len(preds) != len(gts):
-        raise InputError(f"{len(preds)} predictions but {len(gts)} ground truths "
-                         "(fix: give one ground truth per prediction, in the same order)")
+        raise InputError(
+            f"{len(preds)} predictions but {len(gts)} ground truths "
+            "(fix: give one ground truth per prediction, in the same order)"
+        )
     spacing_override = parse_spacing(args.scale)
     rows = []
     for pred_path, gt_path in zip(preds, gts):
@@ -88,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         write_csv(args.csv, rows, args.overwrite)
     if args.json:
-        write_json(args.json, {"tolerance": args.tolerance, "iou": args.iou, "volumes": rows, "mean": mean},
-                   args.overwrite)
+        write_json(
+            args.json,
+            {"tolerance": args.tolerance, "iou": args.iou, "volumes": rows, "mean": mean},
+            args.overwrite,
+        )
     return 0

@@ -78,8 +78,11 @@ def describe_checkpoint(path: Path) -> dict:
     keys = ("prompts", "fve", "input_size", "intensity", "trained_on")
     shown = {key: meta[key] for key in keys if key in meta}
     config = meta.get("config", {})
-    shown["config"] = {key: config[key] for key in ("name", "embed_dim", "depths", "hidden_dim",
-                                                      "decoder_layers", "text_encoder") if key in config}
+    shown["config"] = {
+        key: config[key]
+        for key in ("name", "embed_dim", "depths", "hidden_dim", "decoder_layers", "text_encoder")
+        if key in config
+    }
     return {"path": str(json_path), **shown}
 
 
@@ -110,9 +113,13 @@ def describe_reference(path: Path) -> dict | None:
         path = json_path
     from fveseg.inference_reference import LICENCE_NOTICE, PROMPT_FORMAT
 
-    shown = {"path": str(path), "status": "ok" if path.is_file() else "missing",
-             "architecture": "reference-v2 (BiomedParse v2, 371.8M parameters; the public pipeline)",
-             "input_size": meta.get("input_size", 512), "prompt_format": PROMPT_FORMAT}
+    shown = {
+        "path": str(path),
+        "status": "ok" if path.is_file() else "missing",
+        "architecture": "reference-v2 (BiomedParse v2, 371.8M parameters; the public pipeline)",
+        "input_size": meta.get("input_size", 512),
+        "prompt_format": PROMPT_FORMAT,
+    }
     if official and path.is_file():
         shown["file"] = f"{path.stat().st_size / 1e9:.2f} GB, official weights (keys checked when loaded)"
     if "converted_from" in meta:
@@ -138,11 +145,25 @@ def collect(extra_models: list[Path] | None = None) -> dict:
             models.append({"role": role, "status": "ok", **describe_checkpoint(Path(path))})
         except Exception as error:  # noqa: BLE001 - `info` reports a broken checkpoint instead of failing
             models.append({"role": role, "path": str(path), "status": f"unreadable: {error}"})
-    versions = {name: _version(dist) for name, dist in (
-        ("fveseg", "napari-fveseg"), ("torch", "torch"), ("napari", "napari"), ("numpy", "numpy"),
-        ("zarr", "zarr"), ("dask", "dask"), ("distributed", "distributed"))}
-    return {"models": models, "devices": _devices(), "versions": versions,
-            "python": platform.python_version(), "platform": platform.platform()}
+    versions = {
+        name: _version(dist)
+        for name, dist in (
+            ("fveseg", "napari-fveseg"),
+            ("torch", "torch"),
+            ("napari", "napari"),
+            ("numpy", "numpy"),
+            ("zarr", "zarr"),
+            ("dask", "dask"),
+            ("distributed", "distributed"),
+        )
+    }
+    return {
+        "models": models,
+        "devices": _devices(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
                 shown = json.dumps(value) if isinstance(value, dict | list) else value
                 print(f"    {key}: {shown}", file=out)
     print(f"devices: {', '.join(report['devices'])}", file=out)
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-          + f", python {report['python']}", file=out)
+    print(
+        "versions: "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + f", python {report['python']}",
+        file=out,
+    )
     return 0

@@ -60,8 +60,13 @@ class JobSummary:
     stages: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict:
-        return {"volume": self.volume, "prompts": self.prompts, "objects": self.objects,
-                "time (s)": round(self.seconds, 2), "output": self.output}
+        return {
+            "volume": self.volume,
+            "prompts": self.prompts,
+            "objects": self.objects,
+            "time (s)": round(self.seconds, 2),
+            "output": self.output,
+        }
 
 
 def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=None, cancel=None, **extra):
@@ -91,8 +96,11 @@ def label_layers(result, options: SegmentOptions, spacing) -> dict[str, tuple[np
     for index, prompt in enumerate(options.prompts):
         if options.instances:
             labels = split_instances(
-                semantic == index + 1, np.asarray(result.edges[index]), spacing=spacing,
-                method=options.instance_method, min_size=options.min_size,
+                semantic == index + 1,
+                np.asarray(result.edges[index]),
+                spacing=spacing,
+                method=options.instance_method,
+                min_size=options.min_size,
                 min_relative_size=options.min_relative_size,
             )
             layers[slug(prompt)] = (labels, {})
@@ -121,23 +129,40 @@ def write_layers(job: SegmentJob, layers, spacing, image=None) -> list[Path]:
 
     if job.fmt == "zarr":
         if job.into_source:
-            return [io.write_labels_zarr(job.source, labels, name, spacing=spacing, class_names=names or None,
-                                         overwrite=job.overwrite)
-                    for name, (labels, names) in layers.items()]
+            return [
+                io.write_labels_zarr(
+                    job.source,
+                    labels,
+                    name,
+                    spacing=spacing,
+                    class_names=names or None,
+                    overwrite=job.overwrite,
+                )
+                for name, (labels, names) in layers.items()
+            ]
         with io.atomic_path(job.output, overwrite=job.overwrite) as tmp:
             first = True
             for name, (labels, names) in layers.items():
-                io.write_labels_zarr(tmp, labels, name, spacing=spacing, class_names=names or None,
-                                     image=image if first else None)
+                io.write_labels_zarr(
+                    tmp,
+                    labels,
+                    name,
+                    spacing=spacing,
+                    class_names=names or None,
+                    image=image if first else None,
+                )
                 first = False
         return [job.output]
     paths = tiff_paths(job.output, list(layers))
     for path in paths.values():  # check all first so a clash on the second file cannot leave half a set
         if path.exists() and not job.overwrite:
             raise OutputExistsError(f"{path} already exists (fix: pass --overwrite or choose another -o)")
-    return [io.write_labels_tiff(paths[name], labels, spacing=spacing, class_names=names or None,
-                                 overwrite=job.overwrite)
-            for name, (labels, names) in layers.items()]
+    return [
+        io.write_labels_tiff(
+            paths[name], labels, spacing=spacing, class_names=names or None, overwrite=job.overwrite
+        )
+        for name, (labels, names) in layers.items()
+    ]
 
 
 def tiff_paths(output: Path, names: list[str]) -> dict[str, Path]:
@@ -164,8 +189,10 @@ def run_segment_job(
         raise InputError("--into-source writes into an OME-Zarr image group (fix: drop --format tiff)")
     volume = io.read_volume(job.source, channel=options.channel)
     if job.into_source and not Path(job.source).name.lower().endswith(".zarr"):
-        raise InputError(f"--into-source needs an OME-Zarr input, {job.source.name} is not one "
-                         "(fix: drop --into-source or convert the input to OME-Zarr)")
+        raise InputError(
+            f"--into-source needs an OME-Zarr input, {job.source.name} is not one "
+            "(fix: drop --into-source or convert the input to OME-Zarr)"
+        )
     data = np.asarray(volume.data)
     spacing = options.spacing or volume.spacing
     stages["read"] = time.perf_counter() - start
@@ -187,6 +214,10 @@ def run_segment_job(
     written = write_layers(job, layers, spacing, image=image)
     stages["write"] = time.perf_counter() - mark
     return JobSummary(
-        volume=volume.name or job.source.name, prompts=", ".join(options.prompts), objects=objects,
-        seconds=time.perf_counter() - start, output=", ".join(str(p) for p in written), stages=stages,
+        volume=volume.name or job.source.name,
+        prompts=", ".join(options.prompts),
+        objects=objects,
+        seconds=time.perf_counter() - start,
+        output=", ".join(str(p) for p in written),
+        stages=stages,
     )

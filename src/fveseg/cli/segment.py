@@ -32,41 +32,71 @@ HELP = "segment volumes with text prompts and write label volumes"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="volume files, folders or glob patterns")
-    parser.add_argument("-p", "--prompt", dest="prompts", action="append", metavar="TEXT",
-                        help="text prompt, repeatable (default: nuclei)")
+    parser.add_argument(
+        "-p",
+        "--prompt",
+        dest="prompts",
+        action="append",
+        metavar="TEXT",
+        help="text prompt, repeatable (default: nuclei)",
+    )
     parser.add_argument("-o", "--output", type=Path, help="output file or folder (see above)")
     parser.add_argument("--format", choices=("zarr", "tiff"), help="default: from -o, else zarr")
-    parser.add_argument("--into-source", action="store_true",
-                        help="write labels into the input OME-Zarr's own image group")
+    parser.add_argument(
+        "--into-source", action="store_true", help="write labels into the input OME-Zarr's own image group"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--channel", help="channel index or name of multi-channel inputs")
     parser.add_argument("--no-image", action="store_true", help="new OME-Zarr groups hold labels only")
     group = parser.add_argument_group("instances")
     group.add_argument("--instances", action="store_true", help="split each prompt's mask into instances")
     group.add_argument("--min-size", type=float, default=0.0, help="smallest instance, physical units (µm³)")
-    group.add_argument("--min-relative-size", type=float, default=SPECK_FRACTION,
-                       help="drop specks smaller than this fraction of the typical object size (0: keep all)")
-    group.add_argument("--instance-method", choices=("watershed", "reference"), default="watershed",
-                       help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe")
+    group.add_argument(
+        "--min-relative-size",
+        type=float,
+        default=SPECK_FRACTION,
+        help="drop specks smaller than this fraction of the typical object size (0: keep all)",
+    )
+    group.add_argument(
+        "--instance-method",
+        choices=("watershed", "reference"),
+        default="watershed",
+        help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe",
+    )
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="checkpoint path (default: the bundled model)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     group.add_argument("--batch-size", type=_positive_int, default=8, help="slices per network batch")
     group.add_argument("--order", type=_positive_int, help="FVE order k (default: the model's)")
     group.add_argument("--mask-threshold", type=_probability, help="mask probability threshold (default 0.5)")
-    group.add_argument("--exist-threshold", type=_probability,
-                       help="slice existence threshold (default 0.5)")
-    group.add_argument("--axis", choices=("auto", "0", "1", "2"), default="auto",
-                       help="axis to slice along (auto: the paper's view rule)")
-    group.add_argument("--scale", type=float, nargs=3, metavar=("Z", "Y", "X"),
-                       help="voxel size in physical units, overriding the file's")
+    group.add_argument("--exist-threshold", type=_probability, help="slice existence threshold (default 0.5)")
+    group.add_argument(
+        "--axis",
+        choices=("auto", "0", "1", "2"),
+        default="auto",
+        help="axis to slice along (auto: the paper's view rule)",
+    )
+    group.add_argument(
+        "--scale",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size in physical units, overriding the file's",
+    )
     group = parser.add_argument_group("scale-out (dask.distributed)")
     group.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address, e.g. tcp://host:8786")
     group.add_argument("--workers", type=_positive_int, help="start a local cluster with N worker processes")
-    group.add_argument("--block-slices", type=_positive_int,
-                       help="process each OME-Zarr input in blocks of N slices across the workers")
-    group.add_argument("--instance-margin", type=_positive_int, default=16,
-                       help="slices of context on each side of a block when splitting instances in blocks")
+    group.add_argument(
+        "--block-slices",
+        type=_positive_int,
+        help="process each OME-Zarr input in blocks of N slices across the workers",
+    )
+    group.add_argument(
+        "--instance-margin",
+        type=_positive_int,
+        default=16,
+        help="slices of context on each side of a block when splitting instances in blocks",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -90,12 +120,20 @@ def _probability(text: str) -> float:
 
 def options_from_args(args: argparse.Namespace) -> SegmentOptions:
     return SegmentOptions(
-        prompts=tuple(args.prompts or ("nuclei",)), instances=args.instances, min_size=args.min_size,
+        prompts=tuple(args.prompts or ("nuclei",)),
+        instances=args.instances,
+        min_size=args.min_size,
         min_relative_size=args.min_relative_size,
-        instance_method=args.instance_method, checkpoint=args.model, device=args.device,
-        batch_size=args.batch_size, order=args.order, mask_threshold=args.mask_threshold,
-        exist_threshold=args.exist_threshold, axis=args.axis if args.axis == "auto" else int(args.axis),
-        spacing=parse_spacing(args.scale), with_image=not args.no_image,
+        instance_method=args.instance_method,
+        checkpoint=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        order=args.order,
+        mask_threshold=args.mask_threshold,
+        exist_threshold=args.exist_threshold,
+        axis=args.axis if args.axis == "auto" else int(args.axis),
+        spacing=parse_spacing(args.scale),
+        with_image=not args.no_image,
         channel=_channel(args.channel),
     )
 
@@ -117,12 +155,17 @@ def plan_jobs(args: argparse.Namespace) -> list[SegmentJob]:
             output = args.output / f"{stem(source)}{extension}"
         if not args.into_source and output.exists() and not args.overwrite:
             raise OutputExistsError(f"{output} already exists (fix: pass --overwrite or choose another -o)")
-        jobs.append(SegmentJob(source=source, output=output, fmt=fmt, into_source=args.into_source,
-                               overwrite=args.overwrite))
+        jobs.append(
+            SegmentJob(
+                source=source, output=output, fmt=fmt, into_source=args.into_source, overwrite=args.overwrite
+            )
+        )
     outputs = [job.output for job in jobs if not job.into_source]
     if len(set(outputs)) != len(outputs):
-        raise InputError("two inputs share a name, so their outputs would collide "
-                         "(fix: segment them separately or rename one)")
+        raise InputError(
+            "two inputs share a name, so their outputs would collide "
+            "(fix: segment them separately or rename one)"
+        )
     if len(sources) > 1 and args.output is not None:
         args.output.mkdir(parents=True, exist_ok=True)
     return jobs
@@ -142,9 +185,16 @@ def run(args: argparse.Namespace) -> int:
 
         with connect(args.scheduler, args.workers) as client:
             if args.block_slices:
-                summaries = [segment_zarr_in_blocks(client, job, options, block_slices=args.block_slices,
-                                                    instance_margin=args.instance_margin)
-                             for job in overall_bar(jobs, len(jobs), show)]
+                summaries = [
+                    segment_zarr_in_blocks(
+                        client,
+                        job,
+                        options,
+                        block_slices=args.block_slices,
+                        instance_margin=args.instance_margin,
+                    )
+                    for job in overall_bar(jobs, len(jobs), show)
+                ]
             else:
                 summaries = segment_jobs(client, jobs, options, progress=show)
     else:

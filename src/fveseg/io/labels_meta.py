@@ -50,10 +50,16 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     i = np.floor(h * 6).astype(int) % 6
     f = h * 6 - np.floor(h * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack([
-        np.stack([v, t, p], 1), np.stack([q, v, p], 1), np.stack([p, v, t], 1),
-        np.stack([p, q, v], 1), np.stack([t, p, v], 1), np.stack([v, p, q], 1),
-    ])
+    table = np.stack(
+        [
+            np.stack([v, t, p], 1),
+            np.stack([q, v, p], 1),
+            np.stack([p, v, t], 1),
+            np.stack([p, q, v], 1),
+            np.stack([t, p, v], 1),
+            np.stack([v, p, q], 1),
+        ]
+    )
     return table[i, np.arange(h.size)]
 
 
@@ -80,8 +86,9 @@ def check_colors(colors: Mapping | None) -> dict[int, tuple[int, int, int, int]]
     if colors is None:
         return {}
     if not isinstance(colors, Mapping):
-        raise InputError("colors must be a dict mapping label id to an RGBA tuple in 0–255, e.g. "
-                         "{1: (255, 0, 0, 255)}.")
+        raise InputError(
+            "colors must be a dict mapping label id to an RGBA tuple in 0–255, e.g. {1: (255, 0, 0, 255)}."
+        )
     checked = {}
     for key, value in colors.items():
         rgba = np.asarray(value, dtype=float).ravel()
@@ -177,6 +184,8 @@ def as_label_ids(block: np.ndarray) -> np.ndarray:
     if block.size and block.dtype.kind == "i" and block.min() < 0:
         raise InputError("Labels contain negative ids; ids must be ≥ 0 (0 = background).")
     if block.size and block.dtype.itemsize > 4 and block.max() > np.iinfo(np.uint32).max:
-        raise InputError("Labels contain ids ≥ 2**32; relabel them to consecutive ids first "
-                         "(fastremap.renumber or skimage.segmentation.relabel_sequential).")
+        raise InputError(
+            "Labels contain ids ≥ 2**32; relabel them to consecutive ids first "
+            "(fastremap.renumber or skimage.segmentation.relabel_sequential)."
+        )
     return block.astype(np.uint32, copy=False)

@@ -91,8 +91,11 @@ def _axes_letters(axes: list[dict]) -> str:
     letters = ""
     for axis in axes:
         name, kind = str(axis.get("name", "")).lower(), axis.get("type")
-        letters += name.upper() if name in _SPATIAL else ("C" if kind == "channel" or name == "c" else
-                                                          "T" if kind == "time" or name == "t" else "Q")
+        letters += (
+            name.upper()
+            if name in _SPATIAL
+            else ("C" if kind == "channel" or name == "c" else "T" if kind == "time" or name == "t" else "Q")
+        )
     return letters
 
 
@@ -144,8 +147,16 @@ def read_zarr(path: Path, channel: int | str | None = None) -> Volume:
         array, meta = read_label_group(node["labels"][name])
         labels[name] = array
         prompts.update(meta["class_names"])
-    return Volume(data=check_volume(data, path.name), spacing=spacing, labels=labels, prompts=prompts,
-                  name=stem(path), path=path, unit=unit, channel_names=channel_names)
+    return Volume(
+        data=check_volume(data, path.name),
+        spacing=spacing,
+        labels=labels,
+        prompts=prompts,
+        name=stem(path),
+        path=path,
+        unit=unit,
+        channel_names=channel_names,
+    )
 
 
 def label_names(image_group) -> list[str]:
@@ -167,8 +178,13 @@ def read_label_group(group) -> tuple[Any, dict]:
     data, _ = to_zyx(level0, _axes_letters(axes), str(group.name), None)
     spacing, unit = _spatial_spacing(axes, level_scale(multiscale, 0, level0.ndim))
     meta = parse_image_label(attrs.get("image-label", {}))
-    meta.update(spacing=spacing, unit=unit, name=str(group.name).rstrip("/").split("/")[-1],
-                levels=len(multiscale["datasets"]), version=version)
+    meta.update(
+        spacing=spacing,
+        unit=unit,
+        name=str(group.name).rstrip("/").split("/")[-1],
+        levels=len(multiscale["datasets"]),
+        version=version,
+    )
     return data, meta
 
 
@@ -189,8 +205,9 @@ def read_zarr_labels(path: Path, name: str | None = None) -> tuple[Any, dict]:
         raise InputError(f"{path} is an OME-Zarr image without labels; write some with write_labels_zarr.")
     if name is None:
         if len(names) > 1:
-            raise InputError(f"{path} holds several label images ({', '.join(names)}); choose one "
-                             "with name=.")
+            raise InputError(
+                f"{path} holds several label images ({', '.join(names)}); choose one with name=."
+            )
         name = names[0]
     if name not in names:
         raise InputError(f"{path} has no label image {name!r}; it holds: {', '.join(names)}.")

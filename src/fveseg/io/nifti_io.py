@@ -23,8 +23,10 @@ def read_nifti(path: Path, channel: int | str | None = None) -> Volume:
         image = nibabel.load(str(path))
         array = np.asanyarray(image.dataobj)
     except Exception as error:  # ImageFileError, EOFError, zlib/gzip errors on truncated files
-        raise InputError(f"{path} is not a readable NIfTI file ({type(error).__name__}: {error}); it may be "
-                         "truncated or corrupt. Export it again.") from error
+        raise InputError(
+            f"{path} is not a readable NIfTI file ({type(error).__name__}: {error}); it may be "
+            "truncated or corrupt. Export it again."
+        ) from error
     if array.ndim > 5 or array.ndim < 2:
         raise InputError(f"{path}: expected a 2D–4D NIfTI image, got shape {array.shape}.")
     while array.ndim > 4 and array.shape[-1] == 1:
@@ -38,5 +40,11 @@ def read_nifti(path: Path, channel: int | str | None = None) -> Volume:
     known = spatial_unit in ("meter", "mm", "micron")  # nibabel's names; "unknown" is read as mm
     factor = to_micrometer(1.0, spatial_unit) / 1000.0 if known else 1.0  # -> millimetres
     spacing = clean_spacing([zooms[2] * factor, zooms[1] * factor, zooms[0] * factor])
-    return Volume(data=check_volume(np.ascontiguousarray(data), path.name), spacing=spacing, name=stem(path),
-                  path=path, unit="millimeter" if spacing else None, channel_names=names)
+    return Volume(
+        data=check_volume(np.ascontiguousarray(data), path.name),
+        spacing=spacing,
+        name=stem(path),
+        path=path,
+        unit="millimeter" if spacing else None,
+        channel_names=names,
+    )

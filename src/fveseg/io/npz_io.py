@@ -22,9 +22,14 @@ from fveseg.errors import InputError
 from fveseg.io.volume import Volume, check_volume, clean_spacing, plain_zyx, stem
 
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("builtins", "dict"), ("builtins", "list"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
 }
 
 
@@ -40,8 +45,9 @@ def _load_object_member(path: Path, key: str) -> Any:
     with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
         stream = io.BytesIO(member.read())
     version = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-        np.lib.format.read_array_header_2_0
+    read_header = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )
     _, _, dtype = read_header(stream)
     if dtype.hasobject:
         return _SafeUnpickler(stream).load()
@@ -54,28 +60,38 @@ def read_npz(path: Path, channel: int | str | None = None) -> Volume:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
     except Exception as error:  # BadZipFile, EOFError, ValueError, OSError
-        raise InputError(f"{path} is not a readable .npz archive ({type(error).__name__}: {error}); it "
-                         "may be truncated or corrupt. Save it again with numpy.savez_compressed.") from error
+        raise InputError(
+            f"{path} is not a readable .npz archive ({type(error).__name__}: {error}); it "
+            "may be truncated or corrupt. Save it again with numpy.savez_compressed."
+        ) from error
     with archive:
         if "imgs" in keys:
             image_key, label_key = "imgs", "gts"
         elif "image" in keys:
             image_key, label_key = "image", "labels"
         else:
-            raise InputError(f"{path} has arrays {sorted(keys)} but no image; expected 'imgs' (challenge "
-                             "format) or 'image' (with optional 'labels', 'spacing_zyx', 'class_names').")
+            raise InputError(
+                f"{path} has arrays {sorted(keys)} but no image; expected 'imgs' (challenge "
+                "format) or 'image' (with optional 'labels', 'spacing_zyx', 'class_names')."
+            )
         try:
             image = archive[image_key]
             labels = archive[label_key] if label_key in keys else None
-            spacing_raw = archive["spacing_zyx"] if "spacing_zyx" in keys else (
-                archive["spacing"] if "spacing" in keys else None)
+            spacing_raw = (
+                archive["spacing_zyx"]
+                if "spacing_zyx" in keys
+                else (archive["spacing"] if "spacing" in keys else None)
+            )
             class_json = str(archive["class_names"][()]) if "class_names" in keys else None
         except ValueError as error:  # an object array where numbers were expected
-            raise InputError(f"{path}: {error}. The arrays 'imgs'/'image' and labels must be "
-                             "numeric.") from error
+            raise InputError(
+                f"{path}: {error}. The arrays 'imgs'/'image' and labels must be numeric."
+            ) from error
         except Exception as error:
-            raise InputError(f"{path} could not be decompressed ({type(error).__name__}: {error}); it "
-                             "is probably truncated. Save it again.") from error
+            raise InputError(
+                f"{path} could not be decompressed ({type(error).__name__}: {error}); it "
+                "is probably truncated. Save it again."
+            ) from error
     data = check_volume(plain_zyx(image, path.name, channel), path.name)
     label_volumes = {}
     if labels is not None:
@@ -93,8 +109,16 @@ def read_npz(path: Path, channel: int | str | None = None) -> Volume:
         spacing = _dev_spacing(spacing_raw)
         prompts, instance = _dev_class_names(class_json, path)
         unit = None  # dev data mixes µm (microscopy) and mm (CT/MRI); the file does not say which
-    return Volume(data=data, spacing=spacing, labels=label_volumes, prompts=prompts, name=stem(path),
-                  path=path, unit=unit, instance_label=instance)
+    return Volume(
+        data=data,
+        spacing=spacing,
+        labels=label_volumes,
+        prompts=prompts,
+        name=stem(path),
+        path=path,
+        unit=unit,
+        instance_label=instance,
+    )
 
 
 def _challenge_spacing(raw: Any, ndim: int) -> tuple[float, float, float] | None:
@@ -119,8 +143,10 @@ def _challenge_prompts(path: Path) -> tuple[dict[int, str], bool]:
     try:
         prompts = _load_object_member(path, "text_prompts")
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as error:
-        raise InputError(f"{path}: 'text_prompts' is not a plain dict of strings ({error}); re-save it as "
-                         "{'1': 'prompt', ..., 'instance_label': 0}.") from error
+        raise InputError(
+            f"{path}: 'text_prompts' is not a plain dict of strings ({error}); re-save it as "
+            "{'1': 'prompt', ..., 'instance_label': 0}."
+        ) from error
     if isinstance(prompts, np.ndarray):
         prompts = prompts.item() if prompts.shape == () else {}
     if isinstance(prompts, str):

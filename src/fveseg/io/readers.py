@@ -10,8 +10,17 @@ from fveseg.errors import InputError
 from fveseg.io.volume import Volume
 
 #: Extensions we read, longest first so ".ome.tif" wins over ".tif".
-SUPPORTED_EXTENSIONS = (".ome.zarr", ".ome.tiff", ".ome.tif", ".nii.gz", ".tiff", ".tif", ".zarr",
-                        ".npz", ".nii")
+SUPPORTED_EXTENSIONS = (
+    ".ome.zarr",
+    ".ome.tiff",
+    ".ome.tif",
+    ".nii.gz",
+    ".tiff",
+    ".tif",
+    ".zarr",
+    ".npz",
+    ".nii",
+)
 
 
 def file_kind(path: str | os.PathLike) -> str:
@@ -23,8 +32,14 @@ def file_kind(path: str | os.PathLike) -> str:
     name = path.name.lower().rstrip("/")
     if path.is_dir() and any((path / marker).exists() for marker in ("zarr.json", ".zgroup", ".zarray")):
         return "zarr"
-    for extension, kind in ((".zarr", "zarr"), (".tiff", "tiff"), (".tif", "tiff"), (".npz", "npz"),
-                            (".nii.gz", "nifti"), (".nii", "nifti")):
+    for extension, kind in (
+        (".zarr", "zarr"),
+        (".tiff", "tiff"),
+        (".tif", "tiff"),
+        (".npz", "npz"),
+        (".nii.gz", "nifti"),
+        (".nii", "nifti"),
+    ):
         if name.endswith(extension):
             return kind
     raise InputError(
@@ -128,6 +143,11 @@ def read_labels(path: str | os.PathLike, name: str | None = None) -> tuple[Any, 
     key = name or next(iter(volume.labels))
     if key not in volume.labels:
         raise InputError(f"{path} has no labels named {key!r}; it holds {', '.join(volume.labels)}.")
-    meta = {"spacing": volume.spacing, "unit": volume.unit, "class_names": dict(volume.prompts),
-            "colors": {}, "name": key}
+    meta = {
+        "spacing": volume.spacing,
+        "unit": volume.unit,
+        "class_names": dict(volume.prompts),
+        "colors": {},
+        "name": key,
+    }
     return volume.labels[key], meta

@@ -68,8 +68,10 @@ def _read_tiff(path: Path, channel: int | str | None, errors: _ErrorLog) -> Volu
                 "truncated or corrupt. Export it again."
             ) from error
         if errors.messages:  # tifffile skips damaged pages with a logged error: never return part of a file
-            raise InputError(f"{path} is damaged ({errors.messages[0]}); the file is probably truncated "
-                             "or corrupt. Export it again.")
+            raise InputError(
+                f"{path} is damaged ({errors.messages[0]}); the file is probably truncated "
+                "or corrupt. Export it again."
+            )
         ome = _ome_pixels(tif)
         channel_names = _ome_channel_names(ome)
         data, channel_names = to_zyx(array, series.axes, path.name, channel, channel_names)
@@ -78,8 +80,15 @@ def _read_tiff(path: Path, channel: int | str | None, errors: _ErrorLog) -> Volu
     data = check_volume(data, path.name)
     labels_meta = description.get(LABELS_DESCRIPTION_KEY, {}) if isinstance(description, dict) else {}
     prompts = {int(k): str(v) for k, v in labels_meta.get("class_names", {}).items()}
-    return Volume(data=data, spacing=spacing, prompts=prompts, name=stem(path), path=path,
-                  unit="micrometer" if spacing else None, channel_names=channel_names)
+    return Volume(
+        data=data,
+        spacing=spacing,
+        prompts=prompts,
+        name=stem(path),
+        path=path,
+        unit="micrometer" if spacing else None,
+        channel_names=channel_names,
+    )
 
 
 def _ome_pixels(tif) -> ET.Element | None:
@@ -193,10 +202,12 @@ def write_labels_tiff(
     in_memory = isinstance(labels, np.ndarray)
     ids = _present_ids(labels) if in_memory else None
     described = image_label_metadata(ids, names, palette)
-    description = {LABELS_DESCRIPTION_KEY: {
-        "class_names": {str(k): v for k, v in names.items()},
-        "colors": {str(c["label-value"]): c["rgba"] for c in described["colors"]},
-    }}
+    description = {
+        LABELS_DESCRIPTION_KEY: {
+            "class_names": {str(k): v for k, v in names.items()},
+            "colors": {str(c["label-value"]): c["rgba"] for c in described["colors"]},
+        }
+    }
     metadata: dict[str, Any] = {"axes": "ZYX", "Name": stem(path), "Description": json.dumps(description)}
     if spacing is not None:
         spacing = clean_spacing(spacing)
@@ -207,12 +218,22 @@ def write_labels_tiff(
             metadata[f"PhysicalSize{axis}Unit"] = "µm"
     shape = tuple(int(s) for s in labels.shape)
     # Lazy sources are streamed one z-slice at a time through tifffile's page iterator.
-    data = as_label_ids(labels) if in_memory else (
-        as_label_ids(np.asarray(labels[z])) for z in range(shape[0]))
+    data = (
+        as_label_ids(labels) if in_memory else (as_label_ids(np.asarray(labels[z])) for z in range(shape[0]))
+    )
     big = np.prod(shape, dtype=np.int64) * 4 > 2**32 - 2**25
     with atomic_path(path, overwrite) as temporary:
-        tifffile.imwrite(temporary, data, shape=shape, dtype=np.uint32, ome=True, photometric="minisblack",
-                         compression="zlib", metadata=metadata, bigtiff=bool(big))
+        tifffile.imwrite(
+            temporary,
+            data,
+            shape=shape,
+            dtype=np.uint32,
+            ome=True,
+            photometric="minisblack",
+            compression="zlib",
+            metadata=metadata,
+            bigtiff=bool(big),
+        )
     return path
 
 

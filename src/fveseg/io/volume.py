@@ -13,9 +13,24 @@ from fveseg.errors import InputError
 
 #: Length units we convert to micrometres (OME, ImageJ and NIfTI spellings).
 _TO_MICROMETER = {
-    "m": 1e6, "meter": 1e6, "cm": 1e4, "centimeter": 1e4, "mm": 1e3, "millimeter": 1e3,
-    "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "\\u00b5m": 1.0, "μm": 1.0,
-    "nm": 1e-3, "nanometer": 1e-3, "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4,
+    "m": 1e6,
+    "meter": 1e6,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "\\u00b5m": 1.0,
+    "μm": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "pm": 1e-6,
+    "å": 1e-4,
+    "angstrom": 1e-4,
 }
 
 
@@ -72,13 +87,21 @@ def check_dtype(dtype: np.dtype, what: str = "Image") -> None:
     dtype = np.dtype(dtype)
     if dtype.kind in "biuf":
         return
-    hint = "take the magnitude (np.abs) or real part first" if dtype.kind == "c" else (
-        "convert it to a numeric array (integers or floats)")
+    hint = (
+        "take the magnitude (np.abs) or real part first"
+        if dtype.kind == "c"
+        else ("convert it to a numeric array (integers or floats)")
+    )
     raise InputError(f"{what} has dtype {dtype}, which cannot be segmented; {hint}.")
 
 
-def to_zyx(array: Any, axes: str, source: str, channel: int | str | None = None,
-           channel_names: Sequence[str] | None = None) -> tuple[Any, list[str]]:
+def to_zyx(
+    array: Any,
+    axes: str,
+    source: str,
+    channel: int | str | None = None,
+    channel_names: Sequence[str] | None = None,
+) -> tuple[Any, list[str]]:
     """Reorder an array with named axes to (z, y, x), picking one channel.
 
     Parameters
@@ -112,11 +135,17 @@ def to_zyx(array: Any, axes: str, source: str, channel: int | str | None = None,
     names: list[str] = []
     if channel_axis is not None:
         count = array.shape[axes.index(channel_axis)]
-        names = list(channel_names) if channel_names and len(channel_names) == count else [
-            str(i) for i in range(count)]
+        names = (
+            list(channel_names)
+            if channel_names and len(channel_names) == count
+            else [str(i) for i in range(count)]
+        )
         index = _channel_index(channel, names, source)
-        array = array.take(index, axis=axes.index(channel_axis)) if hasattr(array, "take") else \
-            np.take(array, index, axis=axes.index(channel_axis))
+        array = (
+            array.take(index, axis=axes.index(channel_axis))
+            if hasattr(array, "take")
+            else np.take(array, index, axis=axes.index(channel_axis))
+        )
         axes = axes.replace(channel_axis, "")
     elif channel not in (None, 0, "0"):
         raise InputError(f"{source} has a single channel; leave channel unset (got {channel!r}).")
@@ -147,8 +176,9 @@ def _squeeze_axis(array: Any, axes: str, letter: str, source: str) -> tuple[Any,
     position = axes.index(letter)
     if array.shape[position] != 1:
         raise InputError(f"{source}: both C and S axes have several entries; save one channel per file.")
-    return array.take(0, axis=position) if hasattr(array, "take") else np.take(array, 0, position), \
-        axes[:position] + axes[position + 1:]
+    return array.take(0, axis=position) if hasattr(array, "take") else np.take(array, 0, position), axes[
+        :position
+    ] + axes[position + 1 :]
 
 
 def _channel_index(channel: int | str | None, names: list[str], source: str) -> int:

@@ -106,12 +106,20 @@ def write_labels_zarr(
         image = image[None] if image.ndim == 2 else image
         check_dtype(image.dtype, "image")
         if tuple(image.shape) != tuple(labels.shape):
-            raise InputError(f"image shape {tuple(image.shape)} differs from labels shape "
-                             f"{tuple(labels.shape)}; they must describe the same voxels.")
+            raise InputError(
+                f"image shape {tuple(image.shape)} differs from labels shape "
+                f"{tuple(labels.shape)}; they must describe the same voxels."
+            )
     if spacing is not None and clean_spacing(spacing) is None:
         raise InputError(f"spacing {spacing!r} must be three positive numbers (z, y, x).")
-    options = dict(class_names=class_names, colors=colors, chunks=chunks, max_levels=max_levels,
-                   unit=unit, block_bytes=block_bytes)
+    options = dict(
+        class_names=class_names,
+        colors=colors,
+        chunks=chunks,
+        max_levels=max_levels,
+        unit=unit,
+        block_bytes=block_bytes,
+    )
     if is_image_group(path):
         if image is not None:
             raise InputError(f"{path} already holds an image; leave image unset to add labels to it.")
@@ -135,13 +143,17 @@ def _as_zyx_labels(labels: Any) -> Any:
     if labels.ndim == 2:
         labels = labels[None]
     if labels.ndim != 3:
-        raise InputError(f"Labels must be a (z, y, x) or (y, x) array, got shape {tuple(labels.shape)}; "
-                         "for several channels write one label image per channel.")
+        raise InputError(
+            f"Labels must be a (z, y, x) or (y, x) array, got shape {tuple(labels.shape)}; "
+            "for several channels write one label image per channel."
+        )
     if 0 in labels.shape:
         raise InputError(f"Labels are empty (shape {tuple(labels.shape)}); there is nothing to write.")
     if np.dtype(labels.dtype).kind not in "uib":
-        raise InputError(f"Labels must hold integer ids, got dtype {labels.dtype}. Convert them first, "
-                         "e.g. np.rint(labels).astype(np.uint32).")
+        raise InputError(
+            f"Labels must hold integer ids, got dtype {labels.dtype}. Convert them first, "
+            "e.g. np.rint(labels).astype(np.uint32)."
+        )
     return labels
 
 
@@ -156,8 +168,10 @@ def _add_to_image_group(path: Path, labels: Any, name: str, spacing, overwrite: 
     axes = multiscale_axes(multiscale, level0.ndim)
     spatial = {a.get("name"): size for a, size in zip(axes, level0.shape)}
     if (spatial.get("z", 1), spatial.get("y"), spatial.get("x")) != tuple(labels.shape):
-        raise InputError(f"Labels shape {tuple(labels.shape)} does not match the image in {path} "
-                         f"(shape {tuple(level0.shape)}); segment that image or write to a new path.")
+        raise InputError(
+            f"Labels shape {tuple(labels.shape)} does not match the image in {path} "
+            f"(shape {tuple(level0.shape)}); segment that image or write to a new path."
+        )
     if spacing is None:
         scale = dict(zip((a.get("name") for a in axes), level_scale(multiscale, 0, level0.ndim)))
         unit = next((a.get("unit") for a in axes if a.get("name") == "x" and a.get("unit")), None)
@@ -167,8 +181,10 @@ def _add_to_image_group(path: Path, labels: Any, name: str, spacing, overwrite: 
     labels_dir = path / "labels"
     target = labels_dir / name
     if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target} already exists. Pass overwrite=True (--overwrite) to replace it, "
-                                "or choose another name.")
+        raise OutputExistsError(
+            f"{target} already exists. Pass overwrite=True (--overwrite) to replace it, "
+            "or choose another name."
+        )
     created_labels_group = "labels" not in root
     labels_group = root.require_group("labels")
     if created_labels_group:
@@ -197,8 +213,11 @@ def _reconsolidate(path: Path, zarr_format: int) -> None:
 
     import zarr
 
-    consolidated = (path / ".zmetadata").exists() if zarr_format == 2 else bool(
-        json.loads((path / "zarr.json").read_text()).get("consolidated_metadata"))
+    consolidated = (
+        (path / ".zmetadata").exists()
+        if zarr_format == 2
+        else bool(json.loads((path / "zarr.json").read_text()).get("consolidated_metadata"))
+    )
     if consolidated:
         zarr.consolidate_metadata(str(path), zarr_format=zarr_format)
 
@@ -225,24 +244,30 @@ def _write_image(root, image: Any, shape: tuple, spacing, version: str, options:
         # ome-zarr-py and napari-ome-zarr open the container like any image with labels.
         chunks = _chunk_shape(shape, options["chunks"])
         _create_array(root, "0", shape, np.uint8, chunks, version)
-        multiscale = _multiscale_metadata(["0"], [(1, 1, 1)], spacing, options["unit"], version,
-                                          "placeholder")
+        multiscale = _multiscale_metadata(
+            ["0"], [(1, 1, 1)], spacing, options["unit"], version, "placeholder"
+        )
         _set_ome(root, version, {"multiscales": [multiscale]})
         root.attrs[PLACEHOLDER_KEY] = {"placeholder_image": True}
         return
     dtype = np.dtype(image.dtype) if image.dtype != bool else np.dtype(np.uint8)
     paths, factors = _write_pyramid(root, image, dtype, spacing, version, options, reduce="mean")
-    _set_ome(root, version, {"multiscales": [_multiscale_metadata(paths, factors, spacing, options["unit"],
-                                                                  version, "image")]})
+    _set_ome(
+        root,
+        version,
+        {"multiscales": [_multiscale_metadata(paths, factors, spacing, options["unit"], version, "image")]},
+    )
 
 
 def _write_label_image(group, labels: Any, spacing, version: str, options: dict) -> None:
     ids: set[int] = set()
-    paths, factors = _write_pyramid(group, labels, np.dtype(np.uint32), spacing, version, options,
-                                    reduce="nearest", collect_ids=ids)
+    paths, factors = _write_pyramid(
+        group, labels, np.dtype(np.uint32), spacing, version, options, reduce="nearest", collect_ids=ids
+    )
     name = str(group.name).rstrip("/").split("/")[-1]
-    image_label = image_label_metadata(np.fromiter(ids, np.int64) if ids else None,
-                                       options["class_names"], options["colors"])
+    image_label = image_label_metadata(
+        np.fromiter(ids, np.int64) if ids else None, options["class_names"], options["colors"]
+    )
     if version == "0.4":
         image_label = {"version": "0.4", **image_label}
     multiscale = _multiscale_metadata(paths, factors, spacing, options["unit"], version, name)
@@ -252,9 +277,15 @@ def _write_label_image(group, labels: Any, spacing, version: str, options: dict)
 def _multiscale_metadata(paths, factors, spacing, unit: str, version: str, name: str) -> dict:
     base = spacing if spacing is not None else (1.0, 1.0, 1.0)
     axes = [{"name": a, "type": "space", **({"unit": unit} if spacing is not None else {})} for a in "zyx"]
-    datasets = [{"path": p, "coordinateTransformations": [
-        {"type": "scale", "scale": [float(b * f) for b, f in zip(base, factor)]}]}
-        for p, factor in zip(paths, factors)]
+    datasets = [
+        {
+            "path": p,
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [float(b * f) for b, f in zip(base, factor)]}
+            ],
+        }
+        for p, factor in zip(paths, factors)
+    ]
     multiscale = {"name": name, "axes": axes, "datasets": datasets}
     if version == "0.4":
         multiscale = {"version": "0.4", **multiscale}
@@ -291,14 +322,26 @@ def _create_array(group, name: str, shape, dtype, chunks, version: str):
     if version == "0.5":
         from zarr.codecs import BloscCodec
 
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                                  compressors=[BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")],
-                                  dimension_names=["z", "y", "x"])
+        return group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=0,
+            compressors=[BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")],
+            dimension_names=["z", "y", "x"],
+        )
     from numcodecs import Blosc
 
-    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                              compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE),
-                              chunk_key_encoding={"name": "v2", "separator": "/"})
+    return group.create_array(
+        name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=0,
+        compressors=Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE),
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
 
 
 def _blocks(shape: tuple, chunks: tuple, itemsize: int, budget: int) -> Iterator[tuple[slice, ...]]:
@@ -328,8 +371,16 @@ def _downsample(block: np.ndarray, factor: tuple[int, int, int], reduce: str, dt
     return np.rint(mean).astype(dtype) if dtype.kind in "ui" else mean.astype(dtype)
 
 
-def _write_pyramid(group, source: Any, dtype: np.dtype, spacing, version: str, options: dict,
-                   reduce: str, collect_ids: set | None = None) -> tuple[list[str], list[tuple]]:
+def _write_pyramid(
+    group,
+    source: Any,
+    dtype: np.dtype,
+    spacing,
+    version: str,
+    options: dict,
+    reduce: str,
+    collect_ids: set | None = None,
+) -> tuple[list[str], list[tuple]]:
     """Write level 0 from `source`, then each level from the previous level, block by block."""
     shape = tuple(int(s) for s in source.shape)
     chunks = _chunk_shape(shape, options["chunks"])

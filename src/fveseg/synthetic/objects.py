@@ -40,9 +40,7 @@ def _semi_axes(rng: np.random.Generator, radius: float, elongation: float) -> np
     return radius * ratios / np.cbrt(ratios.prod())
 
 
-def plan_nuclei(
-    rng: np.random.Generator, extent_um: np.ndarray, options: SyntheticOptions
-) -> NucleusPlan:
+def plan_nuclei(rng: np.random.Generator, extent_um: np.ndarray, options: SyntheticOptions) -> NucleusPlan:
     """Choose centres, shapes and brightness by random sequential addition (loops over nuclei only).
 
     ``extent_um`` (3,) is the volume size in µm. Centres may lie up to half a mean radius outside the
@@ -188,9 +186,7 @@ def draw_nuclei(
     return labels, depth
 
 
-def grow_cells(
-    nuclei: np.ndarray, spacing: np.ndarray, margin_um: float
-) -> tuple[np.ndarray, np.ndarray]:
+def grow_cells(nuclei: np.ndarray, spacing: np.ndarray, margin_um: float) -> tuple[np.ndarray, np.ndarray]:
     """Whole cells: each voxel within ``margin_um`` of a nucleus joins the nearest one (Voronoi-like).
 
     Cell ids equal their nucleus ids. Membranes are the cell voxels with a 6-neighbour of another label

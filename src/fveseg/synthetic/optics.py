@@ -8,17 +8,13 @@ from scipy import ndimage
 from fveseg.synthetic.options import SyntheticOptions
 
 
-def smooth_noise(
-    rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: np.ndarray
-) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: np.ndarray) -> np.ndarray:
     """Gaussian-filtered white noise with unit standard deviation, float32 of ``shape``."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_voxels)
     return field / max(float(field.std()), 1e-6)
 
 
-def illumination_field(
-    rng: np.random.Generator, shape: tuple[int, ...], amplitude: float
-) -> np.ndarray:
+def illumination_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float) -> np.ndarray:
     """A smooth multiplicative field around 1: in-plane bumps (vignetting, uneven lamp) times a
     gentle loss of light with depth, float32 broadcastable to ``shape``; ``amplitude`` = 0 gives 1."""
     if amplitude == 0:

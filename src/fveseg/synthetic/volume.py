@@ -121,10 +121,21 @@ def make_nuclei_volume(
     ]
 
     cells, membranes = grow_cells(nuclei, spacing_array, resolved.cell_margin_um)
-    spots, spot_centres = draw_spots(rng, cells, spacing_array, resolved.spots_per_cell,
-                                     resolved.spot_radius_um, resolved.psf_sigma_um)
-    dye = stain(rng, resolved.channel, nuclei, depth, brightness, cells, membranes, spot_centres,
-                spacing_array, resolved)
+    spots, spot_centres = draw_spots(
+        rng, cells, spacing_array, resolved.spots_per_cell, resolved.spot_radius_um, resolved.psf_sigma_um
+    )
+    dye = stain(
+        rng,
+        resolved.channel,
+        nuclei,
+        depth,
+        brightness,
+        cells,
+        membranes,
+        spot_centres,
+        spacing_array,
+        resolved,
+    )
     image, clean = microscope(rng, dye, spacing_array, resolved)
     classes = {"nuclei": nuclei, "cell membranes": membranes, "cells": cells, "spots": spots}
     return SyntheticVolume(
@@ -146,6 +157,11 @@ def make_sample_volume() -> SyntheticVolume:
     0.5 µm) and Poisson–Gaussian noise. Takes about 0.15 s of CPU time (see ``docs/bench/synthetic.md``).
     """
     return make_nuclei_volume(
-        (32, 128, 128), seed=2024, spacing=(1.0, 0.5, 0.5), preset="anisotropic",
-        cluster_fraction=0.4, dividing_fraction=0.08, dim_fraction=0.2,
+        (32, 128, 128),
+        seed=2024,
+        spacing=(1.0, 0.5, 0.5),
+        preset="anisotropic",
+        cluster_fraction=0.4,
+        dividing_fraction=0.08,
+        dim_fraction=0.2,
     )

@@ -89,8 +89,7 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         found = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(
-            f"{path} holds no state dict of tensors (found {found}); "
-            "is it the BiomedParse v2 checkpoint?"
+            f"{path} holds no state dict of tensors (found {found}); is it the BiomedParse v2 checkpoint?"
         )
     return _strip(state)
 
@@ -217,7 +216,9 @@ def convert_checkpoint(src: str | Path, dst: str | Path, overwrite: bool = False
         "licence": LICENCE_NOTICE,
         "converted_from": Path(src).name,
         "weights": {
-            "file": weights_path.name, "sha256": file_sha256(tmp_weights), "num_tensors": len(tensors),
+            "file": weights_path.name,
+            "sha256": file_sha256(tmp_weights),
+            "num_tensors": len(tensors),
         },
     }
     tmp_json = json_path.with_name(json_path.name + ".tmp")
