@@ -38,7 +38,8 @@ def test_a_nucleus_centred_on_the_focal_slice():
     assert np.array_equal(got[0], got[2])
     assert 0 < got[0].sum() < got[1].sum() and np.all(got[0] <= got[1])
     rim = (labels[0] > 0) & (got[0] == 0)
-    assert np.all(stack.image[0][rim] < 200.0) and np.all(stack.image[0][rim] > 20.0)
+    assert np.all(stack.image[0][rim] > 20.0)  # blurred light lands on the rim ...
+    assert stack.image[0][rim].mean() < stack.image[1][rim].mean()  # ... dimmer than in focus
     assert np.all(stack.image >= 20.0 - 1e-4)  # the image's own background stays everywhere
 
 

@@ -12,6 +12,9 @@ flatness, and it sits at a random depth. Every slice of the short stack then sho
   defocus bins), **not** labelled;
 - the image's own background everywhere.
 
+Intensities are scaled with the 2D image's own percentiles, as in a whole stack whose other slices
+hold these nuclei in focus: a slice of haze alone stays dim instead of being stretched to full range.
+
 So a slice just above a nucleus shows its haze but has no label, and a cap shows a shrunken,
 labelled cross-section. Cost: a distance transform and a few Gaussian blurs of one crop.
 """
@@ -23,20 +26,25 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from fveseg.normalize import PERCENTILES, apply_range
 from training.data import LabelledVolume
 
 
 @dataclass(frozen=True)
 class DefocusConfig:
-    """Ranges of the random stack geometry and optics (lengths in pixels of the 2D image)."""
+    """Ranges of the random stack geometry and optics.
+
+    Lengths in pixels of the 2D image, most of them in units of the image's median nucleus radius
+    ``r`` so that small and large nuclei get the same 3D shapes.
+    """
 
     crop: int = 448  # side of the window defocused (the sample crop and zoom happen afterwards)
     z_step: tuple[float, float] = (0.8, 6.0)  # slice spacing in pixels, log-uniform
     flatness: tuple[float, float] = (0.5, 1.2)  # nucleus half-height / equatorial radius
-    haze_reach: tuple[float, float] = (1.0, 4.0)  # slices beyond a nucleus where its centre may sit
-    blur_per_slice: tuple[float, float] = (0.4, 1.0)  # defocus blur sigma per slice of distance / z-step
-    decay: tuple[float, float] = (1.0, 4.0)  # slices over which out-of-focus light falls by e
-    bins: tuple[float, ...] = (1.0, 2.0, 3.5, 6.0)  # upper edges of the defocus bins, in slices
+    haze_reach: tuple[float, float] = (0.3, 2.0)  # r: how far beyond a nucleus its centre may sit
+    blur: tuple[float, float] = (0.3, 0.8)  # defocus blur sigma / defocus distance
+    decay: tuple[float, float] = (0.3, 2.0)  # r: defocus distance over which the light falls by e
+    bins: tuple[float, ...] = (0.15, 0.35, 0.7, 1.2, 2.0)  # r: upper edges of the defocus bins
 
 
 def _instance_radii(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,24 +88,25 @@ def defocus_volume(
     image, labels = image[window], labels[window]
 
     inner, radius = _instance_radii(labels)
+    nucleus = labels > 0
+    typical = float(np.median(radius[1:][radius[1:] > 0])) if nucleus.any() else 1.0
     z_step = float(np.exp(rng.uniform(*np.log(config.z_step))))
     count = len(radius)
     half = radius / z_step * rng.uniform(*config.flatness, size=count).astype(np.float32)
-    spread = half + float(rng.uniform(*config.haze_reach))
+    spread = half + float(rng.uniform(*config.haze_reach)) * typical / z_step
     centre = rng.uniform(-spread, spread).astype(np.float32)
     # the ellipsoid's half-height above each pixel: e * sqrt(1 - (rho / r)^2), rho = r - depth
     rho = np.clip(1.0 - inner / np.maximum(radius[labels], 1e-6), 0.0, 1.0)
     column = half[labels] * np.sqrt(1.0 - rho**2)
-    nucleus = labels > 0
 
     background = float(np.median(image[~nucleus])) if (~nucleus).any() else float(image.min())
     signal = np.where(nucleus, np.maximum(image - background, 0.0), 0.0)
-    blur = float(rng.uniform(*config.blur_per_slice)) * z_step
-    decay = float(rng.uniform(*config.decay))
-    edges = np.asarray(config.bins, np.float32)
+    blur = float(rng.uniform(*config.blur))
+    decay = float(rng.uniform(*config.decay)) * typical
+    edges = np.asarray(config.bins, np.float32) * typical
     slices, label_slices = [], []
     for z in range(-reach, reach + 1):
-        defocus = np.abs(z - centre[labels]) - column  # slices beyond the ellipsoid's surface
+        defocus = (np.abs(z - centre[labels]) - column) * z_step  # pixels beyond the ellipsoid's surface
         in_focus = nucleus & (defocus <= 0)
         plane = background + np.where(in_focus, signal, 0.0)
         lower = 0.0
@@ -110,11 +119,16 @@ def defocus_volume(
             lower = upper
         slices.append(plane.astype(np.float32))
         label_slices.append(np.where(in_focus, labels, 0).astype(np.uint32))
+    stack = np.stack(slices)
+    # intensities scaled as in a whole volume whose other slices hold these nuclei in focus: a slice
+    # of haze alone stays dim, as it does in a real stack (not stretched to full range)
+    lo, hi = np.percentile(image, PERCENTILES)
     return LabelledVolume(
-        np.stack(slices),
+        stack,
         {name: np.stack(label_slices)},
         None,
         f"{volume.name}#defocus",
         absent=volume.absent,
+        normalized=apply_range(stack, float(lo), float(hi)),
         view=0,
     )
