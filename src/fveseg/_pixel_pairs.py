@@ -7,8 +7,8 @@ rest of the side packed the same way into the (1, 1) corners), so a channel plan
 built from row pairs: for even rows the word ``left | right << bits`` of two neighbouring pixels,
 written with contiguous, vectorised integer ops. Exact: values are moved, never computed.
 
-Used for (B, 3, H, W) output when H and W are multiples of 2**(k-1), the items are 1, 2 or 4 bytes
-and the machine is little-endian; `fveseg.fve` falls back to its general path otherwise.
+Used for (B, 3, H, W) output at order >= 2 when H and W are multiples of 2**(k-1), the items are
+1, 2 or 4 bytes and the machine is little-endian; `fveseg.fve` falls back to its general path otherwise.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def gather(stack: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def pairs_apply(dtype: np.dtype, height: int, width: int, order: int) -> bool:
-    """Whether `fill_side` handles this item size, image size and order."""
-    unit = 2 ** max(order - 1, 0)
+    """Whether the pair-word path applies: order >= 2 (order 1 has no mixing: whole-plane copies in
+    `fveseg.fve`'s blocked path measured faster), 1-, 2- or 4-byte items, sizes multiples of 2**(k-1)."""
+    if order < 2:
+        return False
+    unit = 2 ** (order - 1)
     return (
         sys.byteorder == "little" and dtype.itemsize in _UNSIGNED and height % unit == 0 and width % unit == 0
     )
@@ -65,6 +68,9 @@ def fill_side(out: np.ndarray, level_stacks: list[np.ndarray], order: int) -> No
     """
     if order == 1:
         out[...] = level_stacks[0]
+        return
+    if order == 2:  # the last level's fourth slice is the (1, 1) corner itself
+        _mix_2x2(out, level_stacks[:4])
         return
     corner = np.empty((out.shape[0], out.shape[1] // 2, out.shape[2] // 2), dtype=out.dtype)
     fill_side(corner, level_stacks[3:], order - 1)  # the (1, 1) corners: the rest, one level down
