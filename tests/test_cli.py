@@ -347,3 +347,22 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 1
     assert "already exists" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "absent.ckpt")]) == 2  # DST missing: usage error
+
+
+def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, checkpoint, monkeypatch, capsys):
+    from fveseg.inference import Segmenter
+
+    seen = []
+    original = Segmenter.segment
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("scale", 1.0))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", spy)
+    argv = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(tmp_path / "r.zarr"), "--quiet"]
+    assert main(argv + ["--resize", "0.5"]) == 0
+    assert seen == [0.5]
+    capsys.readouterr()
+    assert main(argv + ["--resize", "0"]) == 2  # out of range: a one-line usage error
+    assert "between 0.1 and 4" in capsys.readouterr().err

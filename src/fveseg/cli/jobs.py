@@ -34,6 +34,7 @@ class SegmentOptions:
     mask_threshold: float | None = None
     exist_threshold: float | None = None
     axis: str | int = "auto"
+    resize: float = 1.0  # in-plane factor applied to each slice before the network (Segmenter ``scale``)
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True
     channel: int | str | None = None
@@ -74,6 +75,8 @@ def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=No
     keywords = dict(spacing=spacing, axis=options.axis, progress=progress, cancel=cancel, **extra)
     if options.order is not None:
         keywords["order"] = options.order
+    if options.resize != 1.0:
+        keywords["scale"] = options.resize
     for name in ("mask_threshold", "exist_threshold"):
         if getattr(options, name) is not None:
             keywords[name] = getattr(options, name)

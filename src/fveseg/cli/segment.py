@@ -77,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="axis to slice along (auto: the paper's view rule)",
     )
     group.add_argument(
+        "--resize",
+        type=_resize,
+        default=1.0,
+        metavar="F",
+        help="resample each slice by F before the network and back after it; nuclei much larger than "
+        "about 35 px segment better at F = 0.5 (see docs/model-card.md)",
+    )
+    group.add_argument(
         "--scale",
         type=float,
         nargs=3,
@@ -111,6 +119,13 @@ def _channel(text: str | None) -> int | str | None:
     return int(text) if text is not None and text.lstrip("-").isdigit() else text
 
 
+def _resize(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 4.0:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 4, got {value}")
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -132,6 +147,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         mask_threshold=args.mask_threshold,
         exist_threshold=args.exist_threshold,
         axis=args.axis if args.axis == "auto" else int(args.axis),
+        resize=args.resize,
         spacing=parse_spacing(args.scale),
         with_image=not args.no_image,
         channel=_channel(args.channel),
