@@ -1,9 +1,10 @@
 """Compare instance post-processing variants on several datasets (the network runs once per volume).
 
-    PYTHONPATH=src:. python -m training.compare_postprocessing CHECKPOINT [DATA_ROOT]
+    PYTHONPATH=src:. python -m training.compare_postprocessing CHECKPOINT [DATA_ROOT [RESIZE]]
 
 DATA_ROOT (default /work/shared/data) holds val/dsb2018_stage1test_fluo, nuclei2d and nuclei3d. Prints the
-mean instance F1@0.5 per set for each variant; docs/model-card.md records the result.
+mean instance F1@0.5 per set for each variant; docs/model-card.md records the result. RESIZE (default 1)
+is the Segmenter's in-plane ``scale`` (the CLI's ``--resize``).
 """
 
 import glob
@@ -48,10 +49,11 @@ def datasets(root):
 def main(argv):
     checkpoint = argv[0] if argv else None
     root = argv[1] if len(argv) > 1 else "/work/shared/data"
+    resize = float(argv[2]) if len(argv) > 2 else 1.0
     segmenter = Segmenter(checkpoint=checkpoint)
     started, scores = time.time(), {}
     for name, image, truth, spacing in datasets(root):
-        result = segmenter.segment(image, ["nuclei"], spacing=spacing)
+        result = segmenter.segment(image, ["nuclei"], spacing=spacing, scale=resize)
         mask, edges = result.semantic > 0, result.edges[0].astype(np.float32)
         row = {"dice": dice(truth, mask)}
         for variant, labels in variants(mask, edges, spacing):
