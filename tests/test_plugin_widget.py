@@ -206,6 +206,7 @@ def test_settings_are_remembered_between_sessions(make_napari_viewer):
     first.mask_box.setValue(0.3)
     first.split_check.setChecked(False)
     first.output_box.setCurrentText("semantic")
+    first.resize_box.setValue(0.5)
     from napari_fveseg._settings import save_settings
 
     save_settings(first.settings())
@@ -214,3 +215,24 @@ def test_settings_are_remembered_between_sessions(make_napari_viewer):
     assert second.mask_box.value() == pytest.approx(0.3)
     assert not second.split_check.isChecked()
     assert second.output_box.currentText() == "semantic"
+    assert second.resize_box.value() == pytest.approx(0.5)
+
+
+def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on_sample, qtbot, monkeypatch):
+    from fveseg.inference import Segmenter
+
+    viewer, widget = widget_on_sample
+    seen = []
+    original = Segmenter.segment
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("scale"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", spy)
+    widget.resize_box.setValue(0.5)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert seen == [0.5]
+    shape = viewer.layers["synthetic nuclei"].data.shape
+    assert viewer.layers["nuclei"].data.shape == viewer.layers["nuclei instances"].data.shape == shape
