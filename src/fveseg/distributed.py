@@ -266,14 +266,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         stages["write"] = time.perf_counter() - mark
     finally:
         remove_path(scratch)
-    return JobSummary(
-        volume=volume.name or job.source.name,
-        prompts=", ".join(options.prompts),
-        objects=objects,
-        seconds=time.perf_counter() - start,
-        output=", ".join(str(p) for p in written),
-        stages=stages,
-    )
+    return JobSummary.of(volume, job, options, objects, start, written, stages)
 
 
 def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:

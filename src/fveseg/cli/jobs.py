@@ -60,6 +60,18 @@ class JobSummary:
     output: str
     stages: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, volume, job: SegmentJob, options: SegmentOptions, objects, start, written, stages):
+        """The summary of one finished job (``start``: its `time.perf_counter` start)."""
+        return cls(
+            volume=volume.name or job.source.name,
+            prompts=", ".join(options.prompts),
+            objects=objects,
+            seconds=time.perf_counter() - start,
+            output=", ".join(str(p) for p in written),
+            stages=stages,
+        )
+
     def row(self) -> dict:
         return {
             "volume": self.volume,
@@ -216,11 +228,4 @@ def run_segment_job(
     image = data if options.with_image and job.fmt == "zarr" and not job.into_source else None
     written = write_layers(job, layers, spacing, image=image)
     stages["write"] = time.perf_counter() - mark
-    return JobSummary(
-        volume=volume.name or job.source.name,
-        prompts=", ".join(options.prompts),
-        objects=objects,
-        seconds=time.perf_counter() - start,
-        output=", ".join(str(p) for p in written),
-        stages=stages,
-    )
+    return JobSummary.of(volume, job, options, objects, start, written, stages)
