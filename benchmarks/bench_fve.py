@@ -1,12 +1,16 @@
 """Throughput of `encode_volume` relative to a plain numpy copy of the same output bytes, same run.
 
     python benchmarks/bench_fve.py            # 64 x 512 x 512 uint8, orders 1-3, batch 16
+    python benchmarks/bench_fve.py --paths numba numpy --cold-jit   # compiled vs numpy path, side by side
 
 Prints, per order: the median seconds over N alternated rounds to encode every slice and to
 ``np.copy`` an array with as many bytes as all encoded images, the median and range of the per-round
 ratio copy time / encode time (1.0 means as fast as copying the output; each round times both back to
 back, so both see the same load), and the extra memory one encoding pass allocates (tracemalloc
 peak). Also the load average before and after, and the process's peak RSS.
+``--paths`` times the compiled (numba) path and the numpy path (``FVESEG_NO_NUMBA=1``) in the same
+rounds, one row each; the first call's time (JIT compile, or loading the on-disk cache) is printed
+separately. ``--cold-jit`` points numba at an empty cache directory so that first call compiles.
 Goals (issue 2): ratio >= 0.5 for order 1 and >= 0.25 for order 3.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import tempfile
 import time
 import tracemalloc
 
@@ -34,7 +39,11 @@ def interleaved_times(repeats: int, *runs) -> np.ndarray:
     return times
 
 
-def encode_all(volume: np.ndarray, order: int, batch_size: int, downsample: str, chw: bool) -> int:
+def encode_all(
+    volume: np.ndarray, order: int, batch_size: int, downsample: str, chw: bool, path: str = "default"
+) -> int:
+    if path != "default":  # read by fveseg on every batch
+        os.environ["FVESEG_NO_NUMBA"] = "1" if path == "numpy" else "0"
     written = 0
     batches = encode_volume(
         volume, order=order, batch_size=batch_size, downsample=downsample, channels_first=chw
@@ -42,6 +51,25 @@ def encode_all(volume: np.ndarray, order: int, batch_size: int, downsample: str,
     for _, batch in batches:
         written += batch.nbytes
     return written
+
+
+def first_call_time(args: argparse.Namespace) -> None:
+    """Time the compiled path's first calls (import, then JIT compile or cache load) on a tiny volume."""
+    start = time.perf_counter()
+    from fveseg import _fve_numba  # noqa: F401 - imports numba
+
+    imported = time.perf_counter()
+    tiny = np.zeros((8, 32, 32), dtype=np.uint8)
+    os.environ["FVESEG_NO_NUMBA"] = "0"
+    encode_all(tiny, max(args.orders), 4, args.downsample, args.channels_first)
+    compiled = time.perf_counter()
+    encode_all(tiny, max(args.orders), 4, args.downsample, args.channels_first)
+    again = time.perf_counter()
+    cache = "empty cache (--cold-jit)" if args.cold_jit else "on-disk cache if present"
+    print(
+        f"numba first call: import {imported - start:.2f} s, first encode {compiled - imported:.2f} s "
+        f"({cache}), second encode {1e3 * (again - compiled):.1f} ms"
+    )
 
 
 def main() -> None:
@@ -54,7 +82,19 @@ def main() -> None:
     parser.add_argument("--downsample", default="mean", choices=("mean", "stride"))
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--channels-first", action="store_true", help="yield (B, 3, H, W) batches")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=["default"],
+        choices=("default", "numba", "numpy"),
+        help="encoding paths to time side by side (default: whatever the environment selects)",
+    )
+    parser.add_argument("--cold-jit", action="store_true", help="compile with an empty numba cache")
     args = parser.parse_args()
+    if args.cold_jit:  # must be set before numba is imported
+        os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fveseg-numba-cache-")
+    if "numba" in args.paths:
+        first_call_time(args)
 
     volume = np.random.default_rng(0).integers(0, 256, args.shape, dtype=np.uint8)
     output_bytes = volume.size * 3
@@ -66,29 +106,30 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        "| order | encode (s) | copy (s) | ratio copy/encode | ratio range | encode MB/s "
+        "| order | path | encode (s) | copy (s) | ratio copy/encode | ratio range | encode MB/s "
         "| extra memory (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for order in args.orders:
-        times = interleaved_times(
-            args.repeats,
-            lambda o=order: encode_all(volume, o, args.batch_size, args.downsample, args.channels_first),
-            lambda: np.copy(source),
-        )
-        encode_s, copy_s = np.median(times, axis=0)
-        ratios = times[:, 1] / times[:, 0]
-        tracemalloc.start()
-        assert (
-            encode_all(volume, order, args.batch_size, args.downsample, args.channels_first) == output_bytes
-        )
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        print(
-            f"| {order} | {encode_s:.4f} | {copy_s:.4f} | {np.median(ratios):.2f} | "
-            f"{ratios.min():.2f}–{ratios.max():.2f} | {output_bytes / encode_s / 1e6:.0f} | "
-            f"{peak / 2**20:.1f} |"
-        )
+        encoders = [
+            lambda o=order, p=path: encode_all(
+                volume, o, args.batch_size, args.downsample, args.channels_first, p
+            )
+            for path in args.paths
+        ]
+        times = interleaved_times(args.repeats, *encoders, lambda: np.copy(source))
+        medians = np.median(times, axis=0)
+        for column, (path, encoder) in enumerate(zip(args.paths, encoders, strict=True)):
+            ratios = times[:, -1] / times[:, column]
+            tracemalloc.start()
+            assert encoder() == output_bytes
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(
+                f"| {order} | {path} | {medians[column]:.4f} | {medians[-1]:.4f} | {np.median(ratios):.2f} | "
+                f"{ratios.min():.2f}–{ratios.max():.2f} | {output_bytes / medians[column] / 1e6:.0f} | "
+                f"{peak / 2**20:.1f} |"
+            )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"peak RSS of the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -172,10 +172,20 @@ def _halve_uint8(stack: np.ndarray) -> np.ndarray:
     return out
 
 
+def _compiled():
+    """`fveseg._fve_numba` when its kernels are usable (imported on first use: numba is optional)."""
+    from fveseg import _fve_numba
+
+    return _fve_numba if _fve_numba.enabled() else None
+
+
 def _halve(stack: np.ndarray, mode: str) -> np.ndarray:
     """Downsample (S, h, w) by two in y and x to (S, ceil(h/2), ceil(w/2)); see the module docstring."""
     if mode == "stride":
         return np.ascontiguousarray(stack[:, ::2, ::2])
+    compiled = _compiled()
+    if compiled and compiled.halve_applies(stack.dtype):  # same result, one pass
+        return compiled.halve(stack)
     h, w = stack.shape[1:]
     if h % 2 or w % 2:  # a partial border block averages its available pixels
         stack = np.pad(stack, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
@@ -279,6 +289,10 @@ def _encode_batch(
         out[..., 0] = gather(slab, focal - first)
         out[..., 1] = out[..., 0]
         out[..., 2] = out[..., 0]
+        return planes
+    compiled = _compiled()
+    if compiled and compiled.fill_applies(slab.dtype, order):  # one pass over the output
+        compiled.fill(planes, levels, focal - first, before - first, after - first, order, channels_first)
         return planes
     sources = ((0, focal[:, None] - first), (1, before - first), (2, after - first))
     places = layout(order)
