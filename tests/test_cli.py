@@ -363,6 +363,13 @@ def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, check
     argv = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(tmp_path / "r.zarr"), "--quiet"]
     assert main(argv + ["--resize", "0.5"]) == 0
     assert seen == [0.5]
+    assert "resize" in capsys.readouterr().out  # the summary reports the scale used
+    seen.clear()
+    assert main(argv + ["--overwrite"]) == 0  # default: automatic (a probe at native size first)
+    assert seen[0] == "auto" and all(s == 1.0 for s in seen[1:])
+    seen.clear()
+    assert main(argv + ["--overwrite", "--resize", "AUTO"]) == 0
+    assert seen[0] == "auto"
     capsys.readouterr()
     assert main(argv + ["--resize", "0"]) == 2  # out of range: a one-line usage error
     assert "between 0.1 and 4" in capsys.readouterr().err

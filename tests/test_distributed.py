@@ -193,6 +193,7 @@ def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, t
         one = np.asarray(read_labels(tmp_path / "one.zarr", name)[0])
         assert same_up_to_renumbering(np.asarray(read_labels(tmp_path / "blocks.zarr", name)[0]), one)
     assert blocks.objects == single.objects > 0
+    assert blocks.resize == single.resize  # the automatic scale: one probe, the same answer
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # scratch removed
 
 

@@ -142,11 +142,15 @@ def test_cancel_leaves_nothing(segmenter, tmp_path):
             vol,
             ["nuclei"],
             axis=0,
+            scale=1.0,
             out=tmp_path / "o.zarr",
             progress=lambda d, t: seen.append((d, t)),
             cancel=lambda: next(calls),
         )
     assert seen == [(0, 9), (4, 9)]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(Cancelled):  # the automatic scale's first pass can be cancelled too
+        segmenter.segment(vol, ["nuclei"], axis=0, out=tmp_path / "o.zarr", cancel=lambda: True)
     assert list(tmp_path.iterdir()) == []
 
 

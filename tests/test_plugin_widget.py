@@ -121,7 +121,8 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     assert load_settings().checkpoint == widget.checkpoint_edit.text()  # remembered for next time
 
     # Re-thresholding: layers follow the cached probabilities, the network is not run again.
-    result = widget.result
+    result, runs = widget.result, len(calls)  # one run (plus the automatic scale's probe windows)
+    assert result.scale == 1.0  # the sample's nuclei are the trained size: no resizing
     widget.split_check.setChecked(False)
     qtbot.waitUntil(lambda: "nuclei instances" not in viewer.layers, timeout=30_000)
     widget.mask_box.setValue(0.3)
@@ -134,7 +135,7 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
         lambda: "fveseg classes" in viewer.layers and "nuclei" not in viewer.layers, timeout=30_000
     )
     assert viewer.layers["fveseg classes"].metadata["class_names"] == {1: "nuclei"}
-    assert len(calls) == 1
+    assert len(calls) == runs
 
     # the canvas shows something (not a blank frame)
     shot = viewer.screenshot(canvas_only=True, flash=False)
@@ -230,9 +231,15 @@ def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Segmenter, "segment", spy)
+    assert widget.resize_box.text() == "auto" and widget.settings().resize == 0.0  # the default
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert seen[0] == "auto" and all(s == 1.0 for s in seen[1:])  # the probe runs at native size
+    seen.clear()
     widget.resize_box.setValue(0.5)
     widget.run()
     _wait_idle(qtbot, widget)
     assert seen == [0.5]
+    assert "resized by 0.5" in widget.status.text()
     shape = viewer.layers["synthetic nuclei"].data.shape
     assert viewer.layers["nuclei"].data.shape == viewer.layers["nuclei instances"].data.shape == shape

@@ -3,8 +3,8 @@
     PYTHONPATH=src:. python -m training.compare_postprocessing CHECKPOINT [DATA_ROOT [RESIZE]]
 
 DATA_ROOT (default /work/shared/data) holds val/dsb2018_stage1test_fluo, nuclei2d and nuclei3d. Prints the
-mean instance F1@0.5 per set for each variant; docs/model-card.md records the result. RESIZE (default 1)
-is the Segmenter's in-plane ``scale`` (the CLI's ``--resize``).
+mean instance F1@0.5 per set for each variant, and the mean in-plane scale used; docs/model-card.md
+records the result. RESIZE (default "auto") is the Segmenter's in-plane ``scale`` (the CLI's ``--resize``).
 """
 
 import glob
@@ -49,13 +49,14 @@ def datasets(root):
 def main(argv):
     checkpoint = argv[0] if argv else None
     root = argv[1] if len(argv) > 1 else "/work/shared/data"
-    resize = float(argv[2]) if len(argv) > 2 else 1.0
+    resize = argv[2] if len(argv) > 2 else "auto"
+    resize = resize if resize == "auto" else float(resize)
     segmenter = Segmenter(checkpoint=checkpoint)
     started, scores = time.time(), {}
     for name, image, truth, spacing in datasets(root):
         result = segmenter.segment(image, ["nuclei"], spacing=spacing, scale=resize)
         mask, edges = result.semantic > 0, result.edges[0].astype(np.float32)
-        row = {"dice": dice(truth, mask)}
+        row = {"scale": result.scale, "dice": dice(truth, mask)}
         for variant, labels in variants(mask, edges, spacing):
             row[variant] = instance_scores(truth, labels)["f1"]
         scores.setdefault(name, []).append(row)

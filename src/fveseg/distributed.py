@@ -34,7 +34,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +134,39 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
         One per piece, in the volume's orientation: ``semantic`` and ``edges`` (P, ...) hold
         ``existence.shape[1]`` slices along ``axis`` starting at ``.start``.
     """
-    from dataclasses import replace
 
     from fveseg.cli.jobs import segment_array
 
     options = replace(options, axis=axis)
+    if options.resize == "auto":  # once per volume, not per piece
+        options = replace(options, resize=probe_scale(segmenter, volume, options, axis, value_range))
     step = segmenter.batch_size
     bounds = [start, *range(start - start % step + step, stop, step), stop]
     for first, last in zip(bounds[:-1], bounds[1:]):
         yield segment_array(
             segmenter, volume, options, None, start=first, stop=last, intensity_range=value_range
         )
+
+
+def probe_scale(segmenter, volume, options, axis: int, value_range) -> float:
+    """The Segmenter's automatic in-plane scale for the whole volume (`Segmenter.auto_scale`)."""
+    thresholds = {name: getattr(options, name) for name in ("mask_threshold", "exist_threshold")}
+    thresholds = {name: value for name, value in thresholds.items() if value is not None}
+    return segmenter.auto_scale(
+        volume, list(options.prompts), axis, options.order, intensity_range=value_range, **thresholds
+    )
+
+
+def _probe_scale_task(source: str, options, axis: int, value_range) -> float:
+    """On a worker: `probe_scale` reading only the probed slabs of the volume."""
+    import dask
+
+    from fveseg import io
+
+    segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
+    with dask.config.set(scheduler="sync"):
+        volume = io.read_volume(source, channel=options.channel).data
+        return probe_scale(segmenter, volume, options, axis, value_range)
 
 
 def _segment_block(block: Block, source: str, scratch: str, options, axis: int) -> int:
@@ -217,6 +239,9 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                 dtype=np.float16,
                 fill_value=0,
             )
+        if options.resize == "auto":  # one probe for the volume; every block gets its answer
+            probe = client.submit(_probe_scale_task, str(job.source), options, axis, value_range, pure=False)
+            options = replace(options, resize=probe.result())
         futures = client.map(
             _segment_block,
             blocks,
@@ -266,7 +291,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         stages["write"] = time.perf_counter() - mark
     finally:
         remove_path(scratch)
-    return JobSummary.of(volume, job, options, objects, start, written, stages)
+    return JobSummary.of(volume, job, options, objects, start, written, stages, options.resize)
 
 
 def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:

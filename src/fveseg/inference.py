@@ -36,10 +36,13 @@ from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_m
 from fveseg.model.text_encoder import normalize_prompt
 from fveseg.normalize import apply_range
 from fveseg.normalize import intensity_range as volume_intensity_range
+from fveseg.object_size import scale_for_diameter, typical_diameter
 from fveseg.postprocess import SegmentationResult, label_dtype, put_slab, semantic_labels
 from fveseg.tiling import SliceTiler
 
 __all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from postprocess
+
+PROBE_SLICES = 8  # slices per window of the first pass that measures object size (scale="auto")
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -211,7 +214,7 @@ class Segmenter:
         order: int | None = None,
         mask_threshold: float = 0.5,
         exist_threshold: float = 0.5,
-        scale: float = 1.0,
+        scale: float | str = "auto",
         progress: Callable[[int, int], Any] | None = None,
         cancel: Callable[[], bool] | None = None,
         out: str | Path | None = None,
@@ -233,8 +236,12 @@ class Segmenter:
             FVE order; default from the checkpoint.
         mask_threshold, exist_threshold : float
             Mask probability and slice existence thresholds for ``semantic``.
-        scale : float
+        scale : float or "auto"
             Rescale slices by this factor before the network (objects larger than trained: < 1).
+            "auto" first segments a few slices as they are (`_probe_scale`), measures the objects
+            (`fveseg.object_size`) and shrinks the slices when they are much larger than the model
+            was trained on; the same for every slice range of a volume. The value used is
+            ``result.scale``.
         progress : callable(done, total), optional
             Called with slices done (of ``stop - start``) after each batch.
         cancel : callable() -> bool, optional
@@ -268,8 +275,9 @@ class Segmenter:
         # all of it on every block.
         volume = self._check_volume(volume, check_finite=intensity_range is None)
         shape = tuple(int(s) for s in volume.shape)
-        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
-            raise InputError(f"scale must be a positive number, got {scale!r}.")
+        number = isinstance(scale, int | float) and not isinstance(scale, bool)
+        if scale != "auto" and not (number and math.isfinite(scale) and scale > 0):
+            raise InputError(f"scale must be a positive number or 'auto', got {scale!r}.")
         for name, value in (("mask_threshold", mask_threshold), ("exist_threshold", exist_threshold)):
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {value!r}.")
@@ -279,6 +287,8 @@ class Segmenter:
             raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
         if self._is_reference:  # the released BiomedParse v2 weights: the public code's own pipeline
             from fveseg.inference_reference import segment_reference
+
+            scale = 1.0 if scale == "auto" else scale  # its own fixed input size
 
             return segment_reference(
                 self,
@@ -301,12 +311,14 @@ class Segmenter:
         start, stop = self._check_slices(start, stop, shape[axis])
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
         order = int(settings.get("order", 1) if order is None else order)
-        if intensity_range is None:
-            intensity = self.metadata.get("intensity") or {}
-            modality, window = intensity.get("modality") or "auto", intensity.get("window")
-            lo, hi = volume_intensity_range(volume, modality, window)
-        else:
-            lo, hi = self._check_intensity_range(intensity_range)
+        lo, hi = self._value_range(volume, intensity_range)
+        if scale == "auto":
+            probe = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, cancel=cancel)
+            scale, whole = self._probe_scale(volume, canonical, axis, order, (lo, hi), **probe)
+            if scale == 1.0 and whole is not None and out is None and (start, stop) == (0, shape[axis]):
+                if progress is not None:  # the probe was the whole run (small volumes at native size)
+                    progress(stop - start, stop - start)
+                return whole
 
         with torch.inference_mode():
             text = self.model.encode_text(canonical).to(self.device)  # once per call
@@ -353,8 +365,67 @@ class Segmenter:
             raise
         if tmp_path is None:
             arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
-            return SegmentationResult(*arrays, canonical, axis, None, start)
-        return self._finish_zarr(store, existence, canonical, axis, start, tmp_path, final_path, overwrite)
+            return SegmentationResult(*arrays, canonical, axis, None, start, float(scale))
+        result = self._finish_zarr(store, existence, canonical, axis, start, tmp_path, final_path, overwrite)
+        result.scale = float(scale)
+        return result
+
+    def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
+        """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
+        thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
+        largest scale (the prompt with the smallest objects decides). Depends only on the whole volume,
+        so every slice range of it gets the same scale. Returns ``(scale, result)``, ``result`` the
+        probe's SegmentationResult when it covered the whole volume, else None."""
+        depth, step = volume.shape[axis], self.batch_size
+        width = -(-max(PROBE_SLICES, step) // step) * step
+        if depth <= 2 * width:
+            windows = [(0, depth)]
+        else:
+            firsts = sorted({c - c % step for c in (depth // 3, 2 * depth // 3)})
+            windows = [(first, min(depth, first + width)) for first in firsts]
+        masks = [[] for _ in prompts]
+        for first, stop in windows:
+            probe = self.segment(
+                volume, prompts, axis=axis, order=order, scale=1.0, start=first, stop=stop,
+                intensity_range=value_range, **thresholds,
+            )  # fmt: skip
+            semantic = np.moveaxis(np.asarray(probe.semantic), axis, 0)
+            for index in range(len(prompts)):
+                masks[index].append(semantic == index + 1)
+        scale = max(scale_for_diameter(typical_diameter(np.concatenate(m))) for m in masks)
+        return scale, (probe if windows == [(0, depth)] else None)
+
+    def auto_scale(
+        self,
+        volume,
+        prompts: list[str] | str,
+        axis: int = 0,
+        order: int | None = None,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        intensity_range: tuple[float, float] | None = None,
+    ) -> float:
+        """The in-plane scale ``segment(..., scale="auto")`` uses for this volume and view ``axis``.
+
+        Compute it once and pass it as ``scale`` when segmenting a volume in slice ranges (blocks), so
+        the probe does not run for every range. Same arguments as `segment`; 1.0 for reference-v2.
+        """
+        canonical = self._check_prompts(prompts)
+        volume = self._check_volume(volume, check_finite=intensity_range is None)
+        if self._is_reference:
+            return 1.0
+        settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
+        order = int(settings.get("order", 1) if order is None else order)
+        value_range = self._value_range(volume, intensity_range)
+        thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold)
+        return self._probe_scale(volume, canonical, int(axis), order, value_range, **thresholds)[0]
+
+    def _value_range(self, volume, intensity_range) -> tuple[float, float]:
+        """The given intensity range, checked, or the volume's with the checkpoint's modality rules."""
+        if intensity_range is not None:
+            return self._check_intensity_range(intensity_range)
+        intensity = self.metadata.get("intensity") or {}
+        return volume_intensity_range(volume, intensity.get("modality") or "auto", intensity.get("window"))
 
     @property
     def _is_reference(self) -> bool:

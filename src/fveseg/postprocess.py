@@ -116,6 +116,8 @@ class SegmentationResult:
         The zarr group holding the arrays when written to disk.
     start : int
         Index along ``axis`` of the volume slice the arrays' first slice is (0 for the whole volume).
+    scale : float
+        In-plane scale the slices were resampled by before the network (``scale="auto"`` resolved).
     """
 
     probabilities: Any
@@ -126,6 +128,7 @@ class SegmentationResult:
     axis: int
     path: Path | None = None
     start: int = 0
+    scale: float = 1.0
 
     def rethreshold(
         self, mask_threshold: float = 0.5, exist_threshold: float = 0.5, chunk: int = 16

@@ -28,7 +28,7 @@ class WidgetSettings:
     min_size: float = 0.0
     output: str = "per prompt"  # or "semantic"
     axis: str = "auto"
-    resize: float = 1.0  # in-plane factor applied to slices before the network
+    resize: float = 0.0  # in-plane factor applied to slices before the network; 0 = automatic
 
 
 def config_dir() -> Path:

@@ -107,13 +107,15 @@ class SegmentationWidget(QWidget):
         self.axis_box = QComboBox()
         self.axis_box.addItems(list(AXES))
         self.resize_box = QDoubleSpinBox()
-        self.resize_box.setRange(0.1, 4.0)
+        self.resize_box.setRange(0.0, 4.0)
         self.resize_box.setSingleStep(0.1)
         self.resize_box.setDecimals(2)
-        self.resize_box.setValue(1.0)
+        self.resize_box.setSpecialValueText("auto")  # shown at the minimum, 0
+        self.resize_box.setValue(0.0)
         self.resize_box.setToolTip(
             "Resample each slice by this factor before the network (results come back at full size). "
-            "The bundled model knows nuclei about 10-40 px across: for much larger nuclei try 0.5."
+            "auto: segment a few slices first, measure the objects and shrink the slices when they are "
+            "much larger than the model was trained on (nuclei about 10-40 px across)."
         )
         self.output_box = QComboBox()
         self.output_box.addItems(list(OUTPUTS))
@@ -273,7 +275,7 @@ class SegmentationWidget(QWidget):
             AXES[self.axis_box.currentText()],
             checkpoint,
             self.device_box.currentText(),
-            self.resize_box.value(),
+            self.resize_box.value() or "auto",  # 0 is shown as "auto"
             self.thresholds(),
             self._run_context["place"],
         )
@@ -344,8 +346,10 @@ class SegmentationWidget(QWidget):
         if "result" in outcome:
             self.result = outcome["result"]
         self._show_layers(outcome["layers"])
+        scale = getattr(self.result, "scale", 1.0)
+        resized = f" (slices resized by {scale:g})" if scale != 1.0 else ""
         self.status.setText(
-            f"Done: {', '.join(self._run_context['prompts'])}. Change a threshold to update "
+            f"Done: {', '.join(self._run_context['prompts'])}{resized}. Change a threshold to update "
             "the layers without running the network again."
         )
 

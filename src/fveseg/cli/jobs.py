@@ -34,7 +34,7 @@ class SegmentOptions:
     mask_threshold: float | None = None
     exist_threshold: float | None = None
     axis: str | int = "auto"
-    resize: float = 1.0  # in-plane factor applied to each slice before the network (Segmenter ``scale``)
+    resize: float | str = "auto"  # in-plane factor for slices before the network (Segmenter ``scale``)
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True
     channel: int | str | None = None
@@ -59,9 +59,10 @@ class JobSummary:
     seconds: float
     output: str
     stages: dict[str, float] = field(default_factory=dict)
+    resize: float = 1.0  # the in-plane scale used ("auto" resolved)
 
     @classmethod
-    def of(cls, volume, job: SegmentJob, options: SegmentOptions, objects, start, written, stages):
+    def of(cls, volume, job: SegmentJob, options: SegmentOptions, objects, start, written, stages, resize):
         """The summary of one finished job (``start``: its `time.perf_counter` start)."""
         return cls(
             volume=volume.name or job.source.name,
@@ -70,6 +71,7 @@ class JobSummary:
             seconds=time.perf_counter() - start,
             output=", ".join(str(p) for p in written),
             stages=stages,
+            resize=float(resize),
         )
 
     def row(self) -> dict:
@@ -77,6 +79,7 @@ class JobSummary:
             "volume": self.volume,
             "prompts": self.prompts,
             "objects": self.objects,
+            "resize": round(self.resize, 3),
             "time (s)": round(self.seconds, 2),
             "output": self.output,
         }
@@ -87,8 +90,7 @@ def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=No
     keywords = dict(spacing=spacing, axis=options.axis, progress=progress, cancel=cancel, **extra)
     if options.order is not None:
         keywords["order"] = options.order
-    if options.resize != 1.0:
-        keywords["scale"] = options.resize
+    keywords["scale"] = options.resize
     for name in ("mask_threshold", "exist_threshold"):
         if getattr(options, name) is not None:
             keywords[name] = getattr(options, name)
@@ -228,4 +230,4 @@ def run_segment_job(
     image = data if options.with_image and job.fmt == "zarr" and not job.into_source else None
     written = write_layers(job, layers, spacing, image=image)
     stages["write"] = time.perf_counter() - mark
-    return JobSummary.of(volume, job, options, objects, start, written, stages)
+    return JobSummary.of(volume, job, options, objects, start, written, stages, result.scale)

@@ -79,10 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resize",
         type=_resize,
-        default=1.0,
+        default="auto",
         metavar="F",
-        help="resample each slice by F before the network and back after it; nuclei much larger than "
-        "about 35 px segment better at F = 0.5 (see docs/model-card.md)",
+        help="resample each slice by F before the network and back after it (default auto: segment a "
+        "few slices first and shrink the slices when the objects are much larger than the model "
+        "was trained on; see docs/model-card.md)",
     )
     group.add_argument(
         "--scale",
@@ -119,7 +120,9 @@ def _channel(text: str | None) -> int | str | None:
     return int(text) if text is not None and text.lstrip("-").isdigit() else text
 
 
-def _resize(text: str) -> float:
+def _resize(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
     value = float(text)
     if not 0.1 <= value <= 4.0:
         raise argparse.ArgumentTypeError(f"must be between 0.1 and 4, got {value}")

@@ -1,0 +1,126 @@
+"""Object size measurement and the automatic in-plane scale (`fveseg.object_size`, ``scale="auto"``)."""
+
+import numpy as np
+import pytest
+import torch
+
+from fveseg.inference import Segmenter
+from fveseg.object_size import MIN_AUTO_SCALE, TARGET_DIAMETER, scale_for_diameter, typical_diameter
+
+
+def disks(shape, centres, radius):
+    yy, xx = np.indices(shape)
+    mask = np.zeros(shape, bool)
+    for cy, cx in centres:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    return mask
+
+
+def test_a_square_is_measured_by_its_inscribed_circle():
+    mask = np.zeros((1, 40, 40), bool)
+    mask[0, 10:31, 10:31] = True  # 21 px side: the centre is 11 px from the nearest background pixel
+    assert typical_diameter(mask) == pytest.approx(22.0)
+
+
+def test_touching_objects_do_not_look_larger():
+    one = typical_diameter(disks((80, 80), [(40, 40)], 10))
+    pair = typical_diameter(disks((80, 80), [(40, 30), (40, 48)], 10))  # merged into one blob
+    assert 20 <= one <= 23 and pair == pytest.approx(one, abs=1.0)
+
+
+def test_small_fragments_do_not_outvote_the_objects_that_make_most_of_the_mask():
+    mask = disks((200, 200), [(50, 50), (50, 150), (150, 50)], 20)
+    yy, xx = np.indices(mask.shape)
+    mask |= (yy % 10 == 5) & (xx % 10 == 5) & (yy > 100) & (xx > 100)  # 81 one-pixel specks
+    assert 40 <= typical_diameter(mask) <= 43
+
+
+def test_an_object_cut_by_the_border_keeps_its_size_and_empty_or_full_masks():
+    inside = typical_diameter(disks((60, 60), [(30, 30)], 12))
+    cut = typical_diameter(disks((60, 60), [(30, 2)], 12))
+    assert cut == pytest.approx(inside, abs=1.0)
+    assert typical_diameter(np.zeros((3, 8, 8), bool)) == 0.0
+    assert typical_diameter(np.ones((2, 8, 12), bool)) == 8.0
+
+
+@pytest.mark.parametrize(
+    "diameter, scale",
+    [
+        (0.0, 1.0),
+        (TARGET_DIAMETER, 1.0),
+        (19.0, 1.0),
+        (20.0, 0.9),
+        (36.0, 0.5),
+        (10.0, 1.0),
+        (1e4, MIN_AUTO_SCALE),
+    ],
+)
+def test_scale_only_shrinks_in_steps_of_005(diameter, scale):
+    assert scale_for_diameter(diameter) == pytest.approx(scale)
+
+
+class DiskModel(torch.nn.Module):
+    """A stand-in network: mask where the (normalised) focal channel is bright, present everywhere."""
+
+    metadata = {"input_size": 64, "fve": {"order": 1}}
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def encode_text(self, prompts):
+        return torch.zeros(len(prompts), 1)
+
+    def encode_image(self, images):
+        return images
+
+    def decode(self, features, text, generator=None, return_aux=False):
+        logits = (features[:, :1] > 0.5).float() * 20 - 10  # normalised intensity above the mean
+        logits = logits.expand(-1, text.shape[0], -1, -1)
+        return {
+            "mask_logits": logits,
+            "edge_logits": torch.full_like(logits, -10.0),
+            "exist_logits": torch.full(logits.shape[:2], 10.0),
+        }
+
+
+@pytest.fixture(scope="module")
+def disk_segmenter():
+    return Segmenter(DiskModel(), device="cpu", batch_size=4)
+
+
+def disk_volume(radius, depth=12):
+    plane = disks((128, 128), [(40, 40), (40, 88), (88, 64)], radius).astype(np.uint8) * 200
+    return np.repeat(plane[None], depth, axis=0)
+
+
+def test_auto_scale_shrinks_large_objects_and_keeps_small_ones(disk_segmenter):
+    large = disk_segmenter.segment(disk_volume(20), ["nuclei"], axis=0)  # ~42 px across
+    assert large.scale == pytest.approx(scale_for_diameter(42.0), abs=0.05) and large.scale < 1
+    small = disk_segmenter.segment(disk_volume(6), ["nuclei"], axis=0)
+    assert small.scale == 1.0
+    fixed = disk_segmenter.segment(disk_volume(20), ["nuclei"], axis=0, scale=1.0)
+    assert fixed.scale == 1.0
+    # results come back at full size, and the disks are found at either scale
+    assert large.semantic.shape == fixed.semantic.shape == (12, 128, 128)
+    truth = disk_volume(20) > 0
+    for result in (large, fixed):
+        overlap = (result.semantic > 0) & truth
+        assert 2 * overlap.sum() / ((result.semantic > 0).sum() + truth.sum()) > 0.9
+
+
+def test_auto_scale_is_the_same_for_every_slice_range(disk_segmenter):
+    volume = disk_volume(20, depth=30)
+    whole = disk_segmenter.segment(volume, ["nuclei"], axis=0)
+    assert disk_segmenter.auto_scale(volume, ["nuclei"], axis=0) == whole.scale < 1
+    part = disk_segmenter.segment(volume, ["nuclei"], axis=0, start=9, stop=23)
+    assert part.scale == whole.scale
+    np.testing.assert_array_equal(part.semantic, whole.semantic[9:23])
+
+
+def test_bad_scale_is_refused(disk_segmenter):
+    from fveseg.errors import InputError
+
+    for bad in ("big", 0, -1.0, float("nan"), True):
+        with pytest.raises(InputError, match="scale must be"):
+            disk_segmenter.segment(disk_volume(6, depth=2), ["nuclei"], scale=bad)
