@@ -29,18 +29,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fveseg import _pyramid
 from fveseg._pixel_pairs import fill_planes, gather, pairs_apply
+from fveseg._pyramid import compiled as _compiled
 from fveseg.errors import InputError
 
 PAD_MODES = ("edge", "reflect")
 DOWNSAMPLE_MODES = ("mean", "stride")
-_WIDER = {1: 2, 2: 4, 4: 8}  # itemsize -> itemsize that holds the sum of four values
-_CHUNK_PIXELS = 1 << 18  # pixels halved per step: keeps the uint16 temporaries in the CPU cache
+_CHUNK_PIXELS = _pyramid.CHUNK_PIXELS  # pixels halved per step of the uint8 numpy path (_pyramid)
 _BLOCK_BYTES = 1 << 20  # encoded bytes written per block (see _encode_batch)
-
-
-def _wider(dtype: np.dtype) -> np.dtype:
-    return np.dtype(f"{dtype.kind}{_WIDER[dtype.itemsize]}")
 
 
 class Placement(NamedTuple):
@@ -142,107 +139,9 @@ def context_indices(index: int | np.ndarray, depth: int, order: int, pad: str = 
     return reflect(raw_before), reflect(raw_after)
 
 
-def _halve_uint8(stack: np.ndarray) -> np.ndarray:
-    """2x2 mean of a C-contiguous uint8 (S, h, w) stack with h, w even, rounded half to even.
-
-    Works on chunks of about ``_CHUNK_PIXELS`` pixels so every temporary stays in the CPU cache, and
-    sums horizontal pixel pairs through a uint16 view (low byte + high byte: one contiguous pass,
-    independent of byte order) instead of reading every other byte.
-    """
-    count, height, width = stack.shape
-    out = np.empty((count, height // 2, width // 2), dtype=np.uint8)
-    step = max(1, _CHUNK_PIXELS // max(height * width, 1))
-    pairs = stack.view(np.uint16)  # (S, h, w/2): each item holds two horizontal neighbours
-    columns = np.empty((min(step, count), height, width // 2), dtype=np.uint16)
-    spare = np.empty_like(columns)
-    for first in range(0, count, step):
-        chunk = pairs[first : first + step]
-        col, tmp = columns[: len(chunk)], spare[: len(chunk)]
-        np.bitwise_and(chunk, 0xFF, out=col)
-        np.right_shift(chunk, 8, out=tmp)
-        col += tmp  # horizontal pair sums, <= 510
-        total, odd = tmp[:, : height // 2], tmp[:, height // 2 :]
-        np.add(col[:, 0::2], col[:, 1::2], out=total)  # 2x2 sums, <= 1020
-        np.right_shift(total, 2, out=odd)  # round(total / 4), half to even: +1, +1 more if total // 4 is odd
-        odd &= 1
-        total += odd
-        total += 1
-        total >>= 2
-        out[first : first + step] = total
-    return out
-
-
-def _compiled():
-    """`fveseg._fve_numba` when its kernels are usable (imported on first use: numba is optional)."""
-    from fveseg import _fve_numba
-
-    return _fve_numba if _fve_numba.enabled() else None
-
-
 def _halve(stack: np.ndarray, mode: str) -> np.ndarray:
     """Downsample (S, h, w) by two in y and x to (S, ceil(h/2), ceil(w/2)); see the module docstring."""
-    if mode == "stride":
-        return np.ascontiguousarray(stack[:, ::2, ::2])
-    compiled = _compiled()
-    if compiled and compiled.halve_applies(stack.dtype):  # same result, one pass
-        return compiled.halve(stack)
-    h, w = stack.shape[1:]
-    if h % 2 or w % 2:  # a partial border block averages its available pixels
-        stack = np.pad(stack, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
-    dtype = stack.dtype
-    if dtype == np.uint8:
-        return _halve_uint8(np.ascontiguousarray(stack))
-    q00, q01 = stack[:, 0::2, 0::2], stack[:, 0::2, 1::2]
-    q10, q11 = stack[:, 1::2, 0::2], stack[:, 1::2, 1::2]
-    if dtype.kind == "f":
-        work = np.float32 if dtype.itemsize < 4 else dtype
-        total = q00.astype(work) + q01  # pairwise sums keep a constant block exact
-        total += q10.astype(work) + q11
-        total *= 0.25
-        return total.astype(dtype, copy=False)
-    if dtype.itemsize in _WIDER:  # exact sum in a wider integer; add row pairs first (contiguous reads)
-        row_pairs = stack.reshape(stack.shape[0], stack.shape[1] // 2, 2, stack.shape[2])
-        rows = np.add(row_pairs[:, :, 0], row_pairs[:, :, 1], dtype=_wider(dtype))
-        total = np.add(rows[..., 0::2], rows[..., 1::2])
-        odd = (total >> 2) & 1  # in place: round(total / 4) half to even
-        total += 1
-        total += odd
-        total >>= 2
-        return total.astype(dtype)
-    # 64-bit: sum quarters and remainders separately so nothing overflows
-    quotient = (q00 >> 2) + (q01 >> 2) + (q10 >> 2) + (q11 >> 2)
-    remainder = (q00 & 3) + (q01 & 3) + (q10 & 3) + (q11 & 3)
-    odd = (quotient + (remainder >> 2)) & 1
-    return (quotient + ((remainder + 1 + odd) >> 2)).astype(dtype)
-
-
-def _slab_levels(volume: Any, axis: int, first: int, stop: int, order: int, mode: str, cache: dict | None):
-    """Pyramid levels 0 .. order-1 of slices [first, stop), each level built from the previous one.
-
-    Level 0 is read from ``volume``. Levels >= 1 of slices already in ``cache`` (the previous batch's
-    slab, which overlaps this one by up to 2N slices) are reused, so across `encode_volume` every
-    slice is downsampled once per level.
-    """
-    take: list[Any] = [slice(None)] * 3
-    take[axis] = slice(first, stop)
-    slab = np.ascontiguousarray(np.moveaxis(np.asarray(volume[tuple(take)]), axis, 0))
-    if order <= 1:
-        return [slab]
-    reused, new_from = None, first
-    if cache and cache["first"] <= first < cache["stop"]:
-        new_from = min(stop, cache["stop"])
-        reused = [level[first - cache["first"] : new_from - cache["first"]] for level in cache["levels"]]
-    levels = [slab]
-    if new_from < stop:
-        current = slab[new_from - first :]
-        for level in range(1, order):
-            current = _halve(current, mode)
-            levels.append(current if reused is None else np.concatenate([reused[level - 1], current]))
-    else:
-        levels += reused
-    if cache is not None:
-        cache.update(first=first, stop=stop, levels=levels[1:])
-    return levels
+    return _pyramid.halve(stack, mode, _CHUNK_PIXELS)  # read at call time: tests shrink it
 
 
 def _check_volume(volume: Any, axis: int) -> tuple[tuple[int, ...], int]:
@@ -277,7 +176,7 @@ def _encode_batch(
     before, after = context_indices(focal, depth, order, pad)
     first = int(min(focal.min(), before.min(initial=depth)))
     last = int(max(focal.max(), after.max(initial=-1)))
-    levels = _slab_levels(volume, axis, first, last + 1, order, mode, cache)
+    levels = _pyramid.slab_levels(volume, axis, first, last + 1, order, mode, cache, _CHUNK_PIXELS)
     slab = levels[0]
     height, width = slab.shape[1:]
     if channels_first:  # write through a (B, H, W, 3) view of contiguous channel planes

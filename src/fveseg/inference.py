@@ -4,8 +4,8 @@ Per batch of slices along the view axis: FVE encoding (`fveseg.fve.encode_volume
 with a range computed once per volume (`fveseg.normalize`), optional rescaling, tiling of large slices
 (`fveseg.tiling`), image features computed once and shared by all prompts, then per-slice existence
 gating, NMS and argmax (`fveseg.postprocess`). Outputs are written slice batch by slice batch into
-preallocated arrays (numpy, or a zarr group on disk), so memory beyond the outputs does not grow with
-the number of slices.
+preallocated arrays (numpy, or a zarr group on disk renamed when complete: `fveseg.segment_outputs`),
+so memory beyond the outputs does not grow with the number of slices.
 
 Batches always sit on the volume's grid of ``batch_size`` slices (0, B, 2B, ...) and are seeded by their
 first slice, and the intensity range is the whole volume's, so a slice range ``segment(..., start=a,
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,14 @@ import torch
 from torch.nn import functional as F
 
 from fveseg import fve
-from fveseg.errors import Cancelled, InputError, OutputExistsError
+from fveseg.errors import Cancelled, InputError
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
 from fveseg.model.text_encoder import normalize_prompt
 from fveseg.normalize import apply_range
 from fveseg.normalize import intensity_range as volume_intensity_range
 from fveseg.object_size import scale_for_diameter, typical_diameter
-from fveseg.postprocess import SegmentationResult, label_dtype, put_slab, semantic_labels
+from fveseg.postprocess import SegmentationResult, put_slab, semantic_labels
+from fveseg.segment_outputs import allocate_outputs, finish_zarr
 from fveseg.tiling import SliceTiler
 
 __all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from postprocess
@@ -324,7 +324,7 @@ class Segmenter:
             text = self.model.encode_text(canonical).to(self.device)  # once per call
         num, count = len(canonical), stop - start
         out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
-        store, final_path, tmp_path = self._allocate(out, overwrite, num, out_shape, axis)
+        store, final_path, tmp_path = allocate_outputs(out, overwrite, num, out_shape, axis, self.batch_size)
         existence = np.zeros((num, count), dtype=np.float32)
         generator = torch.Generator(device=self.device)
         step = self.batch_size
@@ -366,9 +366,9 @@ class Segmenter:
         if tmp_path is None:
             arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
             return SegmentationResult(*arrays, canonical, axis, None, start, float(scale))
-        result = self._finish_zarr(store, existence, canonical, axis, start, tmp_path, final_path, overwrite)
-        result.scale = float(scale)
-        return result
+        return finish_zarr(
+            store, existence, canonical, axis, start, tmp_path, final_path, overwrite, scale=float(scale)
+        )
 
     def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
         """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
@@ -430,48 +430,3 @@ class Segmenter:
     @property
     def _is_reference(self) -> bool:
         return getattr(self.model, "architecture", None) == "reference-v2"
-
-    # -- outputs --------------------------------------------------------------------------------------
-    def _allocate(self, out, overwrite, num, shape, axis):
-        """Output arrays: in memory, or in a zarr group at a temporary path renamed when complete."""
-        dtype = label_dtype(num)
-        if out is None:
-            store = {
-                "probabilities": np.zeros((num, *shape), np.float16),
-                "edges": np.zeros((num, *shape), np.float16),
-                "semantic": np.zeros(shape, dtype),
-            }
-            return store, None, None
-        import zarr
-
-        final = Path(out)
-        if final.exists() and not overwrite:
-            raise OutputExistsError(f"{final} exists; choose another output path or pass overwrite=True.")
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        group = zarr.open_group(str(tmp), mode="w")
-        chunks = [min(s, 256) for s in shape]
-        chunks[axis] = min(shape[axis], self.batch_size)
-        store = {
-            "probabilities": group.create_array(
-                "probabilities", shape=(num, *shape), dtype="float16", chunks=(1, *chunks)
-            ),
-            "edges": group.create_array("edges", shape=(num, *shape), dtype="float16", chunks=(1, *chunks)),
-            "semantic": group.create_array("semantic", shape=shape, dtype=dtype, chunks=tuple(chunks)),
-        }
-        store["group"] = group
-        return store, final, tmp
-
-    @staticmethod
-    def _finish_zarr(store, existence, prompts, axis, start, tmp, final, overwrite):
-        import zarr
-
-        group = store["group"]
-        group.create_array("existence", data=existence)
-        group.attrs.update({"prompts": prompts, "axis": axis, "start": start})
-        if final.exists() and overwrite:
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        tmp.rename(final)
-        group = zarr.open_group(str(final), mode="r")
-        return SegmentationResult(
-            group["probabilities"], group["edges"], existence, group["semantic"], prompts, axis, final, start
-        )

@@ -41,6 +41,7 @@ from fveseg.model.reference_v2.pipeline import (
 )
 from fveseg.normalize import apply_range
 from fveseg.postprocess import SegmentationResult, label_dtype, put_slab
+from fveseg.segment_outputs import allocate_outputs, finish_zarr
 
 __all__ = [
     "ARCHITECTURE",
@@ -210,7 +211,7 @@ def segment_reference(
     mode = getattr(model, "attention_mode", "boltz")
     depth, num, count = shape[axis], len(prompts), stop - start
     out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
-    store, final_path, tmp_path = segmenter._allocate(out, overwrite, num, out_shape, axis)
+    store, final_path, tmp_path = allocate_outputs(out, overwrite, num, out_shape, axis, step)
     existence = np.zeros((num, count), dtype=np.float32)
     generator = torch.Generator(device=device)
     dtype = label_dtype(num)
@@ -259,6 +260,4 @@ def segment_reference(
     if tmp_path is None:
         arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
         return SegmentationResult(*arrays, list(prompts), axis, None, start)
-    return segmenter._finish_zarr(
-        store, existence, list(prompts), axis, start, tmp_path, final_path, overwrite
-    )
+    return finish_zarr(store, existence, list(prompts), axis, start, tmp_path, final_path, overwrite)
