@@ -373,3 +373,25 @@ def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, check
     capsys.readouterr()
     assert main(argv + ["--resize", "0"]) == 2  # out of range: a one-line usage error
     assert "between 0.1 and 4" in capsys.readouterr().err
+
+
+def test_focus_fraction_reaches_the_trimming_and_is_checked(
+    tmp_path, volume_tif, checkpoint, monkeypatch, capsys
+):
+    import fveseg.focus
+
+    seen = []
+    original = fveseg.focus.trim_out_of_focus
+
+    def spy(labels, image, axis=0, fraction=fveseg.focus.FOCUS_FRACTION):
+        seen.append((labels.shape == image.shape, fraction))
+        return original(labels, image, axis=axis, fraction=fraction)
+
+    monkeypatch.setattr(fveseg.focus, "trim_out_of_focus", spy)
+    argv = ["segment", str(volume_tif), "--model", str(checkpoint), "--instances", "--quiet"]
+    assert main(argv + ["-o", str(tmp_path / "a.zarr")]) == 0
+    assert main(argv + ["-o", str(tmp_path / "b.zarr"), "--focus-fraction", "0"]) == 0
+    assert seen == [(True, 0.3), (True, 0.0)]  # the image goes along, the default is FOCUS_FRACTION
+    capsys.readouterr()
+    assert main(argv + ["-o", str(tmp_path / "c.zarr"), "--focus-fraction", "1.5"]) == 2
+    assert "below 1" in capsys.readouterr().err

@@ -24,13 +24,15 @@ from training.validation import heldout_synthetic, instances_from, predict
 
 
 def _score(segmenter, image, labels, spacing, prompt="nuclei", axis="auto"):
+    from fveseg.fve import select_view
     from fveseg.metrics import dice, instance_scores
 
     masks, edges, exist = predict(segmenter, image, [prompt], spacing, axis)
-    pred = instances_from(masks[0], edges[0], spacing)
-    plain = instances_from(masks[0], np.zeros_like(edges[0]), spacing)
+    view = select_view(image.shape, spacing) if axis == "auto" else axis
+    pred = instances_from(masks[0], edges[0], spacing, image=image, axis=view)  # what the CLI writes
+    plain = instances_from(masks[0], np.zeros_like(edges[0]), spacing, image=image, axis=view)
     return {
-        "dice": dice(labels, masks[0] > 0.5),
+        "dice": dice(labels, pred > 0),  # of the labels written, as /work/shared/tools/score.py scores
         "f1": instance_scores(labels, pred)["f1"],
         "f1_components": instance_scores(labels, plain)["f1"],
         "pred": pred,
@@ -68,7 +70,7 @@ def evaluate(
         n_synthetic, shape=(32, 192, 192), spacing=(1.0, 0.3, 0.3), first_seed=10**12 + 100
     )
     scores = [_score(segmenter, v.image, v.labels, v.spacing) for v in synthetic]
-    add("held-out synthetic (hard)", "semantic Dice", np.mean([s["dice"] for s in scores]), "≥ 0.90")
+    add("held-out synthetic (hard)", "Dice (written labels)", np.mean([s["dice"] for s in scores]), "≥ 0.90")
     add(
         "held-out synthetic (hard)",
         "instance F1@0.5 (edge split)",

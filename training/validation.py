@@ -51,8 +51,12 @@ def model_segmenter(model, order: int, device="cpu"):
     return Segmenter(model, device=device, batch_size=8)
 
 
-def instances_from(mask: np.ndarray, edges: np.ndarray, spacing=None) -> np.ndarray:
-    """Instance labels from probabilities with the project's edge-based splitting.
+def instances_from(
+    mask: np.ndarray, edges: np.ndarray, spacing=None, image=None, axis: int = 0
+) -> np.ndarray:
+    """Instance labels from probabilities with the project's edge-based splitting, as the CLI makes them:
+    with the ``image``, each instance's out-of-focus cross-sections along ``axis`` are trimmed
+    (`fveseg.focus`).
 
     Machines without cc3d/fastremap (the GPU training box) fall back to the reference recipe in scipy /
     scikit-image: seeds = mask minus edges, connected components, grown back over the mask by watershed
@@ -67,9 +71,11 @@ def instances_from(mask: np.ndarray, edges: np.ndarray, spacing=None) -> np.ndar
         fg = mask > 0.5
         seeds, _ = ndimage.label(fg & (edges < 0.5))
         return watershed(edges, markers=seeds, mask=fg).astype(np.uint32)
+    from fveseg.focus import trim_out_of_focus
     from fveseg.instances import SPECK_FRACTION
 
-    return split_instances(mask > 0.5, edges, spacing=spacing, min_relative_size=SPECK_FRACTION)
+    labels = split_instances(mask > 0.5, edges, spacing=spacing, min_relative_size=SPECK_FRACTION)
+    return labels if image is None else trim_out_of_focus(labels, image, axis=axis)
 
 
 @dataclass

@@ -261,6 +261,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         layers, objects = {}, 0
         names = {i + 1: p for i, p in enumerate(options.prompts)}
         from fveseg.cli.common import slug
+        from fveseg.focus import trim_out_of_focus_in_blocks
 
         if len(options.prompts) > 1:
             layers["semantic"] = (semantic.astype(np.uint32), names)
@@ -278,6 +279,8 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                     min_size=options.min_size,
                     min_relative_size=options.min_relative_size,
                 )
+                if axis == 0:  # the slicing axis is the focus axis (block mode with instances: always)
+                    labels = trim_out_of_focus_in_blocks(client, labels, data, options.focus_fraction)
                 layers[slug(prompt)] = (labels, {})
                 objects += found
             elif len(options.prompts) == 1:

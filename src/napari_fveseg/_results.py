@@ -27,6 +27,7 @@ class Thresholds:
     min_size: float = 0.0
     output: str = "per prompt"  # or "semantic"
     min_relative_size: float = 0.1  # fveseg.instances.SPECK_FRACTION: drop specks of the slice-wise masks
+    focus_fraction: float = 0.3  # fveseg.focus.FOCUS_FRACTION: drop instances' out-of-focus cross-sections
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,12 @@ class Placement:
 
 
 def result_layers(
-    result: Any, prompts: list[str], thresholds: Thresholds, place: Placement, semantic: Any = None
+    result: Any,
+    prompts: list[str],
+    thresholds: Thresholds,
+    place: Placement,
+    semantic: Any = None,
+    image: Any = None,
 ) -> list[LayerData]:
     """Labels layer data for `result` (see the module docstring).
 
@@ -54,6 +60,8 @@ def result_layers(
     semantic : (D, H, W) array, optional
         ``result.semantic`` when it was computed with ``thresholds`` (the first display); otherwise
         ``result.rethreshold`` recomputes it from the cached probabilities.
+    image : (D, H, W) array, optional
+        The segmented intensities: instances lose their out-of-focus cross-sections (`fveseg.focus`).
 
     Returns
     -------
@@ -63,6 +71,7 @@ def result_layers(
         With splitting on, one uint32 ``"<prompt> instances"`` layer per prompt follows.
         Every layer's metadata holds ``existence`` ({prompt: per-slice probabilities}) and ``axis``.
     """
+    from fveseg.focus import trim_out_of_focus
     from fveseg.instances import split_instances
 
     if semantic is None:
@@ -112,6 +121,10 @@ def result_layers(
                 min_size=thresholds.min_size,
                 min_relative_size=thresholds.min_relative_size,
             )
+            if image is not None:
+                instances = trim_out_of_focus(
+                    instances, image, axis=int(result.axis), fraction=thresholds.focus_fraction
+                )
             layers.append(
                 (
                     _fit(instances, place),

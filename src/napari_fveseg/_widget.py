@@ -260,6 +260,7 @@ class SegmentationWidget(QWidget):
         spacing = tuple(float(s) for s in layer.scale[-3:]) if layer.ndim == 3 else None
         self._run_context = {
             "prompts": prompts,
+            "image": data,  # instances are trimmed by its intensity profile (fveseg.focus)
             "place": Placement(tuple(layer.scale), tuple(layer.translate), spacing, squeeze=layer.ndim == 2),
         }
         self._cancel.clear()
@@ -317,7 +318,9 @@ class SegmentationWidget(QWidget):
                     progress=lambda done, total: updates.put((done, total)),
                     cancel=self._cancel.is_set,
                 )
-                outcome["layers"] = result_layers(result, prompts, thresholds, place, result.semantic)
+                outcome["layers"] = result_layers(
+                    result, prompts, thresholds, place, result.semantic, image=data
+                )
                 outcome["result"] = result
             except BaseException as error:  # reported in the GUI thread as a notification
                 outcome["error"] = error
@@ -424,6 +427,7 @@ class SegmentationWidget(QWidget):
             self._run_context["prompts"],
             self.thresholds(),
             self._run_context["place"],
+            self._run_context["image"],
         )
 
     def _current_slice(self) -> int | None:
@@ -437,10 +441,12 @@ class SegmentationWidget(QWidget):
         self.existence_plot.set_current(self._current_slice())
 
 
-def _derive_layers(result: Any, prompts: list[str], thresholds: Thresholds, place: Placement) -> dict:
+def _derive_layers(
+    result: Any, prompts: list[str], thresholds: Thresholds, place: Placement, image: Any
+) -> dict:
     """Worker for re-thresholding: {"layers"} or {"error"}."""
     try:
-        return {"layers": result_layers(result, prompts, thresholds, place)}
+        return {"layers": result_layers(result, prompts, thresholds, place, image=image)}
     except Exception as error:  # reported in the GUI thread
         return {"error": error}
 

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     times["segment"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    labels, _ = label_layers(result, options, sample.spacing)["nuclei"]
+    labels, _ = label_layers(result, options, sample.spacing, image=sample.image)["nuclei"]
     times["instances"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

@@ -15,6 +15,7 @@ import numpy as np
 
 from fveseg.cli.common import slug
 from fveseg.errors import InputError, OutputExistsError
+from fveseg.focus import FOCUS_FRACTION
 from fveseg.instances import SPECK_FRACTION
 
 
@@ -27,6 +28,7 @@ class SegmentOptions:
     min_size: float = 0.0
     min_relative_size: float = SPECK_FRACTION
     instance_method: str = "watershed"
+    focus_fraction: float = FOCUS_FRACTION  # instances: drop cross-sections dimmer than this (0: keep all)
     checkpoint: str | None = None
     device: str = "auto"
     batch_size: int = 8
@@ -97,12 +99,14 @@ def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=No
     return segmenter.segment(data, list(options.prompts), **keywords)
 
 
-def label_layers(result, options: SegmentOptions, spacing) -> dict[str, tuple[np.ndarray, dict]]:
+def label_layers(result, options: SegmentOptions, spacing, image=None) -> dict[str, tuple[np.ndarray, dict]]:
     """Label volumes to write, by layer name → ``(labels, class_names)``.
 
     One prompt without instances: the binary mask named after the prompt. Several prompts: the semantic
-    map (``semantic``, class i + 1 = prompt i). With ``instances``: one instance volume per prompt.
+    map (``semantic``, class i + 1 = prompt i). With ``instances``: one instance volume per prompt, its
+    out-of-focus cross-sections trimmed (`fveseg.focus`) when the ``image`` is given.
     """
+    from fveseg.focus import trim_out_of_focus
     from fveseg.instances import split_instances
 
     semantic = np.asarray(result.semantic)
@@ -120,6 +124,8 @@ def label_layers(result, options: SegmentOptions, spacing) -> dict[str, tuple[np
                 min_size=options.min_size,
                 min_relative_size=options.min_relative_size,
             )
+            if image is not None:
+                labels = trim_out_of_focus(labels, image, axis=result.axis, fraction=options.focus_fraction)
             layers[slug(prompt)] = (labels, {})
         elif len(options.prompts) == 1:
             layers[slug(prompt)] = ((semantic == 1).astype(np.uint32), {1: prompt})
@@ -222,7 +228,7 @@ def run_segment_job(
     stages["segment"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    layers = label_layers(result, options, spacing)
+    layers = label_layers(result, options, spacing, image=data)
     objects = count_objects(layers, options.instances)
     stages["instances" if options.instances else "labels"] = time.perf_counter() - mark
 

@@ -24,6 +24,7 @@ from fveseg.cli.common import (
 )
 from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
 from fveseg.errors import InputError, OutputExistsError
+from fveseg.focus import FOCUS_FRACTION
 from fveseg.instances import SPECK_FRACTION
 
 NAME = "segment"
@@ -62,6 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("watershed", "reference"),
         default="watershed",
         help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe",
+    )
+    group.add_argument(
+        "--focus-fraction",
+        type=_fraction,
+        default=FOCUS_FRACTION,
+        metavar="F",
+        help="drop each instance's cross-sections dimmer than F times its brightest one, above background "
+        f"(out-of-focus haze along the slicing axis; default {FOCUS_FRACTION}, 0: keep all)",
     )
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="checkpoint path (default: the bundled model)")
@@ -129,6 +138,13 @@ def _resize(text: str) -> float | str:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -143,6 +159,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         min_size=args.min_size,
         min_relative_size=args.min_relative_size,
         instance_method=args.instance_method,
+        focus_fraction=args.focus_fraction,
         checkpoint=args.model,
         device=args.device,
         batch_size=args.batch_size,
