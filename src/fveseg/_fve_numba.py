@@ -130,11 +130,15 @@ def _fill_channels_last(out, levels, focal, before, after, order):
     sides = np.empty((2, height, width), dtype=out.dtype)
     level0 = levels[0]
     for b in range(count):
-        _fill_side(sides[0], levels, before[b], order, spare)
-        _fill_side(sides[1], levels, after[b], order, spare)
+        if order == 1:  # the sides are whole slices: interleave straight from the slab, no copies
+            before_slice, after_slice = level0[before[b, 0]], level0[after[b, 0]]
+        else:
+            _fill_side(sides[0], levels, before[b], order, spare)
+            _fill_side(sides[1], levels, after[b], order, spare)
+            before_slice, after_slice = sides[0], sides[1]
         focal_slice = level0[focal[b]]
         for y in range(height):
-            focal_row, first, second = focal_slice[y], sides[0, y], sides[1, y]
+            focal_row, first, second = focal_slice[y], before_slice[y], after_slice[y]
             pixels = out[b, y].reshape(3 * width)  # flat: the three stores form one interleaved group
             for x in range(width):
                 pixels[3 * x] = focal_row[x]
