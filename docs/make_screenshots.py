@@ -13,6 +13,7 @@ default model it segments with a small randomly initialised checkpoint, so the m
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path(__file__).resolve().parent / "screenshots"
+# The widget's default settings, not the ones this machine's user saved last.
+os.environ.setdefault("FVESEG_CONFIG_DIR", tempfile.mkdtemp(prefix="fveseg-screenshots-"))
 
 
 def _wait(app, condition, timeout: float = 600.0) -> None:
