@@ -174,6 +174,7 @@ def test_segment_tiff_several_prompts_and_folder_input(tmp_path, volume_tif, che
         str(out),
         "--model",
         str(checkpoint),
+        "--no-instances",
         "--quiet",
     ]
     assert main(argv) == 0
@@ -388,10 +389,12 @@ def test_focus_fraction_reaches_the_trimming_and_is_checked(
         return original(labels, image, axis=axis, fraction=fraction)
 
     monkeypatch.setattr(fveseg.focus, "trim_out_of_focus", spy)
-    argv = ["segment", str(volume_tif), "--model", str(checkpoint), "--instances", "--quiet"]
+    argv = ["segment", str(volume_tif), "--model", str(checkpoint), "--quiet"]  # instances: the default
     assert main(argv + ["-o", str(tmp_path / "a.zarr")]) == 0
     assert main(argv + ["-o", str(tmp_path / "b.zarr"), "--focus-fraction", "0"]) == 0
     assert seen == [(True, 0.3), (True, 0.0)]  # the image goes along, the default is FOCUS_FRACTION
+    assert main(argv + ["-o", str(tmp_path / "d.zarr"), "--no-instances"]) == 0
+    assert len(seen) == 2  # masks only: nothing to trim
     capsys.readouterr()
     assert main(argv + ["-o", str(tmp_path / "c.zarr"), "--focus-fraction", "1.5"]) == 2
     assert "below 1" in capsys.readouterr().err

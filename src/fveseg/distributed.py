@@ -211,7 +211,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
 
         raise InputError(
             f"block mode with --instances slices along z only, this view is axis {axis} "
-            "(fix: pass --axis 0, or run without --block-slices)"
+            "(fix: pass --axis 0, or --no-instances, or run without --block-slices)"
         )
     if not job.into_source and job.output.exists() and not job.overwrite:
         from fveseg.errors import OutputExistsError

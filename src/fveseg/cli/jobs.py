@@ -24,7 +24,7 @@ class SegmentOptions:
     """Everything about *how* to segment, shared by all volumes of one command (picklable)."""
 
     prompts: tuple[str, ...] = ("nuclei",)
-    instances: bool = False
+    instances: bool = True
     min_size: float = 0.0
     min_relative_size: float = SPECK_FRACTION
     instance_method: str = "watershed"

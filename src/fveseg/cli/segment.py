@@ -50,7 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", help="channel index or name of multi-channel inputs")
     parser.add_argument("--no-image", action="store_true", help="new OME-Zarr groups hold labels only")
     group = parser.add_argument_group("instances")
-    group.add_argument("--instances", action="store_true", help="split each prompt's mask into instances")
+    group.add_argument(
+        "--instances",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="split each prompt's mask into instances (default); --no-instances writes the masks only",
+    )
     group.add_argument("--min-size", type=float, default=0.0, help="smallest instance, physical units (µm³)")
     group.add_argument(
         "--min-relative-size",
