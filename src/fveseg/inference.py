@@ -32,11 +32,11 @@ from torch.nn import functional as F
 from fveseg import fve
 from fveseg.errors import Cancelled, InputError
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
-from fveseg.model.text_encoder import normalize_prompt
 from fveseg.normalize import apply_range
 from fveseg.normalize import intensity_range as volume_intensity_range
 from fveseg.object_size import scale_for_diameter, typical_diameter
 from fveseg.postprocess import SegmentationResult, put_slab, semantic_labels
+from fveseg.segment_checks import check_intensity_range, check_prompts, check_slices, check_volume
 from fveseg.segment_outputs import allocate_outputs, finish_zarr
 from fveseg.tiling import SliceTiler
 
@@ -107,70 +107,6 @@ class Segmenter:
         norm = self.metadata.get("normalization", DEFAULT_METADATA["normalization"])
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-
-    # -- checks ---------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_prompts(prompts) -> list[str]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts) if prompts is not None else []
-        if not prompts:
-            raise InputError("No prompts given; pass at least one target name, e.g. ['nuclei'].")
-        canonical = [normalize_prompt(p) for p in prompts]
-        if len(set(canonical)) != len(canonical):
-            raise InputError(
-                f"Prompts {prompts} repeat a target (case and spaces are ignored); give each once."
-            )
-        return canonical
-
-    @staticmethod
-    def _check_volume(volume, check_finite: bool = True):
-        if not hasattr(volume, "shape") or not hasattr(volume, "dtype"):
-            volume = np.asarray(volume)
-        if len(volume.shape) == 2:
-            volume = np.asarray(volume)[None]
-        if len(volume.shape) != 3:
-            raise InputError(
-                f"Expected a 3D volume (z, y, x), got shape {tuple(volume.shape)}; pick one "
-                "channel/time point of 4D data first."
-            )
-        if min(volume.shape) == 0:
-            raise InputError(f"The volume {tuple(volume.shape)} is empty.")
-        kind = np.dtype(volume.dtype).kind
-        if kind not in "uif":
-            raise InputError(f"Volume dtype {volume.dtype} is not numeric; convert it to integers or floats.")
-        if kind == "f" and check_finite:
-            picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 16)).astype(int))
-            step = max(1, max(volume.shape[1:]) // 256)
-            sample = np.stack([np.asarray(volume[int(z), ::step, ::step]) for z in picks])
-            if not np.isfinite(sample).any() and not np.isfinite(np.asarray(volume)).any():
-                raise InputError(
-                    "The volume holds no finite values (all NaN/inf); check the file or channel."
-                )
-        return volume
-
-    @staticmethod
-    def _check_slices(start, stop, depth: int) -> tuple[int, int]:
-        start, stop = 0 if start is None else start, depth if stop is None else stop
-        for name, value in (("start", start), ("stop", stop)):
-            if not isinstance(value, int | np.integer) or isinstance(value, bool):
-                raise InputError(f"{name} must be an integer slice index, got {value!r}.")
-        if not 0 <= start < stop <= depth:
-            raise InputError(
-                f"Slice range start={start}, stop={stop} is outside the {depth} slices along the view axis; "
-                f"need 0 <= start < stop <= {depth}."
-            )
-        return int(start), int(stop)
-
-    @staticmethod
-    def _check_intensity_range(value) -> tuple[float, float]:
-        try:
-            lo, hi = (float(v) for v in value)
-        except (TypeError, ValueError):
-            raise InputError(f"intensity_range must be a pair (lo, hi) of numbers, got {value!r}.") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise InputError(f"intensity_range needs finite lo <= hi, got {value!r}.")
-        return lo, hi
 
     # -- network --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -270,10 +206,10 @@ class Segmenter:
             and ``semantic`` shaped like the volume with shape[axis] = n, ``existence`` (P, n) float32,
             and ``start`` recording where the slices begin.
         """
-        canonical = self._check_prompts(prompts)
+        canonical = check_prompts(prompts)
         # A given range was computed from the whole volume; the all-NaN check would re-read slices from
         # all of it on every block.
-        volume = self._check_volume(volume, check_finite=intensity_range is None)
+        volume = check_volume(volume, check_finite=intensity_range is None)
         shape = tuple(int(s) for s in volume.shape)
         number = isinstance(scale, int | float) and not isinstance(scale, bool)
         if scale != "auto" and not (number and math.isfinite(scale) and scale > 0):
@@ -308,7 +244,7 @@ class Segmenter:
                 scale=scale,
             )
         axis = int(axis)
-        start, stop = self._check_slices(start, stop, shape[axis])
+        start, stop = check_slices(start, stop, shape[axis])
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
         order = int(settings.get("order", 1) if order is None else order)
         lo, hi = self._value_range(volume, intensity_range)
@@ -410,8 +346,8 @@ class Segmenter:
         Compute it once and pass it as ``scale`` when segmenting a volume in slice ranges (blocks), so
         the probe does not run for every range. Same arguments as `segment`; 1.0 for reference-v2.
         """
-        canonical = self._check_prompts(prompts)
-        volume = self._check_volume(volume, check_finite=intensity_range is None)
+        canonical = check_prompts(prompts)
+        volume = check_volume(volume, check_finite=intensity_range is None)
         if self._is_reference:
             return 1.0
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
@@ -423,7 +359,7 @@ class Segmenter:
     def _value_range(self, volume, intensity_range) -> tuple[float, float]:
         """The given intensity range, checked, or the volume's with the checkpoint's modality rules."""
         if intensity_range is not None:
-            return self._check_intensity_range(intensity_range)
+            return check_intensity_range(intensity_range)
         intensity = self.metadata.get("intensity") or {}
         return volume_intensity_range(volume, intensity.get("modality") or "auto", intensity.get("window"))
 

@@ -41,6 +41,7 @@ from fveseg.model.reference_v2.pipeline import (
 )
 from fveseg.normalize import apply_range
 from fveseg.postprocess import SegmentationResult, label_dtype, put_slab
+from fveseg.segment_checks import check_intensity_range, check_slices
 from fveseg.segment_outputs import allocate_outputs, finish_zarr
 
 __all__ = [
@@ -199,11 +200,11 @@ def segment_reference(
         )
     shape = tuple(int(s) for s in volume.shape)
     axis = reference_axis(shape) if axis == "auto" else int(axis)
-    start, stop = segmenter._check_slices(start, stop, shape[axis])
+    start, stop = check_slices(start, stop, shape[axis])
     if intensity is None:
         lo, hi = volume_intensity_range(volume, "auto")
     else:
-        lo, hi = segmenter._check_intensity_range(intensity)
+        lo, hi = check_intensity_range(intensity)
     model, device, step = segmenter.model, segmenter.device, segmenter.batch_size
     size = int(segmenter.input_size)
     if size % 32:
