@@ -225,7 +225,6 @@ class Segmenter:
             from fveseg.inference_reference import segment_reference
 
             scale = 1.0 if scale == "auto" else scale  # its own fixed input size
-
             return segment_reference(
                 self,
                 volume,
@@ -246,7 +245,7 @@ class Segmenter:
         axis = int(axis)
         start, stop = check_slices(start, stop, shape[axis])
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
-        order = int(settings.get("order", 1) if order is None else order)
+        order = self._order(order)
         lo, hi = self._value_range(volume, intensity_range)
         if scale == "auto":
             probe = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, cancel=cancel)
@@ -350,11 +349,15 @@ class Segmenter:
         volume = check_volume(volume, check_finite=intensity_range is None)
         if self._is_reference:
             return 1.0
-        settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
-        order = int(settings.get("order", 1) if order is None else order)
         value_range = self._value_range(volume, intensity_range)
         thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold)
+        order = self._order(order)
         return self._probe_scale(volume, canonical, int(axis), order, value_range, **thresholds)[0]
+
+    def _order(self, order: int | None) -> int:
+        """The FVE order to run: the given one, else the checkpoint's."""
+        settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
+        return int(settings.get("order", 1) if order is None else order)
 
     def _value_range(self, volume, intensity_range) -> tuple[float, float]:
         """The given intensity range, checked, or the volume's with the checkpoint's modality rules."""
