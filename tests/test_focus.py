@@ -79,3 +79,18 @@ def test_on_a_dask_cluster_equals_the_whole_volume():
     ) as client:
         lazy = trim_out_of_focus_in_blocks(client, da.from_array(labels, chunks=(2, -1, -1)), image)
         np.testing.assert_array_equal(lazy.compute(), trim_out_of_focus(labels, image))
+
+
+def test_instances_from_prediction_is_split_plus_specks_plus_trim():
+    from fveseg.instances import SPECK_FRACTION, instances_from_prediction, split_instances
+
+    labels, image = two_objects(2.0)
+    mask = labels > 0
+    edges = np.zeros(mask.shape, np.float32)
+    split = split_instances(mask, edges, spacing=(2.0, 1.0, 1.0), min_relative_size=SPECK_FRACTION)
+    np.testing.assert_array_equal(instances_from_prediction(mask, edges, None, (2.0, 1.0, 1.0)), split)
+    trimmed = instances_from_prediction(mask, edges, image, (2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(trimmed, trim_out_of_focus(split, image))
+    assert (trimmed > 0).sum() < (split > 0).sum()  # object 1's dim first and last slices went
+    kept = instances_from_prediction(mask, edges, image, (2.0, 1.0, 1.0), focus_fraction=0)
+    np.testing.assert_array_equal(kept, split)

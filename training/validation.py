@@ -63,7 +63,7 @@ def instances_from(
     on the edge map.
     """
     try:
-        from fveseg.instances import split_instances
+        from fveseg.instances import instances_from_prediction
     except ImportError:
         from scipy import ndimage
         from skimage.segmentation import watershed
@@ -71,11 +71,7 @@ def instances_from(
         fg = mask > 0.5
         seeds, _ = ndimage.label(fg & (edges < 0.5))
         return watershed(edges, markers=seeds, mask=fg).astype(np.uint32)
-    from fveseg.focus import trim_out_of_focus
-    from fveseg.instances import SPECK_FRACTION
-
-    labels = split_instances(mask > 0.5, edges, spacing=spacing, min_relative_size=SPECK_FRACTION)
-    return labels if image is None else trim_out_of_focus(labels, image, axis=axis)
+    return instances_from_prediction(mask > 0.5, edges, image, spacing, axis)
 
 
 @dataclass

@@ -34,6 +34,7 @@ __all__ = [
     "speck_mask",
     "SPECK_FRACTION",
     "EDGE_THRESHOLD",
+    "instances_from_prediction",
 ]
 
 _UNREACHED = np.int32(2**30)
@@ -144,6 +145,52 @@ def split_instances(
     labels, _ = fastremap.renumber(labels, in_place=True)
     labels = labels.astype(np.uint32, copy=False)
     return labels[0] if squeeze else labels
+
+
+def instances_from_prediction(
+    mask: np.ndarray,
+    edges: np.ndarray | None,
+    image=None,
+    spacing: tuple[float, ...] | None = None,
+    axis: int = 0,
+    *,
+    method: str = "watershed",
+    min_size: float = 0.0,
+    min_relative_size: float = SPECK_FRACTION,
+    focus_fraction: float | None = None,
+) -> np.ndarray:
+    """Instance labels exactly as the CLI and the napari widget make them from a prediction.
+
+    `split_instances` with the speck filter, then, when the ``image`` is given, `fveseg.focus`'s
+    trimming of each instance's out-of-focus cross-sections along the slicing ``axis``.
+
+    Parameters
+    ----------
+    mask, edges : ndarray (D, H, W)
+        Foreground and edge probability of one prompt (e.g. ``result.semantic == 1``, ``result.edges[0]``).
+    image : array (D, H, W), optional
+        The intensities segmented; None skips the focus trimming.
+    spacing : (dz, dy, dx), optional
+    axis : int
+        The slicing axis (``result.axis``).
+    method, min_size, min_relative_size
+        As for `split_instances` (the speck filter is on by default here).
+    focus_fraction : float, optional
+        `fveseg.focus.FOCUS_FRACTION` by default; 0 keeps every cross-section.
+
+    Returns
+    -------
+    ndarray of uint32, like ``mask``
+    """
+    from fveseg.focus import FOCUS_FRACTION, trim_out_of_focus
+
+    labels = split_instances(
+        mask, edges, spacing=spacing, method=method, min_size=min_size, min_relative_size=min_relative_size
+    )
+    if image is None:
+        return labels
+    fraction = FOCUS_FRACTION if focus_fraction is None else focus_fraction
+    return trim_out_of_focus(labels, image, axis=axis, fraction=fraction)
 
 
 def reference_split(fg: np.ndarray, edges: np.ndarray | None, edge_threshold: float = 0.5) -> np.ndarray:

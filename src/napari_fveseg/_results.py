@@ -71,8 +71,7 @@ def result_layers(
         With splitting on, one uint32 ``"<prompt> instances"`` layer per prompt follows.
         Every layer's metadata holds ``existence`` ({prompt: per-slice probabilities}) and ``axis``.
     """
-    from fveseg.focus import trim_out_of_focus
-    from fveseg.instances import split_instances
+    from fveseg.instances import instances_from_prediction
 
     if semantic is None:
         semantic = result.rethreshold(
@@ -114,17 +113,16 @@ def result_layers(
     if thresholds.split_instances:
         for i, prompt in enumerate(prompts):
             edges = np.asarray(result.edges[i], dtype=np.float32)
-            instances = split_instances(
+            instances = instances_from_prediction(
                 semantic == i + 1,
-                edges=edges,
-                spacing=place.spacing,
+                edges,
+                image,
+                place.spacing,
+                int(result.axis),
                 min_size=thresholds.min_size,
                 min_relative_size=thresholds.min_relative_size,
+                focus_fraction=thresholds.focus_fraction,
             )
-            if image is not None:
-                instances = trim_out_of_focus(
-                    instances, image, axis=int(result.axis), fraction=thresholds.focus_fraction
-                )
             layers.append(
                 (
                     _fit(instances, place),

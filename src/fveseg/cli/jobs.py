@@ -106,8 +106,7 @@ def label_layers(result, options: SegmentOptions, spacing, image=None) -> dict[s
     map (``semantic``, class i + 1 = prompt i). With ``instances``: one instance volume per prompt, its
     out-of-focus cross-sections trimmed (`fveseg.focus`) when the ``image`` is given.
     """
-    from fveseg.focus import trim_out_of_focus
-    from fveseg.instances import split_instances
+    from fveseg.instances import instances_from_prediction
 
     semantic = np.asarray(result.semantic)
     layers: dict[str, tuple[np.ndarray, dict]] = {}
@@ -116,16 +115,17 @@ def label_layers(result, options: SegmentOptions, spacing, image=None) -> dict[s
         layers["semantic"] = (semantic.astype(np.uint32, copy=False), names)
     for index, prompt in enumerate(options.prompts):
         if options.instances:
-            labels = split_instances(
+            labels = instances_from_prediction(
                 semantic == index + 1,
                 np.asarray(result.edges[index]),
-                spacing=spacing,
+                image,
+                spacing,
+                result.axis,
                 method=options.instance_method,
                 min_size=options.min_size,
                 min_relative_size=options.min_relative_size,
+                focus_fraction=options.focus_fraction,
             )
-            if image is not None:
-                labels = trim_out_of_focus(labels, image, axis=result.axis, fraction=options.focus_fraction)
             layers[slug(prompt)] = (labels, {})
         elif len(options.prompts) == 1:
             layers[slug(prompt)] = ((semantic == 1).astype(np.uint32), {1: prompt})
