@@ -46,6 +46,15 @@ TRAIN_NEGATIVES: tuple[str, ...] = (
     "microtubules",
     "spleen",
     "pancreas",
+    # other organelles and small structures, so that "not a nucleus" is learnt beyond organs
+    "lysosomes",
+    "endosomes",
+    "peroxisomes",
+    "lipid droplets",
+    "vesicles",
+    "cilia",
+    "synapses",
+    "dendrites",
 )
 
 # never trained on: evaluation only
