@@ -134,7 +134,6 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
         One per piece, in the volume's orientation: ``semantic`` and ``edges`` (P, ...) hold
         ``existence.shape[1]`` slices along ``axis`` starting at ``.start``.
     """
-
     from fveseg.cli.jobs import segment_array
 
     options = replace(options, axis=axis)

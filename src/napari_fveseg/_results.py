@@ -27,7 +27,7 @@ class Thresholds:
     min_size: float = 0.0
     output: str = "per prompt"  # or "semantic"
     min_relative_size: float = 0.1  # fveseg.instances.SPECK_FRACTION: drop specks of the slice-wise masks
-    focus_fraction: float = 0.3  # fveseg.focus.FOCUS_FRACTION: drop instances' out-of-focus cross-sections
+    focus_fraction: float | None = None  # None: fveseg.focus.FOCUS_FRACTION (out-of-focus cross-sections)
 
 
 @dataclass(frozen=True)
