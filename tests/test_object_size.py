@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from fveseg.inference import Segmenter
-from fveseg.object_size import MIN_AUTO_SCALE, TARGET_DIAMETER, scale_for_diameter, typical_diameter
+from fveseg.object_size import (
+    MIN_AUTO_SCALE,
+    TARGET_DIAMETER,
+    ambiguous_fraction,
+    scale_for_diameter,
+    surer_at_half,
+    typical_diameter,
+)
 
 
 def disks(shape, centres, radius):
@@ -124,3 +131,48 @@ def test_bad_scale_is_refused(disk_segmenter):
     for bad in ("big", 0, -1.0, float("nan"), True):
         with pytest.raises(InputError, match="scale must be"):
             disk_segmenter.segment(disk_volume(6, depth=2), ["nuclei"], scale=bad)
+
+
+def test_ambiguous_fraction_counts_the_open_band():
+    assert ambiguous_fraction(np.array([0.0, 0.2, 0.3, 0.5, 0.79, 0.8, 1.0, 0.1])) == 3 / 8
+    assert ambiguous_fraction(np.zeros((0, 4))) == 0.0
+    assert surer_at_half(np.full(10, 0.5), np.r_[np.full(4, 0.5), np.zeros(6)])  # 0.4 < 0.5 * 1.0
+    assert not surer_at_half(np.full(10, 0.5), np.r_[np.full(6, 0.5), np.zeros(6)])
+    assert not surer_at_half(np.zeros(10), np.zeros(10))  # nothing unsure: keep the scale
+
+
+class TextureModel(DiskModel):
+    """A stand-in network that is unsure (p = 0.5) wherever the focal channel has texture finer than
+    3 px, and sure elsewhere: bright -> nucleus, dark -> background."""
+
+    def decode(self, features, text, generator=None, return_aux=False):
+        focal = features[:, :1]
+        smooth = torch.nn.functional.avg_pool2d(focal, 3, stride=1, padding=1, count_include_pad=False)
+        rough = (focal - smooth).abs() > 0.3
+        logits = torch.where(rough, torch.zeros_like(focal), (smooth > 0.5).float() * 20 - 10)
+        logits = logits.expand(-1, text.shape[0], -1, -1)
+        return {
+            "mask_logits": logits,
+            "edge_logits": torch.full_like(logits, -10.0),
+            "exist_logits": torch.full(logits.shape[:2], 10.0),
+        }
+
+
+def test_a_first_pass_unsure_on_fine_texture_is_caught_at_half_the_scale():
+    # three large disks filled with a one-pixel checkerboard: at native size the network is unsure
+    # inside them and finds no object (so the diameter rule alone keeps scale 1); at half the scale
+    # the antialiased checkerboard is smooth and the disks are sure.
+    yy, xx = np.indices((128, 128))
+    inside = disks((128, 128), [(40, 40), (40, 88), (88, 64)], 22)
+    plane = np.where(inside, np.where((yy + xx) % 2 == 0, 250, 130), 0).astype(np.uint8)
+    volume = np.repeat(plane[None], 4, axis=0)
+    segmenter = Segmenter(TextureModel(), device="cpu", batch_size=4)
+    native = segmenter.segment(volume, ["nuclei"], axis=0, scale=1.0)
+    assert not native.semantic.any()
+    result = segmenter.segment(volume, ["nuclei"], axis=0)
+    assert result.scale == 0.5
+    found = result.semantic > 0
+    assert 2 * (found & inside).sum() / (found.sum() + 4 * inside.sum()) > 0.9
+    # smooth disks at the trained size: half the scale only blurs their edges, so scale 1 stays
+    smooth = Segmenter(TextureModel(), device="cpu", batch_size=4)
+    assert smooth.segment(disk_volume(8, depth=4), ["nuclei"], axis=0).scale == 1.0

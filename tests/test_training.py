@@ -270,3 +270,48 @@ def test_gpu_import_path_needs_no_zarr_dask_napari_transformers():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_hard_example_weights_and_sampling_probabilities(tmp_path):
+    from training.dataset import sampling_probabilities
+    from training.hard_examples import weights_from_scores
+
+    from fveseg.errors import InputError
+
+    weights = weights_from_scores({"a.npz": 1.0, "b.npz": 0.0, "c.npz": 0.5, "d.npz": 1.7}, floor=0.25)
+    assert weights == {"a.npz": 0.25, "b.npz": 1.25, "c.npz": 0.75, "d.npz": 0.25}
+    table = tmp_path / "hard.json"
+    table.write_text(json.dumps({"a.npz": 0.25, "b.npz": 1.25}))
+    files = ["/data/train/a.npz", "/other/b.npz", "/data/new.npz"]
+    # one in-memory volume and the unnamed file get the mean weight, 0.75; files are matched by name
+    p = sampling_probabilities(files, table, n_volumes=1)
+    np.testing.assert_allclose(p, np.array([0.75, 0.25, 1.25, 0.75]) / 3.0)
+    np.testing.assert_allclose(sampling_probabilities(files, None), [1 / 3] * 3)
+    with pytest.raises(InputError, match="does not exist"):
+        sampling_probabilities(files, tmp_path / "missing.json")
+    table.write_text(json.dumps({"a.npz": -1}))
+    with pytest.raises(InputError, match="finite weights >= 0"):
+        sampling_probabilities(files, table)
+    with pytest.raises(ValueError, match="floor"):
+        weights_from_scores({"a.npz": 1.0}, floor=0)
+
+
+def test_weighted_sampling_draws_files_in_proportion(tmp_path):
+    from training.dataset import MixConfig, MixedSlices
+
+    paths = []
+    for name, side in (("small.npz", 6), ("large.npz", 20)):  # told apart by the nucleus' area
+        labels = np.zeros((1, 32, 32), np.uint16)
+        labels[0, 4 : 4 + side, 4 : 4 + side] = 1
+        image = (labels * 200 + 20).astype(np.uint8)
+        np.savez(tmp_path / name, image=image, labels=labels)
+        paths.append(str(tmp_path / name))
+    (tmp_path / "w.json").write_text(json.dumps({"small.npz": 9.0, "large.npz": 1.0}))
+    mix = MixConfig(real_fraction=1.0, real_weights=str(tmp_path / "w.json"), synthetic_pool=0)
+    sample = SampleConfig(order=0, size=32, n_prompts=4, augment=NO_AUG)
+    vocabulary = {p: i for i, p in enumerate(training_prompts())}
+    stream = iter(MixedSlices(paths, mix, sample, vocabulary, seed=3))
+    areas = [float(example["masks"].sum()) for example in (next(stream) for _ in range(300))]
+    positive = [a for a in areas if a > 0]
+    share = np.mean([a < 100 for a in positive])  # 36 px against 400 px
+    assert len(positive) > 50 and 0.82 < share < 0.97  # 0.9 expected

@@ -43,6 +43,7 @@ class TrainConfig:
     defocus_fraction: float = 0.0  # share of real 2D examples made into short 3D stacks
     real_globs: tuple[str, ...] = ("train/dsb2018_fluo/*.npz",)
     extra_files: tuple[str, ...] = ()
+    real_weights: str | None = None  # JSON {file name: weight} from training.hard_examples; None: uniform
     synthetic: dict = field(default_factory=dict)  # SyntheticSpec fields
     synthetic_pool: int = 4
     synthetic_uses: int = 12
@@ -63,6 +64,7 @@ class TrainConfig:
             defocus_fraction=self.defocus_fraction,
             real_globs=tuple(self.real_globs),
             extra_files=tuple(self.extra_files),
+            real_weights=self.real_weights,
             synthetic=_fields(SyntheticSpec, self.synthetic),
             synthetic_pool=self.synthetic_pool,
             synthetic_uses=self.synthetic_uses,

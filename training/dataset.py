@@ -8,6 +8,7 @@ uses, so generation costs little per example.
 from __future__ import annotations
 
 import glob
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from fveseg.errors import InputError
 from fveseg.fve import slices_per_side
 from training.data import (
     LabelledVolume,
@@ -36,6 +38,7 @@ class MixConfig:
     defocus_fraction: float = 0.0  # share of real 2D examples made into 3D stacks (`training.defocus`)
     real_globs: tuple[str, ...] = ("train/dsb2018_fluo/*.npz",)  # relative to the data root
     extra_files: tuple[str, ...] = ()  # more labelled volumes (any path), sampled with the real ones
+    real_weights: str | None = None  # JSON {file name: weight} (`training.hard_examples`); None: uniform
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     synthetic_pool: int = 4  # procedural volumes held per worker
     synthetic_uses: int = 12  # examples cut from one procedural volume before it is replaced
@@ -48,6 +51,33 @@ def find_real_files(data_root: str | Path | None, mix: MixConfig) -> list[str]:
         for pattern in mix.real_globs:
             files.extend(sorted(glob.glob(str(Path(data_root) / pattern))))
     return files
+
+
+def sampling_probabilities(
+    files: list[str], weights_path: str | Path | None, n_volumes: int = 0
+) -> np.ndarray:
+    """Probability of drawing each of ``n_volumes`` in-memory volumes, then each file.
+
+    ``weights_path`` is a JSON object mapping file names (without folders) to non-negative weights, as
+    `training.hard_examples` writes it. Files it does not name, and in-memory volumes, get the mean
+    weight, so a table made for one data set does not silence others. None: uniform.
+    """
+    n = n_volumes + len(files)
+    if weights_path is None or n == 0:
+        return np.full(n, 1.0 / max(n, 1))
+    path = Path(weights_path)
+    if not path.is_file():
+        raise InputError(
+            f"real_weights file {path} does not exist; make one with `python -m training.hard_examples`"
+        )
+    table = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    if not table or min(table.values()) < 0 or not np.isfinite(list(table.values())).all():
+        raise InputError(f"real_weights file {path} must map file names to finite weights >= 0")
+    default = float(np.mean(list(table.values())))
+    weights = np.array([default] * n_volumes + [table.get(Path(f).name, default) for f in files])
+    if weights.sum() <= 0:
+        raise InputError(f"real_weights file {path} gives every file weight 0")
+    return weights / weights.sum()
 
 
 class MixedSlices(IterableDataset):
@@ -99,13 +129,17 @@ class MixedSlices(IterableDataset):
         cache: dict[int, LabelledVolume] = {}
         pool: list[list] = []  # [volume, uses_left]
         n_real = len(self.real_files) + len(self.volumes)
+        probabilities = sampling_probabilities(self.real_files, self.mix.real_weights, len(self.volumes))
         real_fraction = self.mix.real_fraction if n_real else 0.0
         if self.mix.synthetic_pool <= 0:
             real_fraction = 1.0
         synth_seed = int(rng.integers(2**31)) * 1000  # training seeds stay far below evaluation's 10**12
         while True:
             if rng.random() < real_fraction:
-                i = int(rng.integers(n_real))
+                if self.mix.real_weights is None:  # the uniform draw of earlier runs, same stream
+                    i = int(rng.integers(n_real))
+                else:
+                    i = int(rng.choice(n_real, p=probabilities))
                 if i < len(self.volumes):
                     volume = self.volumes[i]
                 else:

@@ -371,6 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--val-every-minutes", type=float, default=None)
     parser.add_argument("--resume", default=None, help="state.pt of an interrupted run")
     parser.add_argument("--init-checkpoint", default=None, help="start from these weights")
+    parser.add_argument(
+        "--real-weights", default=None, help="JSON {file: weight} from training.hard_examples (hard examples)"
+    )
     args = parser.parse_args(argv)
     config = load_config(
         args.config,
@@ -381,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         order=args.order,
         lr=args.lr,
         val_every_minutes=args.val_every_minutes,
+        real_weights=args.real_weights,
     )
     if args.data_root is None:
         print("no --data-root: training on procedural volumes only (no real validation)", flush=True)

@@ -34,7 +34,7 @@ from fveseg.errors import Cancelled, InputError
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
 from fveseg.normalize import apply_range
 from fveseg.normalize import intensity_range as volume_intensity_range
-from fveseg.object_size import scale_for_diameter, typical_diameter
+from fveseg.object_size import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
 from fveseg.postprocess import SegmentationResult, put_slab, semantic_labels
 from fveseg.segment_checks import check_intensity_range, check_prompts, check_slices, check_volume
 from fveseg.segment_outputs import allocate_outputs, finish_zarr
@@ -308,9 +308,12 @@ class Segmenter:
     def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
         """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
         thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
-        largest scale (the prompt with the smallest objects decides). Depends only on the whole volume,
-        so every slice range of it gets the same scale. Returns ``(scale, result)``, ``result`` the
-        probe's SegmentationResult when it covered the whole volume, else None."""
+        largest scale (the prompt with the smallest objects decides). Then guard against a first pass
+        fooled into fragments (very large nuclei, or noise, seen as texture): segment the windows at half
+        that scale and take half when the network is far surer there (`object_size.surer_at_half`).
+        Depends only on the whole volume, so every slice range of it gets the same scale. Returns
+        ``(scale, result)``, ``result`` the native-size probe when it covered the whole volume, else
+        None."""
         depth, step = volume.shape[axis], self.batch_size
         width = -(-max(PROBE_SLICES, step) // step) * step
         if depth <= 2 * width:
@@ -318,17 +321,30 @@ class Segmenter:
         else:
             firsts = sorted({c - c % step for c in (depth // 3, 2 * depth // 3)})
             windows = [(first, min(depth, first + width)) for first in firsts]
-        masks = [[] for _ in prompts]
-        for first, stop in windows:
-            probe = self.segment(
-                volume, prompts, axis=axis, order=order, scale=1.0, start=first, stop=stop,
-                intensity_range=value_range, **thresholds,
-            )  # fmt: skip
-            semantic = np.moveaxis(np.asarray(probe.semantic), axis, 0)
-            for index in range(len(prompts)):
-                masks[index].append(semantic == index + 1)
-        scale = max(scale_for_diameter(typical_diameter(np.concatenate(m))) for m in masks)
-        return scale, (probe if windows == [(0, depth)] else None)
+
+        def probe(scale):  # per prompt: (masks, gated probabilities) of the windows; the last result
+            masks, probabilities = [[] for _ in prompts], [[] for _ in prompts]
+            for first, stop in windows:
+                result = self.segment(
+                    volume, prompts, axis=axis, order=order, scale=scale, start=first, stop=stop,
+                    intensity_range=value_range, **thresholds,
+                )  # fmt: skip
+                semantic = np.moveaxis(np.asarray(result.semantic), axis, 0)
+                present = (result.existence > thresholds["exist_threshold"])[:, :, None, None]
+                gated = np.moveaxis(np.asarray(result.probabilities), axis + 1, 1) * present
+                for index in range(len(prompts)):
+                    masks[index].append(semantic == index + 1)
+                    probabilities[index].append(gated[index])
+            return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, [])), result
+
+        masks, native, first_result = probe(1.0)
+        scale = max(scale_for_diameter(typical_diameter(m)) for m in masks)
+        half = round(scale * 10) / 20  # steps of 0.05, like scale_for_diameter
+        if half >= MIN_AUTO_SCALE:
+            at_scale = native if scale == 1.0 else probe(scale)[1]
+            if surer_at_half(at_scale, probe(half)[1]):
+                scale = half
+        return scale, (first_result if windows == [(0, depth)] else None)
 
     def auto_scale(
         self,
