@@ -315,3 +315,30 @@ def test_weighted_sampling_draws_files_in_proportion(tmp_path):
     positive = [a for a in areas if a > 0]
     share = np.mean([a < 100 for a in positive])  # 36 px against 400 px
     assert len(positive) > 50 and 0.82 < share < 0.97  # 0.9 expected
+
+
+def test_hard_examples_command_scores_every_file_and_never_overwrites(tmp_path, capsys):
+    from training.hard_examples import main
+
+    from _models import micro_config
+    from fveseg.model import build_model
+    from fveseg.model.checkpoint import save_checkpoint
+
+    folder = tmp_path / "data" / "train" / "dsb2018_fluo"
+    folder.mkdir(parents=True)
+    for name in ("a.npz", "b.npz"):
+        labels = np.zeros((1, 48, 48), np.uint16)
+        labels[0, 8:20, 8:20], labels[0, 28:40, 24:36] = 1, 2
+        np.savez(folder / name, image=(labels > 0).astype(np.uint8) * 180 + 10, labels=labels)
+    torch.manual_seed(0)  # 64-px tiles: a 1x1 deepest map would be too small for its group norms
+    checkpoint = save_checkpoint(build_model(micro_config()), tmp_path / "micro", {"prompts": ["nuclei"]})
+    checkpoint = checkpoint.with_suffix("")
+    out = tmp_path / "hard.json"
+    argv = ["--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "data"), "--out", str(out)]
+    assert main(argv) == 0
+    weights = json.loads(out.read_text())
+    assert sorted(weights) == ["a.npz", "b.npz"]
+    assert all(0.25 <= w <= 1.25 for w in weights.values())  # floor + (1 - F1), F1 in [0, 1]
+    before = out.read_text()
+    assert main(argv) == 2 and out.read_text() == before  # an existing table is kept
+    assert "exists; choose another --out" in capsys.readouterr().err

@@ -12,7 +12,6 @@ CLI writes them (automatic resize, edge split, speck filter). Images the model a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -53,20 +52,15 @@ def weights_from_scores(scores: dict[str, float], floor: float = 0.25) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     from fveseg.errors import InputError
+    from training.cli_args import checkpoint_parser, output_is_free
     from training.dataset import MixConfig, find_real_files
 
-    parser = argparse.ArgumentParser(
-        prog="python -m training.hard_examples", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data-root", required=True)
-    parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
+    parser = checkpoint_parser("python -m training.hard_examples", __doc__, "JSON file to write")
     parser.add_argument("--floor", type=float, default=0.25)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    if out.exists():
-        print(f"error: {out} exists; choose another --out or delete it", file=sys.stderr)
+    if not output_is_free(out):
         return 2
     files = find_real_files(args.data_root, MixConfig())
     if not files:

@@ -12,10 +12,8 @@ docs/model-card.md ("A second look at half the scale") compares scale rules on t
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -81,18 +79,13 @@ def measure(segmenter, image, labels, spacing, scale: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from fveseg.inference import Segmenter
     from fveseg.model.checkpoint import load_checkpoint
+    from training.cli_args import checkpoint_parser, output_is_free
 
-    parser = argparse.ArgumentParser(
-        prog="python -m training.scale_ladder", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data-root", required=True)
-    parser.add_argument("--out", required=True, help="JSON-lines file to write (must not exist)")
+    parser = checkpoint_parser("python -m training.scale_ladder", __doc__, "JSON-lines file to write")
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    if out.exists():
-        print(f"error: {out} exists; choose another --out or delete it", file=sys.stderr)
+    if not output_is_free(out):
         return 2
     segmenter = Segmenter(load_checkpoint(args.checkpoint), device="cpu")
     partial = out.with_name(out.name + ".partial")
