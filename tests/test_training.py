@@ -289,6 +289,9 @@ def test_hard_example_weights_and_sampling_probabilities(tmp_path):
     np.testing.assert_allclose(sampling_probabilities(files, None), [1 / 3] * 3)
     with pytest.raises(InputError, match="does not exist"):
         sampling_probabilities(files, tmp_path / "missing.json")
+    table.write_text("[1, 2]")
+    with pytest.raises(InputError, match="not a JSON object"):
+        sampling_probabilities(files, table)
     table.write_text(json.dumps({"a.npz": -1}))
     with pytest.raises(InputError, match="finite weights >= 0"):
         sampling_probabilities(files, table)

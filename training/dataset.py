@@ -70,7 +70,12 @@ def sampling_probabilities(
         raise InputError(
             f"real_weights file {path} does not exist; make one with `python -m training.hard_examples`"
         )
-    table = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    try:
+        table = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"real_weights file {path} is not a JSON object of file name: weight ({error})"
+        ) from None
     if not table or min(table.values()) < 0 or not np.isfinite(list(table.values())).all():
         raise InputError(f"real_weights file {path} must map file names to finite weights >= 0")
     default = float(np.mean(list(table.values())))

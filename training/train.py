@@ -84,10 +84,13 @@ def make_loader(
 ):
     from torch.utils.data import DataLoader
 
-    from training.dataset import MixedSlices, find_real_files
+    from training.dataset import MixedSlices, find_real_files, sampling_probabilities
 
     mix = config.mix_config()
     real_files = find_real_files(data_root, mix)
+    sampling_probabilities(
+        real_files, mix.real_weights, len(volumes or [])
+    )  # a bad table fails here, not in a worker
     dataset = MixedSlices(
         real_files,
         mix,
