@@ -53,17 +53,13 @@ def measure(segmenter, image, labels, spacing, scale: float) -> dict:
     from fveseg.fve import select_view
     from fveseg.metrics import dice, instance_scores
     from fveseg.object_size import ambiguous_fraction, typical_diameter
-    from training.validation import instances_from
+    from training.validation import instances_from, predict
 
     axis = select_view(image.shape, spacing) if spacing is not None else 0
     start = time.time()
-    result = segmenter.segment(image, ["nuclei"], spacing=spacing, axis=axis, scale=scale)
-    shape = [1] * image.ndim
-    shape[axis] = -1
-    present = (result.existence[0] > 0.5).reshape(shape)
-    probabilities = np.asarray(result.probabilities, dtype=np.float32)[0] * present
-    edges = np.asarray(result.edges, dtype=np.float32)[0] * present
-    pred = instances_from(probabilities, edges, spacing, image=image, axis=axis)
+    masks, edges, _ = predict(segmenter, image, ["nuclei"], spacing, axis, scale=scale)
+    probabilities = masks[0]
+    pred = instances_from(probabilities, edges[0], spacing, image=image, axis=axis)
     mask = np.moveaxis(probabilities > 0.5, axis, 0)
     return {
         "scale": scale,

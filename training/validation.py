@@ -23,13 +23,15 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return (images.float() - PIXEL_MEAN) / PIXEL_STD
 
 
-def predict(segmenter, volume: np.ndarray, prompts: list[str], spacing=None, axis: int | str = 0):
+def predict(
+    segmenter, volume: np.ndarray, prompts: list[str], spacing=None, axis: int | str = 0, scale="auto"
+):
     """Gated mask and edge probabilities (P, D, H, W) float32 and existence (P, N) from a `Segmenter`.
 
     The mask is zero on slices where the ISD says the target is absent (existence <= 0.5), as in the
     Segmenter's own semantic output.
     """
-    result = segmenter.segment(volume, prompts, spacing=spacing, axis=axis)
+    result = segmenter.segment(volume, prompts, spacing=spacing, axis=axis, scale=scale)
     gate = result.existence > 0.5  # (P, N) along result.axis
     shape = [1] * 4
     shape[0], shape[1 + result.axis] = gate.shape
