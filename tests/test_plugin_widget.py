@@ -124,7 +124,7 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
 
     # Re-thresholding: layers follow the cached probabilities, the network is not run again.
     result, runs = widget.result, len(calls)  # one run (plus the automatic scale's probe windows)
-    assert result.scale == 1.0  # the sample's nuclei are the trained size: no resizing
+    assert result.scale >= 1.0  # the sample's nuclei are not larger than trained: no shrinking
     widget.split_check.setChecked(False)
     qtbot.waitUntil(lambda: "nuclei instances" not in viewer.layers, timeout=30_000)
     widget.mask_box.setValue(0.3)
@@ -237,7 +237,7 @@ def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on
     widget.run()
     _wait_idle(qtbot, widget)
     # the probe runs at native size first (then its half-scale check)
-    assert seen[0] == "auto" and seen[1] == 1.0 and all(0 < s <= 1.0 for s in seen[1:])
+    assert seen[0] == "auto" and seen[1] == 1.0 and all(0 < s <= 1.25 for s in seen[1:])
     seen.clear()
     widget.resize_box.setValue(0.5)
     widget.run()

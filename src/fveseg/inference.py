@@ -176,8 +176,8 @@ class Segmenter:
             Rescale slices by this factor before the network (objects larger than trained: < 1).
             "auto" first segments a few slices as they are (`_probe_scale`), measures the objects
             (`fveseg.object_size`) and shrinks the slices when they are much larger than the model
-            was trained on; the same for every slice range of a volume. The value used is
-            ``result.scale``.
+            was trained on (enlarges them 1.25 times when clearly smaller); the same for every slice
+            range of a volume. The value used is ``result.scale``.
         progress : callable(done, total), optional
             Called with slices done (of ``stop - start``) after each batch.
         cancel : callable() -> bool, optional
@@ -308,12 +308,12 @@ class Segmenter:
     def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
         """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
         thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
-        largest scale (the prompt with the smallest objects decides). Then guard against a first pass
-        fooled into fragments (very large nuclei, or noise, seen as texture): segment the windows at half
-        that scale and take half when the network is far surer there (`object_size.surer_at_half`).
-        Depends only on the whole volume, so every slice range of it gets the same scale. Returns
-        ``(scale, result)``, ``result`` the native-size probe when it covered the whole volume, else
-        None."""
+        largest scale (the prompt with the smallest objects decides; small objects are enlarged). Then
+        guard against a first pass fooled into fragments (very large nuclei, or noise, seen as texture):
+        segment the windows at half the scale (half of 1 after an enlargement) and take half when the
+        network is far surer there (`object_size.surer_at_half`). Depends only on the whole volume, so
+        every slice range of it gets the same scale. Returns ``(scale, result)``, ``result`` the
+        native-size probe when it covered the whole volume, else None."""
         depth, step = volume.shape[axis], self.batch_size
         width = -(-max(PROBE_SLICES, step) // step) * step
         if depth <= 2 * width:
@@ -339,9 +339,10 @@ class Segmenter:
 
         masks, native, first_result = probe(1.0)
         scale = max(scale_for_diameter(typical_diameter(m)) for m in masks)
-        half = round(scale * 10) / 20  # steps of 0.05, like scale_for_diameter
+        shrunk = min(scale, 1.0)  # an enlargement is checked against native size, already segmented
+        half = round(shrunk * 10) / 20  # steps of 0.05, like scale_for_diameter
         if half >= MIN_AUTO_SCALE:
-            at_scale = native if scale == 1.0 else probe(scale)[1]
+            at_scale = native if shrunk == 1.0 else probe(shrunk)[1]
             if surer_at_half(at_scale, probe(half)[1]):
                 scale = half
         return scale, (first_result if windows == [(0, depth)] else None)

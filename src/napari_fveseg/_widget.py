@@ -115,7 +115,8 @@ class SegmentationWidget(QWidget):
         self.resize_box.setToolTip(
             "Resample each slice by this factor before the network (results come back at full size). "
             "auto: segment a few slices first, measure the objects and shrink the slices when they are "
-            "much larger than the model was trained on (nuclei about 10-40 px across)."
+            "much larger than the model was trained on (nuclei about 10-40 px across), or enlarge them "
+            "1.25x when they measure under 16 px."
         )
         self.output_box = QComboBox()
         self.output_box.addItems(list(OUTPUTS))

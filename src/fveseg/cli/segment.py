@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="resample each slice by F before the network and back after it (default auto: segment a "
         "few slices first and shrink the slices when the objects are much larger than the model "
-        "was trained on; see docs/model-card.md)",
+        "was trained on, enlarge them 1.25x when clearly smaller; see docs/model-card.md)",
     )
     group.add_argument(
         "--scale",
