@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.augment import AugmentConfig, edge_target, random_crop_scale
+from training.augment import AugmentConfig, edge_target, random_crop_scale, size_normalising_scale
 from training.data import LabelledVolume, SampleConfig, load_volume_file, make_sample
 from training.losses import segmentation_loss
 from training.prompts import (
@@ -99,6 +100,37 @@ def test_random_crop_scale_keeps_image_and_labels_aligned():
         inside = lab[0] > 0
         if inside.any():  # label pixels sit on bright image pixels (bilinear edges aside)
             assert img[0][inside].mean() > 150
+
+
+def test_size_normalising_scale_maps_diameter_onto_target_range():
+    rng = np.random.default_rng(0)
+    config = AugmentConfig(scale=(0.6, 1.6), target_diameter=(9.0, 24.0), size_norm_p=1.0)
+    assert size_normalising_scale(30.0, config, rng) == pytest.approx((0.3, 0.8))
+    assert size_normalising_scale(6.0, config, rng) == pytest.approx((1.5, 3.0))  # 4.0 capped at 3
+    assert size_normalising_scale(300.0, config, rng) == pytest.approx((0.15, 0.15))  # both capped
+    assert size_normalising_scale(0.0, config, rng) == (0.6, 1.6)  # no nuclei: the plain range
+    assert size_normalising_scale(30.0, AugmentConfig(scale=(0.6, 1.6)), rng) == (0.6, 1.6)  # off
+    never = AugmentConfig(scale=(0.6, 1.6), target_diameter=(9.0, 24.0), size_norm_p=0.0)
+    assert size_normalising_scale(30.0, never, rng) == (0.6, 1.6)
+
+
+def test_size_normalised_samples_show_nuclei_at_the_target_size():
+    from fveseg.object_size import typical_diameter
+
+    # 40 px squares (inscribed diameter 40) on a 400 px image; target 12-16 px means zoom 0.3-0.4
+    labels = np.zeros((1, 400, 400), np.uint16)
+    for i, (y, x) in enumerate([(20, 20), (20, 200), (200, 20), (200, 200), (300, 320)], start=1):
+        labels[0, y : y + 40, x : x + 40] = i
+    volume = LabelledVolume((labels > 0).astype(np.uint16) * 1000, {"nuclei": labels}, name="squares")
+    assert volume.nuclei_diameter(0) == 40.0
+    augment = dataclasses.replace(NO_AUG, target_diameter=(12.0, 16.0), size_norm_p=1.0)
+    vocabulary = {p: i for i, p in enumerate(training_prompts())}
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        sample = make_sample(volume, rng, SampleConfig(size=128, augment=augment), vocabulary)
+        positive = sample["masks"][sample["exists"] > 0]
+        assert positive.shape[0] > 0
+        assert 11.0 <= typical_diameter(positive[0] > 0) <= 17.0  # 40 px x zoom, +-1 px of resampling
 
 
 def test_loads_shared_and_challenge_npz(tmp_path):

@@ -21,6 +21,12 @@ class AugmentConfig:
     """Probabilities and ranges of every augmentation (all optional: set a probability to 0)."""
 
     scale: tuple[float, float] = (0.6, 1.6)  # zoom factor range (log-uniform); 1 = native pixels
+    # Size normalisation: inference resizes slices so nuclei measure about 18 px (fveseg.object_size),
+    # so nuclei examples are zoomed, with probability `size_norm_p`, to a typical diameter drawn
+    # log-uniformly from this range (pixels, as `typical_diameter` measures it); None: `scale` only.
+    target_diameter: tuple[float, float] | None = None
+    size_norm_p: float = 0.75
+    zoom_limits: tuple[float, float] = (0.15, 3.0)  # bounds on a size-normalising zoom
     flip: bool = True
     rot90: bool = True
     blur_p: float = 0.25
@@ -37,6 +43,23 @@ class AugmentConfig:
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def size_normalising_scale(
+    diameter: float, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[float, float]:
+    """The zoom range for one example whose objects measure `diameter` pixels.
+
+    Returns `config.scale` unless size normalisation is on, the diameter is known (> 0) and a draw with
+    probability `config.size_norm_p` says so; then the range that maps `diameter` onto
+    `config.target_diameter`, clipped to `config.zoom_limits`.
+    """
+    if config.target_diameter is None or diameter <= 0 or rng.random() >= config.size_norm_p:
+        return config.scale
+    low_zoom, high_zoom = config.zoom_limits
+    low = min(max(config.target_diameter[0] / diameter, low_zoom), high_zoom)
+    high = min(max(config.target_diameter[1] / diameter, low_zoom), high_zoom)
+    return (low, high) if low < high else (low, low)
 
 
 def random_crop_scale(

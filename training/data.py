@@ -23,6 +23,7 @@ from training.augment import (
     random_crop_scale,
     random_flip_rot,
     random_intensity,
+    size_normalising_scale,
     swap_context,
 )
 from training.prompts import TRAIN_NEGATIVES, TRAIN_PARAPHRASES, canonical_class, sample_prompts
@@ -55,6 +56,7 @@ class LabelledVolume:
     absent: tuple[str, ...] = ()
     normalized: np.ndarray | None = field(default=None, repr=False)
     view: int | None = None  # slicing axis; None: 0 for one slice, else `fveseg.fve.select_view`
+    diameters: dict[int, float] = field(default_factory=dict, repr=False)  # view -> nuclei size (cache)
 
     def normalized_image(self) -> np.ndarray:
         """The whole volume as uint8 (D, H, W) via `fveseg.normalize` (computed once, cached)."""
@@ -63,6 +65,17 @@ class LabelledVolume:
 
             self.normalized = np.asarray(normalize(self.image))
         return self.normalized
+
+    def nuclei_diameter(self, axis: int) -> float:
+        """Typical nucleus diameter (pixels) in slices along `axis`, measured on the labels the way
+        inference measures its mask (`fveseg.object_size.typical_diameter`); 0.0 without nuclei."""
+        if axis not in self.diameters:
+            from fveseg.object_size import typical_diameter
+
+            labels = self.classes.get("nuclei")
+            mask = None if labels is None else np.moveaxis(labels, axis, 0) > 0
+            self.diameters[axis] = 0.0 if mask is None else typical_diameter(mask)
+        return self.diameters[axis]
 
 
 def _as_volume(array: np.ndarray) -> np.ndarray:
@@ -222,7 +235,10 @@ def make_sample(
     if fg.size and rng.random() < 0.5:
         anchor = np.unravel_index(int(fg[rng.integers(fg.size)]), focal_labels.shape[1:])
     aug = config.augment
-    slab, labels = random_crop_scale(slab, focal_labels, config.size, rng, aug.scale, anchor)
+    zoom = aug.scale
+    if aug.target_diameter is not None:
+        zoom = size_normalising_scale(volume.nuclei_diameter(axis), aug, rng)
+    slab, labels = random_crop_scale(slab, focal_labels, config.size, rng, zoom, anchor)
     slab, labels = random_flip_rot(slab, labels, rng, aug.flip, aug.rot90)
     slab8 = random_intensity(slab, rng, aug)
     encoded = encode(
