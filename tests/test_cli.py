@@ -110,6 +110,27 @@ def test_keyboard_interrupt_exits_130_without_partial_output(tmp_path, volume_ti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.tif"]
 
 
+def test_existence_gaps_inside_the_stack_print_advice(tmp_path, volume_tif, checkpoint, monkeypatch, capsys):
+    import dataclasses
+
+    import fveseg.cli.jobs
+
+    real = fveseg.cli.jobs.segment_array
+
+    def weak_middle(*args, **kwargs):  # found on the outer slices, weak (0.1-0.5) on two in the middle
+        result = real(*args, **kwargs)
+        existence = np.array([[0.9, 0.9, 0.9, 0.3, 0.2, 0.9, 0.9, 0.05]], np.float32)
+        return dataclasses.replace(result, existence=existence)
+
+    monkeypatch.setattr(fveseg.cli.jobs, "segment_array", weak_middle)
+    output = tmp_path / "out.tif"
+    assert main(["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert 'note: vol.tif: "nuclei" was dropped from 2 of 8 slices' in err
+    assert "--exist-threshold 0.1" in err
+    assert output.is_file()
+
+
 def test_bugs_are_not_swallowed(monkeypatch, volume_tif):
     import fveseg.cli.segment
 

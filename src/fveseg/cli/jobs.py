@@ -62,9 +62,21 @@ class JobSummary:
     output: str
     stages: dict[str, float] = field(default_factory=dict)
     resize: float = 1.0  # the in-plane scale used ("auto" resolved)
+    notes: tuple[str, ...] = ()  # advice for the user, printed after the table
 
     @classmethod
-    def of(cls, volume, job: SegmentJob, options: SegmentOptions, objects, start, written, stages, resize):
+    def of(
+        cls,
+        volume,
+        job: SegmentJob,
+        options: SegmentOptions,
+        objects,
+        start,
+        written,
+        stages,
+        resize,
+        notes=(),
+    ):
         """The summary of one finished job (``start``: its `time.perf_counter` start)."""
         return cls(
             volume=volume.name or job.source.name,
@@ -74,6 +86,7 @@ class JobSummary:
             output=", ".join(str(p) for p in written),
             stages=stages,
             resize=float(resize),
+            notes=tuple(notes),
         )
 
     def row(self) -> dict:
@@ -97,6 +110,23 @@ def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=No
         if getattr(options, name) is not None:
             keywords[name] = getattr(options, name)
     return segmenter.segment(data, list(options.prompts), **keywords)
+
+
+def existence_notes(result, options: SegmentOptions, name: str) -> list[str]:
+    """Advice when the existence gate emptied slices inside a run of slices where a prompt was found
+    (`fveseg.postprocess.doubtful_slices`): objects may be missing there."""
+    from fveseg.postprocess import DOUBT_LOW, doubtful_slices
+
+    threshold = 0.5 if options.exist_threshold is None else options.exist_threshold
+    counts = doubtful_slices(result.existence, threshold)
+    total = result.existence.shape[1]
+    return [
+        f'{name}: "{prompt}" was dropped from {count} of {total} slices that continue slices where it was '
+        f"found (existence {DOUBT_LOW:g}-{threshold:g}); if objects are missing there, rerun with "
+        f"--exist-threshold {DOUBT_LOW:g}"
+        for prompt, count in zip(result.prompts, counts)
+        if count
+    ]
 
 
 def label_layers(result, options: SegmentOptions, spacing, image=None) -> dict[str, tuple[np.ndarray, dict]]:
@@ -226,6 +256,7 @@ def run_segment_job(
     mark = time.perf_counter()
     result = segment_array(segmenter, data, options, spacing, progress=progress, cancel=cancel)
     stages["segment"] = time.perf_counter() - mark
+    notes = existence_notes(result, options, job.source.name)
 
     mark = time.perf_counter()
     layers = label_layers(result, options, spacing, image=data)
@@ -236,4 +267,4 @@ def run_segment_job(
     image = data if options.with_image and job.fmt == "zarr" and not job.into_source else None
     written = write_layers(job, layers, spacing, image=image)
     stages["write"] = time.perf_counter() - mark
-    return JobSummary.of(volume, job, options, objects, start, written, stages, result.scale)
+    return JobSummary.of(volume, job, options, objects, start, written, stages, result.scale, notes)

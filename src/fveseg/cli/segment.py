@@ -249,4 +249,6 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 bar.close()
     print(format_table([s.row() for s in summaries]), file=sys.stdout)
+    for note in (note for summary in summaries for note in summary.notes):
+        print(f"note: {note}", file=sys.stderr)
     return 0
