@@ -133,6 +133,16 @@ def test_size_normalised_samples_show_nuclei_at_the_target_size():
         assert 11.0 <= typical_diameter(positive[0] > 0) <= 17.0  # 40 px x zoom, +-1 px of resampling
 
 
+def test_config_passes_absent_class_chance_and_size_normalisation_to_samples():
+    from training.config import load_config
+
+    path = ROOT / "training/configs/tiny-cpu-size-normalised.json"
+    sample = load_config(path, absent_class_p=0.0).sample_config()
+    assert sample.absent_class_p == 0.0
+    assert sample.augment.target_diameter == (9.0, 24.0) and sample.augment.size_norm_p == 0.75
+    assert load_config(None).sample_config().absent_class_p == 0.5
+
+
 def test_loads_shared_and_challenge_npz(tmp_path):
     image = np.arange(2 * 6 * 6, dtype=np.uint16).reshape(2, 6, 6)
     labels = np.zeros_like(image)

@@ -21,6 +21,7 @@ class TrainConfig:
     order: int = 1  # FVE order k the model is trained (and later run) with
     input_size: int = 256
     prompts_per_image: int = 4
+    absent_class_p: float = 0.5  # chance that a class the procedural image does not show is a negative
     batch_size: int = 8
     lr: float = 4e-4
     min_lr_ratio: float = 0.02
@@ -55,6 +56,7 @@ class TrainConfig:
             order=self.order,
             size=self.input_size,
             n_prompts=self.prompts_per_image,
+            absent_class_p=self.absent_class_p,
             augment=_fields(AugmentConfig, self.augment),
         )
 
