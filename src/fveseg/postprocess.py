@@ -98,7 +98,7 @@ def doubtful_slices(
     (``low`` < p <= ``exist_threshold``) but which is chained, through such slices, to a slice above the
     gate is more likely a discriminator miss than an empty slice: hysteresis thresholding
     (`skimage.filters.apply_hysteresis_threshold`) of each prompt's existence profile, minus the slices
-    the gate keeps. On the cells3d stack a fine-tuned model scored 0.15-0.25 on its densest slices, so
+    the gate keeps. On the cells3d stack a fine-tuned model scored 0.13-0.23 on its densest slices, so
     the gate emptied them although its masks there were right (docs/model-card.md).
 
     Parameters
