@@ -124,10 +124,13 @@ def test_existence_gaps_inside_the_stack_print_advice(tmp_path, volume_tif, chec
 
     monkeypatch.setattr(fveseg.cli.jobs, "segment_array", weak_middle)
     output = tmp_path / "out.tif"
-    assert main(["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]) == 0
+    command = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]
+    assert main(command) == 0  # the default gate's hysteresis keeps those slices: nothing to advise
+    assert "note:" not in capsys.readouterr().err
+    assert main([*command, "--overwrite", "--exist-low", "0.5"]) == 0  # hysteresis off
     err = capsys.readouterr().err
     assert 'note: vol.tif: "nuclei" was dropped from 2 of 8 slices' in err
-    assert "--exist-threshold 0.1" in err
+    assert "--exist-low 0.1" in err
     assert output.is_file()
 
 

@@ -197,6 +197,39 @@ def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, t
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # scratch removed
 
 
+def test_z_blocks_apply_the_existence_hysteresis_over_the_whole_volume(
+    client, checkpoint, zarr_volume, whole, tmp_path, one_thread
+):
+    """Slices the hysteresis keeps (their own existence below the threshold) are relabelled across
+    blocks exactly as in a single-process run (`regate_blocks`)."""
+    from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
+    from fveseg.distributed import segment_zarr_in_blocks
+    from fveseg.io import read_labels
+
+    result, mask_threshold = whole
+    threshold = float(np.median(result.existence))
+    options = SegmentOptions(
+        prompts=("nuclei", "cells"),
+        instances=False,
+        checkpoint=str(checkpoint),
+        device="cpu",
+        batch_size=4,
+        axis=0,
+        resize=result.scale,
+        exist_threshold=threshold,
+        exist_low=0.0,  # every slice continues a run: all kept where any slice is above the threshold
+        mask_threshold=mask_threshold,
+    )
+    run_segment_job(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
+    segment_zarr_in_blocks(client, SegmentJob(zarr_volume, tmp_path / "blocks.zarr", "zarr"), options, 4)
+    semantic_one = np.asarray(read_labels(tmp_path / "one.zarr", "semantic")[0])
+    semantic_blocks = np.asarray(read_labels(tmp_path / "blocks.zarr", "semantic")[0])
+    expected = result.rethreshold(mask_threshold, threshold, exist_low=0.0)
+    assert np.array_equal(semantic_one, expected)
+    assert not np.array_equal(expected, result.rethreshold(mask_threshold, threshold, exist_low=None))
+    assert np.array_equal(semantic_blocks, semantic_one)
+
+
 def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_path, capsys, one_thread):
     import tifffile
 

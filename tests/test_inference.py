@@ -8,7 +8,7 @@ from _models import micro_config
 from fveseg.errors import Cancelled, InputError, OutputExistsError
 from fveseg.inference import Segmenter
 from fveseg.model import PrecomputedTextEncoder, build_model
-from fveseg.postprocess import semantic_labels
+from fveseg.postprocess import regate, semantic_labels
 from fveseg.tiling import SliceTiler, tile_starts
 
 MICRO = micro_config()
@@ -196,17 +196,42 @@ def test_slice_range_blocks_equal_whole_volume(segmenter, uneven_volume, axis):
             stop=b,
             intensity_range=global_range,
             progress=lambda done, total: seen.append((done, total)),
+            exist_low=None,  # the hysteresis needs the whole existence profile: applied below
         )
         for a, b in zip(cuts[:-1], cuts[1:])
     ]
     assert [b.start for b in blocks] == cuts[:-1]
     assert blocks[1].probabilities.shape[axis + 1] == blocks[1].existence.shape[1] == cuts[2] - cuts[1]
+    joined = {}
     for name, at in (("probabilities", axis + 1), ("edges", axis + 1), ("semantic", axis), ("existence", 1)):
-        joined = np.concatenate([getattr(b, name) for b in blocks], axis=at)
-        np.testing.assert_array_equal(joined, getattr(whole, name), err_msg=name)
+        joined[name] = np.concatenate([getattr(b, name) for b in blocks], axis=at)
+    regate(joined["probabilities"], joined["semantic"], joined["existence"], axis, 0.5, 0.3)
+    for name, value in joined.items():
+        np.testing.assert_array_equal(value, getattr(whole, name), err_msg=name)
     assert 0 < whole.semantic.mean() and not whole.semantic.all()  # labels that can differ
     assert seen[-1] == (depth - cuts[2], depth - cuts[2])
-    np.testing.assert_array_equal(blocks[1].rethreshold(0.5, 0.3), blocks[1].semantic)
+    np.testing.assert_array_equal(blocks[1].rethreshold(0.5, 0.3, exist_low=None), blocks[1].semantic)
+
+
+def test_existence_gate_hysteresis_keeps_weak_slices_of_a_run(segmenter, volume):
+    """With ``exist_low`` below every slice's existence, one slice above the threshold keeps them all;
+    ``exist_low=None`` is the plain per-slice gate."""
+    plain = segmenter.segment(volume, ["nuclei"], axis=0, scale=1.0, mask_threshold=0.0, exist_threshold=0.0)
+    threshold = float(np.median(plain.existence))  # some slices above, some not
+    gated = segmenter.segment(
+        volume, ["nuclei"], axis=0, scale=1.0, mask_threshold=0.0, exist_threshold=threshold
+    )
+    assert plain.existence.min() > 0.1 and gated.semantic.all()  # default exist_low 0.1 chains them all
+    kept = segmenter.segment(
+        volume, ["nuclei"], axis=0, scale=1.0, mask_threshold=0.0, exist_threshold=threshold, exist_low=0.0
+    )
+    assert kept.semantic.all()
+    off = segmenter.segment(
+        volume, ["nuclei"], axis=0, scale=1.0, mask_threshold=0.0, exist_threshold=threshold, exist_low=None
+    )
+    expected = (plain.existence[0] > threshold)[:, None, None] & np.ones(volume.shape[1:], bool)
+    np.testing.assert_array_equal(off.semantic.astype(bool), expected)
+    np.testing.assert_array_equal(off.rethreshold(0.0, threshold, exist_low=0.0), kept.semantic)
 
 
 def test_slice_range_defaults_to_the_whole_volume_intensity_range(segmenter, uneven_volume):

@@ -246,19 +246,3 @@ def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on
     assert "resized by 0.5" in widget.status.text()
     shape = viewer.layers["synthetic nuclei"].data.shape
     assert viewer.layers["nuclei"].data.shape == viewer.layers["nuclei instances"].data.shape == shape
-
-
-def test_status_advises_a_lower_existence_threshold_when_slices_mid_stack_are_emptied(widget_on_sample):
-    from types import SimpleNamespace
-
-    _, widget = widget_on_sample
-    widget.exist_box.setValue(0.5)
-    widget._run_context = {"prompts": ["nuclei"]}
-    existence = np.array([[0.9, 0.9, 0.3, 0.2, 0.9, 0.05]], np.float32)  # slices 2-3: weak, inside the run
-    result = SimpleNamespace(existence=existence, prompts=["nuclei"], scale=1.0, axis=0)
-    widget._on_done({"result": result, "layers": []})
-    assert '("nuclei" on 2 slices)' in widget.status.text()
-    assert "set it to 0.1" in widget.status.text()
-    broken_run = np.array([[0.9, 0.9, 0.05, 0.9]], np.float32)
-    widget.result = SimpleNamespace(existence=broken_run, prompts=["nuclei"], scale=1.0, axis=0)
-    assert widget._gate_advice() == ""  # 0.05 is no continuation: nothing to advise

@@ -109,6 +109,14 @@ def test_touching_clusters_and_dividing_pairs_when_requested():
         assert sizes[a] > 0 and sizes[b] > 0
 
 
+def test_crowded_preset_packs_nuclei_about_three_times_as_densely():
+    shape, spacing = (16, 96, 96), (1.5, 0.4, 0.4)
+    plain = make_nuclei_volume(shape, seed=3, spacing=spacing, preset="anisotropic").labels
+    crowded = make_nuclei_volume(shape, seed=3, spacing=spacing, preset="crowded").labels
+    assert (plain > 0).mean() < 0.15 < 0.25 < (crowded > 0).mean()  # measured: about 0.07 and 0.34
+    assert max((s > 0).mean() for s in crowded) > 0.35  # dense slices, as in packed tissue
+
+
 def test_anisotropic_preset_is_blurrier_along_z():
     spacing = (1.5, 0.5, 0.5)
     aniso = make_nuclei_volume((24, 64, 64), seed=1, spacing=spacing, preset="anisotropic", n_nuclei=8)

@@ -122,9 +122,10 @@ def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
 def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int, value_range) -> Iterator:
     """Segment slices ``[start, stop)`` along ``axis`` of a (lazy) volume, one batch-sized piece at a time.
 
-    Each piece is ``Segmenter.segment(volume, ..., start=, stop=, intensity_range=value_range)`` with the
-    options' prompts, order and thresholds, so it equals those slices of a single-process run on the whole
-    volume exactly (given the volume-wide ``value_range``); pieces end on the Segmenter's batch grid, so
+    Each piece is ``Segmenter.segment(volume, ..., start=, stop=, intensity_range=value_range,
+    exist_low=None)`` with the options' prompts, order and thresholds, so it equals those slices of a
+    single-process run on the whole volume exactly before the existence gate's hysteresis (given the
+    volume-wide ``value_range``; `regate_blocks` applies the hysteresis); pieces end on the batch grid, so
     no batch is computed twice. Only the slabs each piece needs (plus FVE context) are read, and memory
     holds one piece's outputs at a time.
 
@@ -143,14 +144,16 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
     bounds = [start, *range(start - start % step + step, stop, step), stop]
     for first, last in zip(bounds[:-1], bounds[1:]):
         yield segment_array(
-            segmenter, volume, options, None, start=first, stop=last, intensity_range=value_range
-        )
+            segmenter, volume, options, None, start=first, stop=last, intensity_range=value_range,
+            exist_low=None,
+        )  # fmt: skip
 
 
 def probe_scale(segmenter, volume, options, axis: int, value_range) -> float:
     """The Segmenter's automatic in-plane scale for the whole volume (`Segmenter.auto_scale`)."""
-    thresholds = {name: getattr(options, name) for name in ("mask_threshold", "exist_threshold")}
-    thresholds = {name: value for name, value in thresholds.items() if value is not None}
+    from fveseg.cli.jobs import gate_keywords
+
+    thresholds = gate_keywords(options)
     return segmenter.auto_scale(
         volume, list(options.prompts), axis, options.order, intensity_range=value_range, **thresholds
     )
@@ -184,9 +187,75 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
         for piece in segment_slices(segmenter, volume, options, block.start, block.stop, axis, value_range):
             where = _along(axis, piece.start, piece.start + piece.existence.shape[1])
             group["semantic"][where] = piece.semantic
+            group["existence"][:, piece.start : piece.start + piece.existence.shape[1]] = piece.existence
             if options.instances:
                 group["edges"][(slice(None), *where)] = piece.edges
     return block.stop - block.start
+
+
+def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
+    """Pass 1b: the existence gate's hysteresis over the whole volume (`fveseg.postprocess.presence`).
+
+    Pass 1 labelled every slice with the plain per-slice gate and stored the existence profile. The few
+    slices the hysteresis decides otherwise are segmented again (their batch only, one task per batch:
+    the network output is the same) and relabelled with the whole volume's decision, so the result
+    equals a single-process run. Returns the number of slices relabelled.
+    """
+    import zarr
+
+    from fveseg.cli.jobs import gate_values
+    from fveseg.postprocess import presence
+
+    existence = np.asarray(zarr.open_group(scratch, mode="r")["existence"][:])
+    _, threshold, low = gate_values(options)
+    present = presence(existence, threshold, low)
+    changed = np.flatnonzero((present != (existence > threshold)).any(0))
+    if not changed.size:
+        return 0
+    step = options.batch_size
+    batches = [changed[changed // step == first] for first in np.unique(changed // step)]
+    futures = client.map(
+        _regate_batch,
+        batches,
+        [present[:, indices] for indices in batches],
+        source=source,
+        scratch=scratch,
+        options=options,
+        axis=axis,
+        pure=False,
+    )
+    client.gather(futures)
+    return int(changed.size)
+
+
+def _regate_batch(indices: np.ndarray, present: np.ndarray, source: str, scratch: str, options, axis: int):
+    """On a worker: segment slices ``indices`` (one batch) again and relabel them with ``present``."""
+    import dask
+    import zarr
+
+    from fveseg import io
+    from fveseg.cli.jobs import gate_values, segment_array
+    from fveseg.postprocess import put_slab, semantic_labels, take_slab
+
+    group = zarr.open_group(scratch, mode="r+")
+    value_range = tuple(group.attrs["value_range"])
+    segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
+    first, last = int(indices.min()), int(indices.max()) + 1
+    mask_threshold, threshold, _ = gate_values(options)
+    with dask.config.set(scheduler="sync"):
+        volume = io.read_volume(source, channel=options.channel).data
+        piece = segment_array(
+            segmenter, volume, replace(options, axis=axis), None, start=first, stop=last,
+            intensity_range=value_range, exist_low=None,
+        )  # fmt: skip
+    for column, index in enumerate(indices):
+        at = int(index) - first
+        probs = take_slab(piece.probabilities, axis, at, at + 1, 1)
+        exist = piece.existence[:, at : at + 1]
+        keep = present[:, column : column + 1]
+        labels = semantic_labels(probs, exist, mask_threshold, threshold, present=keep)
+        put_slab(group["semantic"], axis, int(index), labels, 0)
+    return len(indices)
 
 
 def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_margin: int = 16):
@@ -230,6 +299,8 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         group.attrs["value_range"] = list(value_range)
         dtype = np.uint8 if len(options.prompts) < 256 else np.uint16
         group.create_array("semantic", shape=data.shape, chunks=chunks, dtype=dtype, fill_value=0)
+        depth = int(data.shape[axis])
+        group.create_array("existence", shape=(len(options.prompts), depth), dtype=np.float32, fill_value=0)
         if options.instances:
             group.create_array(
                 "edges",
@@ -251,6 +322,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
             pure=False,
         )
         client.gather(futures)
+        regate_blocks(client, str(job.source), str(scratch), options, axis)
         stages["segment"] = time.perf_counter() - mark
 
         import dask.array as da

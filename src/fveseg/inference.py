@@ -5,15 +5,19 @@ with a range computed once per volume (`fveseg.normalize`), optional rescaling, 
 (`fveseg.tiling`), image features computed once and shared by all prompts, then per-slice existence
 gating, NMS and argmax (`fveseg.postprocess`). Outputs are written slice batch by slice batch into
 preallocated arrays (numpy, or a zarr group on disk renamed when complete: `fveseg.segment_outputs`),
-so memory beyond the outputs does not grow with the number of slices.
+so memory beyond the outputs does not grow with the number of slices. At the end the existence gate's
+hysteresis along the slicing axis relabels the (few) slices it keeps although their own existence is
+below the threshold (`fveseg.postprocess.regate`), from the stored probabilities.
 
 Batches always sit on the volume's grid of ``batch_size`` slices (0, B, 2B, ...) and are seeded by their
 first slice, and the intensity range is the whole volume's, so a slice range ``segment(..., start=a,
-stop=b)`` gives exactly the slices ``a:b`` of the whole-volume result: blocks of one volume can be
-segmented separately (`fveseg.distributed`) and concatenated.
+stop=b, exist_low=None)`` gives exactly the slices ``a:b`` of the whole-volume result before the
+hysteresis: blocks of one volume can be segmented separately (`fveseg.distributed`), concatenated and
+regated with the whole volume's existence.
 
 A ``reference-v2`` model (the released BiomedParse v2 weights) runs the public code's own pipeline instead,
-with the same streaming, slice ranges, progress, cancel and outputs: `fveseg.inference_reference`.
+with the same streaming, slice ranges, progress, cancel and outputs, and the paper's plain per-slice
+existence gate (``exist_low`` is ignored): `fveseg.inference_reference`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_m
 from fveseg.normalize import apply_range
 from fveseg.normalize import intensity_range as volume_intensity_range
 from fveseg.object_size import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
-from fveseg.postprocess import SegmentationResult, put_slab, semantic_labels
+from fveseg.postprocess import EXIST_LOW, SegmentationResult, presence, put_slab, regate, semantic_labels
 from fveseg.segment_checks import check_intensity_range, check_prompts, check_slices, check_volume
 from fveseg.segment_outputs import allocate_outputs, finish_zarr
 from fveseg.tiling import SliceTiler
@@ -159,6 +163,7 @@ class Segmenter:
         start: int | None = None,
         stop: int | None = None,
         intensity_range: tuple[float, float] | None = None,
+        exist_low: float | None = EXIST_LOW,
     ) -> SegmentationResult:
         """Segment ``prompts`` in a (D, H, W) volume (numpy, zarr or dask; 2D is taken as D = 1).
 
@@ -172,6 +177,14 @@ class Segmenter:
             FVE order; default from the checkpoint.
         mask_threshold, exist_threshold : float
             Mask probability and slice existence thresholds for ``semantic``.
+        exist_low : float or None
+            Hysteresis of the existence gate (`fveseg.postprocess.presence`): a slice whose existence is
+            above it but not above ``exist_threshold`` keeps the prompt when it continues, along the
+            slicing axis, a run of slices above the threshold. None (or ``exist_threshold``): the plain
+            per-slice gate. The run is looked for among the segmented slices only, so a range
+            (``start``/``stop``) can differ from the whole-volume result on slices whose run crosses
+            its ends; segment ranges with ``exist_low=None`` and finish with
+            `fveseg.postprocess.regate` on the whole volume's existence, as the block mode does.
         scale : float or "auto"
             Rescale slices by this factor before the network (objects larger than trained: < 1).
             "auto" first segments a few slices as they are (`_probe_scale`), measures the objects
@@ -214,7 +227,8 @@ class Segmenter:
         number = isinstance(scale, int | float) and not isinstance(scale, bool)
         if scale != "auto" and not (number and math.isfinite(scale) and scale > 0):
             raise InputError(f"scale must be a positive number or 'auto', got {scale!r}.")
-        for name, value in (("mask_threshold", mask_threshold), ("exist_threshold", exist_threshold)):
+        bounds = [("mask_threshold", mask_threshold), ("exist_threshold", exist_threshold)]
+        for name, value in bounds + ([("exist_low", exist_low)] if exist_low is not None else []):
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {value!r}.")
         if axis == "auto":
@@ -249,6 +263,7 @@ class Segmenter:
         lo, hi = self._value_range(volume, intensity_range)
         if scale == "auto":
             probe = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, cancel=cancel)
+            probe["exist_low"] = exist_low
             scale, whole = self._probe_scale(volume, canonical, axis, order, (lo, hi), **probe)
             if scale == 1.0 and whole is not None and out is None and (start, stop) == (0, shape[axis]):
                 if progress is not None:  # the probe was the whole run (small volumes at native size)
@@ -294,6 +309,9 @@ class Segmenter:
                 put_slab(store["semantic"], axis, at, labels, 0)
                 if progress is not None:
                     progress(at + exist.shape[1], count)
+            # the hysteresis needs every slice's existence: relabel the few slices it decides otherwise
+            regate(store["probabilities"], store["semantic"], existence, axis, mask_threshold,
+                   exist_threshold, exist_low)  # fmt: skip
         except BaseException:
             if tmp_path is not None:
                 shutil.rmtree(tmp_path, ignore_errors=True)
@@ -330,7 +348,8 @@ class Segmenter:
                     intensity_range=value_range, **thresholds,
                 )  # fmt: skip
                 semantic = np.moveaxis(np.asarray(result.semantic), axis, 0)
-                present = (result.existence > thresholds["exist_threshold"])[:, :, None, None]
+                present = presence(result.existence, thresholds["exist_threshold"], thresholds["exist_low"])
+                present = present[:, :, None, None]
                 gated = np.moveaxis(np.asarray(result.probabilities), axis + 1, 1) * present
                 for index in range(len(prompts)):
                     masks[index].append(semantic == index + 1)
@@ -356,6 +375,7 @@ class Segmenter:
         mask_threshold: float = 0.5,
         exist_threshold: float = 0.5,
         intensity_range: tuple[float, float] | None = None,
+        exist_low: float | None = EXIST_LOW,
     ) -> float:
         """The in-plane scale ``segment(..., scale="auto")`` uses for this volume and view ``axis``.
 
@@ -367,7 +387,7 @@ class Segmenter:
         if self._is_reference:
             return 1.0
         value_range = self._value_range(volume, intensity_range)
-        thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold)
+        thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, exist_low=exist_low)
         order = self._order(order)
         return self._probe_scale(volume, canonical, int(axis), order, value_range, **thresholds)[0]
 

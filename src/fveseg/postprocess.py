@@ -1,5 +1,9 @@
 """Per-slice post-processing of prompt probabilities: existence gating, NMS and argmax (REFERENCE §2).
 
+The existence gate is a hysteresis along the slicing axis (`presence`): a slice keeps a prompt when its
+existence is above ``exist_threshold``, or above ``exist_low`` and chained through such slices to one
+above the threshold. ``exist_low = exist_threshold`` gives the plain per-slice gate of the paper.
+
 Also the container of `fveseg.inference.Segmenter.segment` outputs (`SegmentationResult`, whose
 ``rethreshold`` re-runs the labelling on the stored probabilities) and the slab read/write helpers the
 Segmenter streams its outputs with.
@@ -15,16 +19,20 @@ import numpy as np
 
 __all__ = [
     "semantic_labels",
+    "presence",
     "label_dtype",
     "doubtful_slices",
+    "regate",
     "SegmentationResult",
     "take_slab",
     "put_slab",
 ]
 
-#: Existence above this (but not above the gate) on slices that continue, along the slicing axis, a run
-#: of slices where the prompt was found marks a slice the gate may have emptied wrongly.
-DOUBT_LOW = 0.1
+#: Default low threshold of the hysteresis gate: existence above this keeps a prompt on slices that
+#: continue, along the slicing axis, a run of slices where it was found. On the cells3d stack a fine-tuned
+#: model scored 0.13-0.23 on its densest slices although its masks there were right, and 0.1 keeps
+#: "mitochondria" and "liver" absent on every nuclei volume measured (docs/model-card.md).
+EXIST_LOW = 0.1
 
 
 def label_dtype(num_prompts: int) -> np.dtype:
@@ -38,10 +46,12 @@ def semantic_labels(
     mask_threshold: float = 0.5,
     exist_threshold: float = 0.5,
     iou_threshold: float = 0.5,
+    present: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class ids 1..P (0 = background) per slice.
 
-    A prompt is kept on a slice when its existence probability exceeds ``exist_threshold`` and no kept,
+    A prompt is kept on a slice when its existence probability exceeds ``exist_threshold`` (or where
+    ``present`` is True, when given) and no kept,
     more confident prompt's mask (probability > ``mask_threshold``) overlaps its mask with IoU above
     ``iou_threshold``. Each pixel then takes the kept prompt of highest probability if that probability
     exceeds ``mask_threshold`` (a background of fixed probability ``mask_threshold``). With one prompt this
@@ -52,7 +62,9 @@ def semantic_labels(
     probabilities : ndarray (P, S, H, W)
         Mask probabilities of P prompts on S slices (any float dtype).
     existence : ndarray (P, S)
-        Existence probability per prompt and slice.
+        Existence probability per prompt and slice (also ranks prompts for the NMS).
+    present : ndarray (P, S) bool, optional
+        The gate's decision per prompt and slice (`presence`); default ``existence > exist_threshold``.
 
     Returns
     -------
@@ -61,7 +73,7 @@ def semantic_labels(
     probs = np.asarray(probabilities, dtype=np.float32)
     exist = np.asarray(existence, dtype=np.float32)
     num, slices = exist.shape
-    keep = exist > exist_threshold
+    keep = exist > exist_threshold if present is None else np.asarray(present, dtype=bool)
     if num > 1:
         binary = (probs > mask_threshold).reshape(num, slices, -1)
         area = binary.sum(-1, dtype=np.int64)  # (P, S)
@@ -88,42 +100,106 @@ def semantic_labels(
     return np.where(value > mask_threshold, best + 1, 0).astype(label_dtype(num))
 
 
-def doubtful_slices(
-    existence: np.ndarray, exist_threshold: float = 0.5, low: float = DOUBT_LOW
+def presence(
+    existence: np.ndarray, exist_threshold: float = 0.5, exist_low: float | None = EXIST_LOW
 ) -> np.ndarray:
-    """Per prompt, the number of slices the existence gate empties although they continue a run of slices
-    where the prompt was found.
+    """The existence gate: where each prompt is kept, with hysteresis along the slicing axis.
 
     Objects are continuous along the slicing axis, so a slice whose existence is only weak
-    (``low`` < p <= ``exist_threshold``) but which is chained, through such slices, to a slice above the
-    gate is more likely a discriminator miss than an empty slice: hysteresis thresholding
-    (`skimage.filters.apply_hysteresis_threshold`) of each prompt's existence profile, minus the slices
-    the gate keeps. On the cells3d stack a fine-tuned model scored 0.13-0.23 on its densest slices, so
-    the gate emptied them although its masks there were right (docs/model-card.md).
+    (``exist_low`` < p <= ``exist_threshold``) but which is chained, through such slices, to a slice above
+    the threshold is more likely a discriminator miss than an empty slice
+    (`skimage.filters.apply_hysteresis_threshold` on each prompt's existence profile).
 
     Parameters
     ----------
     existence : ndarray (P, N)
         Existence probability per prompt and slice, in slice order.
     exist_threshold : float
-        The gate (a slice keeps the prompt when its existence is above it).
-    low : float
-        Weakest existence that still counts as a continuation.
+        A slice above it keeps the prompt.
+    exist_low : float or None
+        Weakest existence that still continues a run; None or ``>= exist_threshold``: no hysteresis.
 
     Returns
     -------
-    ndarray (P,) int64
-        Counts of doubtful slices; all zero when ``low >= exist_threshold``.
+    ndarray (P, N) bool
     """
     from skimage.filters import apply_hysteresis_threshold
 
     exist = np.asarray(existence, dtype=np.float32)
     if exist.ndim != 2:
         raise ValueError(f"existence must be (P, N), got shape {exist.shape}")
-    if low >= exist_threshold or exist.shape[1] == 0:
-        return np.zeros(exist.shape[0], dtype=np.int64)
-    chained = np.stack([apply_hysteresis_threshold(row, low, exist_threshold) for row in exist])
-    return (chained & ~(exist > exist_threshold)).sum(1).astype(np.int64)
+    above = exist > exist_threshold
+    if exist_low is None or exist_low >= exist_threshold or exist.size == 0:
+        return above
+    return np.stack([apply_hysteresis_threshold(row, exist_low, exist_threshold) for row in exist]) | above
+
+
+def doubtful_slices(
+    existence: np.ndarray,
+    exist_threshold: float = 0.5,
+    low: float = EXIST_LOW,
+    exist_low: float | None = None,
+) -> np.ndarray:
+    """Per prompt, the number of slices a gate with hysteresis down to ``low`` would keep but the gate
+    used (hysteresis down to ``exist_low``; None: plain threshold) empties.
+
+    Used to advise a lower ``exist_low`` when the discriminator is marginal on a stack (`presence`).
+
+    Parameters
+    ----------
+    existence : ndarray (P, N)
+        Existence probability per prompt and slice, in slice order.
+    exist_threshold : float
+        The gate's threshold.
+    low, exist_low : float or None
+        The hysteresis low thresholds compared.
+
+    Returns
+    -------
+    ndarray (P,) int64
+        Counts of doubtful slices; all zero when ``low >= exist_low``.
+    """
+    wider = presence(existence, exist_threshold, low)
+    used = presence(existence, exist_threshold, exist_low)
+    return (wider & ~used).sum(1).astype(np.int64)
+
+
+def regate(
+    probabilities: Any,
+    semantic: Any,
+    existence: np.ndarray,
+    axis: int,
+    mask_threshold: float = 0.5,
+    exist_threshold: float = 0.5,
+    exist_low: float | None = EXIST_LOW,
+) -> int:
+    """Relabel, in place, the slices of ``semantic`` that the hysteresis gate (`presence`) decides
+    differently from the plain per-slice threshold they were labelled with.
+
+    Parameters
+    ----------
+    probabilities : array (P, ...) float
+        Stored mask probabilities (numpy or zarr), the volume's dims after P.
+    semantic : array (...) integer
+        Labels from `semantic_labels` with the plain gate; updated in place.
+    existence : ndarray (P, N)
+        Existence per prompt and slice along ``axis``.
+
+    Returns
+    -------
+    int
+        Number of slices relabelled.
+    """
+    present = presence(existence, exist_threshold, exist_low)
+    changed = np.flatnonzero((present != (np.asarray(existence) > exist_threshold)).any(0))
+    for index in changed:  # slices, not voxels: few, and each is one vectorised call
+        probs = take_slab(probabilities, axis, index, index + 1, 1)
+        labels = semantic_labels(
+            probs, existence[:, index : index + 1], mask_threshold, exist_threshold,
+            present=present[:, index : index + 1],
+        )  # fmt: skip
+        put_slab(semantic, axis, index, labels, 0)
+    return int(changed.size)
 
 
 def take_slab(array: Any, axis: int, start: int, stop: int, leading: int) -> np.ndarray:
@@ -180,14 +256,23 @@ class SegmentationResult:
     scale: float = 1.0
 
     def rethreshold(
-        self, mask_threshold: float = 0.5, exist_threshold: float = 0.5, chunk: int = 16
+        self,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        chunk: int = 16,
+        exist_low: float | None = EXIST_LOW,
     ) -> np.ndarray:
-        """Recompute ``semantic`` (same shape and dtype) with other thresholds, without the network."""
+        """Recompute ``semantic`` (same shape and dtype) with other thresholds, without the network
+        (the gate's hysteresis sees this result's slices only)."""
         shape = self.probabilities.shape[1:]
         out = np.zeros(shape, dtype=label_dtype(len(self.prompts)))
+        present = presence(self.existence, exist_threshold, exist_low)
         for start in range(0, shape[self.axis], chunk):
             stop = min(start + chunk, shape[self.axis])
             probs = take_slab(self.probabilities, self.axis, start, stop, 1)
-            labels = semantic_labels(probs, self.existence[:, start:stop], mask_threshold, exist_threshold)
+            exist = self.existence[:, start:stop]
+            labels = semantic_labels(
+                probs, exist, mask_threshold, exist_threshold, present=present[:, start:stop]
+            )
             put_slab(out, self.axis, start, labels, 0)
         return out

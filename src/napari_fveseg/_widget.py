@@ -98,7 +98,10 @@ class SegmentationWidget(QWidget):
         self.device_box = QComboBox()
         self.device_box.addItems(available_devices())
         self.mask_box = _probability_box("Voxels with a mask probability above this are foreground.")
-        self.exist_box = _probability_box("Slices whose existence probability is above this keep their mask.")
+        self.exist_box = _probability_box(
+            "Slices whose existence probability is above this keep their mask; so do slices above "
+            "0.1 that continue a run of such slices along the stack."
+        )
         self.split_check = QCheckBox("split into instances")
         self.min_size_box = QDoubleSpinBox()
         self.min_size_box.setRange(0.0, 1e9)
@@ -354,20 +357,7 @@ class SegmentationWidget(QWidget):
         resized = f" (slices resized by {scale:g})" if scale != 1.0 else ""
         self.status.setText(
             f"Done: {', '.join(self._run_context['prompts'])}{resized}. Change a threshold to update "
-            "the layers without running the network again." + self._gate_advice()
-        )
-
-    def _gate_advice(self) -> str:
-        """A hint when the existence gate emptied slices that continue slices where a prompt was found."""
-        from fveseg.postprocess import DOUBT_LOW, doubtful_slices
-
-        counts = doubtful_slices(self.result.existence, self.exist_box.value())
-        dropped = [f'"{p}" on {n}' for p, n in zip(self.result.prompts, counts) if n]
-        if not dropped:
-            return ""
-        return (
-            f" The existence threshold emptied slices next to slices with objects ({', '.join(dropped)} "
-            f"slices): if objects are missing there, set it to {DOUBT_LOW:g}."
+            "the layers without running the network again."
         )
 
     def _on_finished(self) -> None:

@@ -35,6 +35,7 @@ class SegmentOptions:
     order: int | None = None
     mask_threshold: float | None = None
     exist_threshold: float | None = None
+    exist_low: float | None = None  # hysteresis of the existence gate; None: the Segmenter's default
     axis: str | int = "auto"
     resize: float | str = "auto"  # in-plane factor for slices before the network (Segmenter ``scale``)
     spacing: tuple[float, float, float] | None = None
@@ -102,28 +103,42 @@ class JobSummary:
 
 def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=None, cancel=None, **extra):
     """Run the Segmenter on a (D, H, W) array with the options' thresholds; return its SegmentationResult."""
-    keywords = dict(spacing=spacing, axis=options.axis, progress=progress, cancel=cancel, **extra)
+    keywords = dict(spacing=spacing, axis=options.axis, progress=progress, cancel=cancel)
     if options.order is not None:
         keywords["order"] = options.order
     keywords["scale"] = options.resize
-    for name in ("mask_threshold", "exist_threshold"):
-        if getattr(options, name) is not None:
-            keywords[name] = getattr(options, name)
+    keywords.update(gate_keywords(options))
+    keywords.update(extra)
     return segmenter.segment(data, list(options.prompts), **keywords)
 
 
-def existence_notes(result, options: SegmentOptions, name: str) -> list[str]:
-    """Advice when the existence gate emptied slices inside a run of slices where a prompt was found
-    (`fveseg.postprocess.doubtful_slices`): objects may be missing there."""
-    from fveseg.postprocess import DOUBT_LOW, doubtful_slices
+def gate_keywords(options: SegmentOptions) -> dict[str, float]:
+    """The options' mask and existence thresholds that are set (the Segmenter's defaults otherwise)."""
+    names = ("mask_threshold", "exist_threshold", "exist_low")
+    return {name: getattr(options, name) for name in names if getattr(options, name) is not None}
 
-    threshold = 0.5 if options.exist_threshold is None else options.exist_threshold
-    counts = doubtful_slices(result.existence, threshold)
+
+def gate_values(options: SegmentOptions) -> tuple[float, float, float]:
+    """``(mask_threshold, exist_threshold, exist_low)`` with the Segmenter's defaults filled in."""
+    from fveseg.postprocess import EXIST_LOW
+
+    given = gate_keywords(options)
+    mask, threshold = given.get("mask_threshold", 0.5), given.get("exist_threshold", 0.5)
+    return mask, threshold, given.get("exist_low", EXIST_LOW)
+
+
+def existence_notes(result, options: SegmentOptions, name: str) -> list[str]:
+    """Advice when a raised ``exist_low`` let the existence gate empty slices inside a run of slices where
+    a prompt was found (`fveseg.postprocess.doubtful_slices`): objects may be missing there."""
+    from fveseg.postprocess import EXIST_LOW, doubtful_slices
+
+    _, threshold, low = gate_values(options)
+    counts = doubtful_slices(result.existence, threshold, EXIST_LOW, low)
     total = result.existence.shape[1]
     return [
         f'{name}: "{prompt}" was dropped from {count} of {total} slices that continue slices where it was '
-        f"found (existence {DOUBT_LOW:g}-{threshold:g}); if objects are missing there, rerun with "
-        f"--exist-threshold {DOUBT_LOW:g}"
+        f"found (existence {EXIST_LOW:g}-{min(low, threshold):g}); if objects are missing there, rerun "
+        f"with --exist-low {EXIST_LOW:g}"
         for prompt, count in zip(result.prompts, counts)
         if count
     ]

@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask-threshold", type=_probability, help="mask probability threshold (default 0.5)")
     group.add_argument("--exist-threshold", type=_probability, help="slice existence threshold (default 0.5)")
     group.add_argument(
+        "--exist-low",
+        type=_probability,
+        help="slices with existence above this still keep a prompt when they continue a run of slices "
+        "above --exist-threshold (hysteresis; default 0.1; set it to the threshold to turn it off)",
+    )
+    group.add_argument(
         "--axis",
         choices=("auto", "0", "1", "2"),
         default="auto",
@@ -171,6 +177,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentOptions:
         order=args.order,
         mask_threshold=args.mask_threshold,
         exist_threshold=args.exist_threshold,
+        exist_low=args.exist_low,
         axis=args.axis if args.axis == "auto" else int(args.axis),
         resize=args.resize,
         spacing=parse_spacing(args.scale),

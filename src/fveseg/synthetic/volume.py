@@ -69,10 +69,11 @@ def make_nuclei_volume(
     spacing : (z, y, x) floats
         Voxel size in µm. Objects and optics are specified in µm, so a coarser z step gives a truly
         anisotropic stack (use e.g. ``(1.5, 0.5, 0.5)`` for a z step 3× the pixel size).
-    preset : {"anisotropic", "isotropic", "hard"} or None
+    preset : {"anisotropic", "isotropic", "crowded", "hard"} or None
         Named settings (see ``fveseg.synthetic.PRESETS``): "anisotropic" (default: widefield-like z blur
-        σz = 1.2 µm vs σxy = 0.3 µm), "isotropic" (confocal-like, nearly isotropic blur), "hard" (held-out
-        evaluation: stronger z blur, SNR 4, more dim, clustered and irregular nuclei). None: the plain
+        σz = 1.2 µm vs σxy = 0.3 µm), "isotropic" (confocal-like, nearly isotropic blur), "crowded"
+        (tightly packed, larger, textured nuclei filling about a third of the volume), "hard" (held-out
+        evaluation: stronger z blur, SNR 5, more dim, clustered and irregular nuclei). None: the plain
         defaults of :class:`SyntheticOptions` (same as "anisotropic").
     **options
         Any field of :class:`SyntheticOptions` (applied after the preset), e.g. ``n_nuclei=20``,
