@@ -28,11 +28,14 @@ def predict(
 ):
     """Gated mask and edge probabilities (P, D, H, W) float32 and existence (P, N) from a `Segmenter`.
 
-    The mask is zero on slices where the ISD says the target is absent (existence <= 0.5), as in the
-    Segmenter's own semantic output.
+    The mask is zero on slices where the ISD says the target is absent (the Segmenter's default gate,
+    `fveseg.postprocess.presence`: existence <= 0.5 and not continuing a run of found slices above 0.1),
+    as in the Segmenter's own semantic output.
     """
+    from fveseg.postprocess import presence
+
     result = segmenter.segment(volume, prompts, spacing=spacing, axis=axis, scale=scale)
-    gate = result.existence > 0.5  # (P, N) along result.axis
+    gate = presence(result.existence)  # (P, N) along result.axis
     shape = [1] * 4
     shape[0], shape[1 + result.axis] = gate.shape
     gate = gate.reshape(shape)

@@ -9,13 +9,15 @@ One huge volume (`segment_zarr_in_blocks`)
     each worker reads its block plus a halo of ``3k − 2`` slices on each side (the FVE context of order
     k), normalises it with the intensity range computed *once* for the whole volume, segments it
     (`Segmenter.segment` with ``start=, stop=, intensity_range=``, batch by batch) and writes the core
-    slices' semantic labels (and, for instances, edge probabilities) into a scratch zarr.
-    Each slice's network output depends only on its own FVE image and its batch on the Segmenter's fixed
-    batch grid, so the semantic result equals a single-process run exactly. Pass 2 (parallel, instances
-    only): each worker splits instances on its block plus ``instance_margin`` slices on each side, writes
-    the core's local ids, and the labels its margin gives to the next block's first slice; label pairs
-    that overlap there are joined by a union-find into one global numbering, applied while the labels are
-    written to the OME-Zarr.
+    slices' semantic labels with the plain per-slice existence gate (and, for instances, edge
+    probabilities) and their existence into a scratch zarr. Pass 1b (`regate_blocks`) applies the gate's
+    hysteresis over the whole volume's existence and relabels the few slices it changes, segmenting their
+    batch again. Each slice's network output depends only on its own FVE image and its batch on the
+    Segmenter's fixed batch grid, so the semantic result equals a single-process run exactly. Pass 2
+    (parallel, instances only): each worker splits instances on its block plus ``instance_margin`` slices
+    on each side, writes the core's local ids, and the labels its margin gives to the next block's first
+    slice; label pairs that overlap there are joined by a union-find into one global numbering, applied
+    while the labels are written to the OME-Zarr.
 
     Instances equal the single-process result (up to renumbering) whenever every object is decided by
     the voxels within ``instance_margin`` slices of a block boundary — true for objects shorter than the

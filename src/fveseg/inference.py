@@ -202,8 +202,9 @@ class Segmenter:
         start, stop : int, optional
             Segment only slices ``[start, stop)`` along the view axis (default: all N = shape[axis]);
             pass an explicit ``axis`` with them. Only the slabs those slices need (with their FVE context
-            from outside the range) are read from a lazy volume. The result equals slices ``start:stop``
-            of the whole-volume result exactly: batches stay on the volume's grid of ``batch_size``
+            from outside the range) are read from a lazy volume. With ``exist_low=None`` the result
+            equals slices ``start:stop`` of the whole-volume result before the hysteresis exactly:
+            batches stay on the volume's grid of ``batch_size``
             slices, so a range whose ends are not multiples of ``batch_size`` also computes the rest of
             its first and last batch (at most 2 * (batch_size - 1) slices) and discards it.
         intensity_range : (lo, hi), optional
