@@ -72,7 +72,8 @@ def test_scale_shrinks_in_steps_of_005_and_enlarges_small_objects_once(diameter,
 
 
 class DiskModel(torch.nn.Module):
-    """A stand-in network: mask where the (normalised) focal channel is bright, present everywhere."""
+    """A stand-in network: mask where the (normalised) focal channel is bright, present everywhere
+    (except "mitochondria", reported absent everywhere)."""
 
     metadata = {"input_size": 64, "fve": {"order": 1}}
 
@@ -81,7 +82,7 @@ class DiskModel(torch.nn.Module):
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def encode_text(self, prompts):
-        return torch.zeros(len(prompts), 1)
+        return torch.tensor([[float(p == "mitochondria")] for p in prompts])
 
     def encode_image(self, images):
         return images
@@ -92,7 +93,7 @@ class DiskModel(torch.nn.Module):
         return {
             "mask_logits": logits,
             "edge_logits": torch.full_like(logits, -10.0),
-            "exist_logits": torch.full(logits.shape[:2], 10.0),
+            "exist_logits": (10.0 - 20.0 * text[:, 0]).expand(logits.shape[:2]).clone(),
         }
 
 
@@ -123,6 +124,16 @@ def test_auto_scale_shrinks_large_objects_keeps_trained_ones_and_enlarges_small_
     for result in (large, fixed):
         overlap = (result.semantic > 0) & truth
         assert 2 * overlap.sum() / ((result.semantic > 0).sum() + truth.sum()) > 0.9
+
+
+def test_auto_scale_ignores_prompts_reported_absent(disk_segmenter):
+    """An absent prompt has no objects to measure: it must not pull the scale back to 1."""
+    alone = disk_segmenter.segment(disk_volume(20), ["nuclei"], axis=0)
+    both = disk_segmenter.segment(disk_volume(20), ["nuclei", "mitochondria"], axis=0)
+    assert both.scale == alone.scale < 1
+    assert both.existence[1].max() < 0.01 and not (both.semantic == 2).any()
+    nothing = disk_segmenter.segment(disk_volume(20), ["mitochondria"], axis=0)
+    assert nothing.scale == 1.0 and not nothing.semantic.any()
 
 
 def test_auto_scale_is_the_same_for_every_slice_range(disk_segmenter):
@@ -163,7 +174,7 @@ class TextureModel(DiskModel):
         return {
             "mask_logits": logits,
             "edge_logits": torch.full_like(logits, -10.0),
-            "exist_logits": torch.full(logits.shape[:2], 10.0),
+            "exist_logits": (10.0 - 20.0 * text[:, 0]).expand(logits.shape[:2]).clone(),
         }
 
 

@@ -327,7 +327,7 @@ class Segmenter:
     def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
         """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
         thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
-        largest scale (the prompt with the smallest objects decides; small objects are enlarged). Then
+        largest scale (the found prompt with the smallest objects decides; small objects are enlarged). Then
         guard against a first pass fooled into fragments (very large nuclei, or noise, seen as texture):
         segment the windows at half the scale (half of 1 after an enlargement) and take half when the
         network is far surer there (`object_size.surer_at_half`). Depends only on the whole volume, so
@@ -358,7 +358,9 @@ class Segmenter:
             return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, [])), result
 
         masks, native, first_result = probe(1.0)
-        scale = max(scale_for_diameter(typical_diameter(m)) for m in masks)
+        # prompts found nowhere (absent targets) have nothing to measure and do not vote
+        diameters = [d for d in (typical_diameter(m) for m in masks) if d > 0]
+        scale = max((scale_for_diameter(d) for d in diameters), default=1.0)
         shrunk = min(scale, 1.0)  # an enlargement is checked against native size, already segmented
         half = round(shrunk * 10) / 20  # steps of 0.05, like scale_for_diameter
         if half >= MIN_AUTO_SCALE:
