@@ -260,6 +260,30 @@ def test_train_end_to_end_writes_loadable_checkpoint(tmp_path):
     assert log[0].startswith("step,") and len(log) >= 3
 
 
+def test_training_only_the_discriminator_leaves_masks_untouched(tmp_path):
+    from training.config import load_config
+    from training.train import train
+
+    from fveseg.errors import InputError
+    from fveseg.model.checkpoint import load_checkpoint
+
+    small = dict(
+        steps=2, batch_size=2, num_workers=0, input_size=64, warmup_steps=1, val_synthetic=0, log_every=1,
+        synthetic={"size": 64, "depth": [4, 6]}, real_fraction=0.5,
+    )  # fmt: skip
+    train(load_config(None, **small), None, tmp_path / "a", device="cpu", volumes=[_volume()], quiet=True)
+    isd = load_config(None, trainable=["decoder.cls_"], lr=1e-2, **small)
+    train(isd, None, tmp_path / "b", "cpu", init_checkpoint=str(tmp_path / "a" / "best"), volumes=[_volume()],
+          quiet=True)  # fmt: skip
+    before = dict(load_checkpoint(tmp_path / "a" / "best").named_parameters())
+    after = dict(load_checkpoint(tmp_path / "b" / "last").named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("decoder.cls_") for name in changed)
+    with pytest.raises(InputError, match="matches no parameter"):
+        train(load_config(None, trainable=["no.such."], **small), None, tmp_path / "c", "cpu",
+              volumes=[_volume()], quiet=True)  # fmt: skip
+
+
 def test_precomputed_table_matches_live_minilm():
     pytest.importorskip("transformers")
     from fveseg.model.text_encoder import MiniLMTextEncoder

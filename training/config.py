@@ -22,6 +22,9 @@ class TrainConfig:
     input_size: int = 256
     prompts_per_image: int = 4
     absent_class_p: float = 0.5  # chance that a class the procedural image does not show is a negative
+    # train only parameters whose names start with one of these (empty: all). ["decoder.cls_"] trains the
+    # existence discriminator alone: its input is detached, so masks and edges stay exactly as they were
+    trainable: tuple[str, ...] = ()
     batch_size: int = 8
     lr: float = 4e-4
     min_lr_ratio: float = 0.02

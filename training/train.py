@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from fveseg.errors import InputError
 from training.config import TrainConfig, load_config
 from training.losses import segmentation_loss
 from training.prompts import TRAIN_NEGATIVES, TRAIN_PARAPHRASES, training_prompts
@@ -121,6 +122,22 @@ def save(model, path: Path, metadata: dict) -> None:
     save_checkpoint(module, path, metadata, overwrite=True)
 
 
+def select_trainable(model: torch.nn.Module, prefixes) -> list[torch.nn.Parameter]:
+    """Freeze every parameter whose name starts with none of ``prefixes`` (empty: train all); return the
+    trained ones."""
+    prefixes = tuple(prefixes)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(not prefixes or name.startswith(prefixes))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if not trained:
+        example = next(name for name, _ in model.named_parameters())
+        raise InputError(
+            f"trainable {list(prefixes)} matches no parameter of the model; names look like {example!r} "
+            "(fix: use name prefixes such as 'decoder.cls_', or leave trainable empty to train all)"
+        )
+    return trained
+
+
 def train(
     config: TrainConfig,
     data_root,
@@ -165,10 +182,11 @@ def train(
     vocabulary = training_prompts() if vocabulary is None else vocabulary
     model.to(dev).train()
     text = build_text_table(model, config, vocabulary, dev)
+    trained = select_trainable(model, config.trainable)
     optim = torch.optim.AdamW(
         [
-            {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
+            {"params": [p for p in trained if p.ndim >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in trained if p.ndim < 2], "weight_decay": 0.0},
         ],
         lr=config.lr,
         betas=(0.9, 0.999),
