@@ -128,9 +128,12 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one
     data = read_volume(zarr_volume).data
     whole, threshold = whole
     segmenter = load_segmenter(str(checkpoint), "cpu", 4)
+    # the whole-volume run chose its scale at mask threshold 0.5: fix it (the automatic scale's agreement
+    # between block and single runs is test_z_blocks_equal_single_process's)
     options = SegmentOptions(
-        prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold, exist_threshold=0.0
-    )
+        prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold, exist_threshold=0.0,
+        resize=whole.scale,
+    )  # fmt: skip
     pieces = list(segment_slices(segmenter, data, options, 6, 15, 0, intensity_range(data)))
     assert [(p.start, p.existence.shape[1]) for p in pieces] == [(6, 2), (8, 4), (12, 3)]  # on the grid
     semantic = np.concatenate([p.semantic for p in pieces])
