@@ -199,27 +199,33 @@ def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
     """Pass 1b: the existence gate's hysteresis over the whole volume (`fveseg.postprocess.presence`).
 
     Pass 1 labelled every slice with the plain per-slice gate and stored the existence profile. The few
-    slices the hysteresis decides otherwise are segmented again (their batch only, one task per batch:
-    the network output is the same) and relabelled with the whole volume's decision, so the result
-    equals a single-process run. Returns the number of slices relabelled.
+    slices the hysteresis decides otherwise are segmented again (their batch only: the network output is
+    the same) and relabelled with the whole volume's decision, so the result equals a single-process run.
+    One task per scratch block (chunk), so no two workers write into the same chunk. Returns the number of
+    slices relabelled.
     """
     import zarr
 
     from fveseg.cli.jobs import gate_values
-    from fveseg.postprocess import presence
+    from fveseg.postprocess import gate_changes, presence
 
-    existence = np.asarray(zarr.open_group(scratch, mode="r")["existence"][:])
+    group = zarr.open_group(scratch, mode="r")
+    existence = np.asarray(group["existence"][:])
+    block = group["semantic"].chunks[axis]
     _, threshold, low = gate_values(options)
     present = presence(existence, threshold, low)
-    changed = np.flatnonzero((present != (existence > threshold)).any(0))
+    changed = gate_changes(existence, present, threshold)
     if not changed.size:
         return 0
-    step = options.batch_size
-    batches = [changed[changed // step == first] for first in np.unique(changed // step)]
+    step, depth = options.batch_size, existence.shape[1]
+    spans = [(int(b) * step, min(int(b) * step + step, depth)) for b in np.unique(changed // step)]
+    per_block: dict[int, list[tuple[int, int]]] = {}
+    for span in spans:
+        per_block.setdefault(span[0] // block, []).append(span)
     futures = client.map(
-        _regate_batch,
-        batches,
-        [present[:, indices] for indices in batches],
+        _regate_block,
+        list(per_block.values()),
+        [[present[:, first:last] for first, last in group_spans] for group_spans in per_block.values()],
         source=source,
         scratch=scratch,
         options=options,
@@ -230,34 +236,36 @@ def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
     return int(changed.size)
 
 
-def _regate_batch(indices: np.ndarray, present: np.ndarray, source: str, scratch: str, options, axis: int):
-    """On a worker: segment slices ``indices`` (one batch) again and relabel them with ``present``."""
+def _regate_block(spans, presents, source: str, scratch: str, options, axis: int) -> int:
+    """On a worker: segment each batch of slices ``spans[i]`` again and relabel it with the whole volume's
+    gate decision ``presents[i]`` (P, span length); only the slices whose decision changed are written."""
     import dask
     import zarr
 
     from fveseg import io
     from fveseg.cli.jobs import gate_values, segment_array
-    from fveseg.postprocess import put_slab, semantic_labels, take_slab
+    from fveseg.postprocess import gate_changes, put_slab, regate, take_slab
 
     group = zarr.open_group(scratch, mode="r+")
     value_range = tuple(group.attrs["value_range"])
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
-    first, last = int(indices.min()), int(indices.max()) + 1
     mask_threshold, threshold, _ = gate_values(options)
+    relabelled = 0
     with dask.config.set(scheduler="sync"):
         volume = io.read_volume(source, channel=options.channel).data
-        piece = segment_array(
-            segmenter, volume, replace(options, axis=axis), None, start=first, stop=last,
-            intensity_range=value_range, exist_low=None,
-        )  # fmt: skip
-    for column, index in enumerate(indices):
-        at = int(index) - first
-        probs = take_slab(piece.probabilities, axis, at, at + 1, 1)
-        exist = piece.existence[:, at : at + 1]
-        keep = present[:, column : column + 1]
-        labels = semantic_labels(probs, exist, mask_threshold, threshold, present=keep)
-        put_slab(group["semantic"], axis, int(index), labels, 0)
-    return len(indices)
+        for (first, last), present in zip(spans, presents):
+            piece = segment_array(
+                segmenter, volume, replace(options, axis=axis), None, start=first, stop=last,
+                intensity_range=value_range, exist_low=None,
+            )  # fmt: skip
+            changed = gate_changes(piece.existence, present, threshold)
+            regate(piece.probabilities, piece.semantic, piece.existence, axis, mask_threshold, threshold,
+                   present=present)  # fmt: skip
+            for index in changed:
+                labels = take_slab(piece.semantic, axis, int(index), int(index) + 1, 0)
+                put_slab(group["semantic"], axis, first + int(index), labels, 0)
+            relabelled += int(changed.size)
+    return relabelled
 
 
 def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_margin: int = 16):
@@ -302,7 +310,13 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         dtype = np.uint8 if len(options.prompts) < 256 else np.uint16
         group.create_array("semantic", shape=data.shape, chunks=chunks, dtype=dtype, fill_value=0)
         depth = int(data.shape[axis])
-        group.create_array("existence", shape=(len(options.prompts), depth), dtype=np.float32, fill_value=0)
+        group.create_array(  # chunked like the blocks: workers never write into the same chunk
+            "existence",
+            shape=(len(options.prompts), depth),
+            chunks=(len(options.prompts), block_slices),
+            dtype=np.float32,
+            fill_value=0,
+        )
         if options.instances:
             group.create_array(
                 "edges",

@@ -23,6 +23,7 @@ __all__ = [
     "label_dtype",
     "doubtful_slices",
     "regate",
+    "gate_changes",
     "SegmentationResult",
     "take_slab",
     "put_slab",
@@ -172,6 +173,7 @@ def regate(
     mask_threshold: float = 0.5,
     exist_threshold: float = 0.5,
     exist_low: float | None = EXIST_LOW,
+    present: np.ndarray | None = None,
 ) -> int:
     """Relabel, in place, the slices of ``semantic`` that the hysteresis gate (`presence`) decides
     differently from the plain per-slice threshold they were labelled with.
@@ -184,14 +186,18 @@ def regate(
         Labels from `semantic_labels` with the plain gate; updated in place.
     existence : ndarray (P, N)
         Existence per prompt and slice along ``axis``.
+    present : ndarray (P, N) bool, optional
+        The gate's decision, when it was made on more slices than these (block mode); default
+        ``presence(existence, exist_threshold, exist_low)``.
 
     Returns
     -------
     int
         Number of slices relabelled.
     """
-    present = presence(existence, exist_threshold, exist_low)
-    changed = np.flatnonzero((present != (np.asarray(existence) > exist_threshold)).any(0))
+    if present is None:
+        present = presence(existence, exist_threshold, exist_low)
+    changed = gate_changes(existence, present, exist_threshold)
     for index in changed:  # slices, not voxels: few, and each is one vectorised call
         probs = take_slab(probabilities, axis, index, index + 1, 1)
         labels = semantic_labels(
@@ -200,6 +206,12 @@ def regate(
         )  # fmt: skip
         put_slab(semantic, axis, index, labels, 0)
     return int(changed.size)
+
+
+def gate_changes(existence: np.ndarray, present: np.ndarray, exist_threshold: float = 0.5) -> np.ndarray:
+    """Indices of the slices where the gate's decision ``present`` (P, N) differs, for some prompt, from
+    the plain per-slice threshold on ``existence`` (P, N)."""
+    return np.flatnonzero((present != (np.asarray(existence) > exist_threshold)).any(0))
 
 
 def take_slab(array: Any, axis: int, start: int, stop: int, leading: int) -> np.ndarray:
