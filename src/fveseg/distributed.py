@@ -367,7 +367,8 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                     min_relative_size=options.min_relative_size,
                 )
                 if axis == 0:  # the slicing axis is the focus axis (block mode with instances: always)
-                    labels = trim_out_of_focus_in_blocks(client, labels, data, options.focus_fraction)
+                    labels, left = trim_out_of_focus_in_blocks(client, labels, data, options.focus_fraction)
+                    found = found if left is None else left  # haze objects gone, ids renumbered
                 layers[slug(prompt)] = (labels, {})
                 objects += found
             elif len(options.prompts) == 1:
