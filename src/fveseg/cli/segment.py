@@ -74,8 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_fraction,
         default=FOCUS_FRACTION,
         metavar="F",
-        help="drop each instance's cross-sections dimmer than F times its brightest one, above background "
-        f"(out-of-focus haze along the slicing axis; default {FOCUS_FRACTION}, 0: keep all)",
+        help="drop each instance's cross-sections dimmer than F times its brightest one, above background, "
+        "and objects dimmer than F times a brighter object in the same columns (out-of-focus haze along "
+        f"the slicing axis; default {FOCUS_FRACTION}, 0: keep all)",
     )
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="checkpoint path (default: the bundled model)")
