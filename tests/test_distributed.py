@@ -52,7 +52,9 @@ def test_merge_block_labels_without_objects():
     assert [t.tolist() for t in merge_block_labels(empty, [np.zeros((0, 2), int)])] == [[0], [0]]
 
 
-def test_blockwise_instances_equal_global_split(client, tmp_path):
+def instance_source(tmp_path):
+    """A pass-1 scratch group of a small procedural volume (true mask, per-slice true edges) and the
+    single-process split of it."""
     from scipy import ndimage as ndi
 
     from fveseg.instances import split_instances
@@ -65,22 +67,50 @@ def test_blockwise_instances_equal_global_split(client, tmp_path):
     source.create_array("semantic", data=(truth > 0).astype(np.uint8), chunks=(5, 48, 48))
     source.create_array("edges", data=edges[None].astype(np.float32), chunks=(1, 5, 48, 48))
     expected = split_instances(truth > 0, edges.astype(np.float32), spacing=sample.spacing)
+    return str(tmp_path / "pass1.zarr"), expected, sample.spacing
+
+
+def test_blockwise_instances_equal_global_split(client, tmp_path):
+    source, expected, spacing = instance_source(tmp_path)
     assert expected.max() > 3  # several objects, some cut by the block boundaries at 5, 10, 15, 20
     crossing = [z for z in (5, 10, 15, 20) if np.intersect1d(expected[z - 1], expected[z]).size > 1]
     assert crossing
-    labels, count = split_instances_in_blocks(
-        client,
-        str(tmp_path / "pass1.zarr"),
-        0,
-        tmp_path / "scratch.zarr",
-        block_slices=5,
-        margin=12,
-        spacing=sample.spacing,
+    labels, count, margin, cut = split_instances_in_blocks(
+        client, source, 0, tmp_path / "scratch.zarr", block_slices=5, margin=12, spacing=spacing
     )
     result = labels.compute()
     assert result.dtype == np.uint32 and count == expected.max()
+    assert (margin, cut) == (12, 0)  # every object fits in a block plus 12 slices on each side
     assert same_up_to_renumbering(result, expected)
     assert np.array_equal(np.unique(result), np.arange(result.max() + 1))  # sequential ids
+
+
+def test_the_margin_grows_until_no_object_is_cut(client, tmp_path):
+    source, expected, spacing = instance_source(tmp_path)
+    tall = max(np.ptp(np.nonzero((expected == i).any((1, 2)))[0]) + 1 for i in range(1, expected.max() + 1))
+    assert tall > 2
+    fixed = split_instances_in_blocks(
+        client, source, 0, tmp_path / "fixed.zarr", block_slices=5, margin=2, spacing=spacing
+    )
+    assert fixed.margin == 2 and fixed.cut > 0  # objects span more than a block plus 2 slices each side
+    grown = split_instances_in_blocks(
+        client, source, 0, tmp_path / "grown.zarr", block_slices=5, margin=2, spacing=spacing, max_margin=32
+    )
+    assert grown.cut == 0 and grown.margin in (4, 8, 16, 32) and grown.margin < 2 * tall
+    assert same_up_to_renumbering(grown.labels.compute(), expected)
+    capped = split_instances_in_blocks(
+        client, source, 0, tmp_path / "capped.zarr", block_slices=5, margin=1, spacing=spacing, max_margin=2
+    )
+    assert capped.margin == 2 and capped.cut > 0  # stops at the cap and says so
+
+
+def test_margin_notes():
+    from fveseg.distributed import margin_notes
+
+    assert margin_notes("a.zarr", "nuclei", 16, 16, 0) == []
+    assert "raised to 32" in margin_notes("a.zarr", "nuclei", 16, 32, 0)[0]
+    (note,) = margin_notes("a.zarr", "nuclei", 16, 64, 3)
+    assert "3 'nuclei' objects" in note and "--instance-margin 128" in note
 
 
 # -- the whole pipeline on workers equals one process ------------------------------------------------------

@@ -21,13 +21,14 @@ One huge volume (`segment_zarr_in_blocks`)
 
     Instances equal the single-process result (up to renumbering) whenever every object is decided by
     the voxels within ``instance_margin`` slices of a block boundary — true for objects shorter than the
-    margin along the block axis (nuclei, cells). A taller object that the splitter would treat differently
-    with more context can differ at a boundary; raise the margin for such data.
+    margin along the block axis. When some object reaches the end of a block's margin, pass 2 is redone
+    with twice the margin, up to `MARGIN_GROWTH` times the one asked for, and the summary's notes say so
+    (`fveseg.block_instances`).
 
 Memory per worker: pass 1 holds one batch at a time (``batch_size + 2·(3k − 2)`` image slices, P
 probability and edge slices per batch slice); pass 2 holds ``block_slices + 2·margin`` slices of mask,
-edges and labels. Neither grows with the volume. The scratch zarr sits beside the output (the workers
-must share its file system) and is deleted at the end.
+edges and labels (the grown margin, when it grows). Neither grows with the volume. The scratch zarr sits
+beside the output (the workers must share its file system) and is deleted at the end.
 """
 
 from __future__ import annotations
@@ -36,10 +37,19 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from fveseg.block_instances import (
+    MARGIN_GROWTH,
+    Block,
+    margin_notes,
+    merge_block_labels,
+    plan_blocks,
+    split_instances_in_blocks,
+)
 
 __all__ = [
     "load_segmenter",
@@ -95,26 +105,6 @@ def segment_jobs(client, jobs, options, progress: bool = True) -> list:
         client.cancel(futures)
         raise
     return summaries
-
-
-@dataclass(frozen=True)
-class Block:
-    """Slices ``[start, stop)`` are this block's result; ``[read_start, read_stop)`` are read for it."""
-
-    index: int
-    start: int
-    stop: int
-    read_start: int
-    read_stop: int
-
-
-def plan_blocks(depth: int, block_slices: int, halo: int) -> list[Block]:
-    """Cut ``depth`` slices into blocks of ``block_slices`` with ``halo`` context slices on each side."""
-    starts = range(0, depth, block_slices)
-    return [
-        Block(i, s, min(s + block_slices, depth), max(0, s - halo), min(depth, s + block_slices + halo))
-        for i, s in enumerate(starts)
-    ]
 
 
 def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
@@ -345,7 +335,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
 
         mark = time.perf_counter()
         semantic = da.from_zarr(str(scratch), component="semantic")
-        layers, objects = {}, 0
+        layers, objects, notes = {}, 0, []
         names = {i + 1: p for i, p in enumerate(options.prompts)}
         from fveseg.cli.common import slug
         from fveseg.focus import trim_out_of_focus_in_blocks
@@ -354,7 +344,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
             layers["semantic"] = (semantic.astype(np.uint32), names)
         for index, prompt in enumerate(options.prompts):
             if options.instances:
-                labels, found = split_instances_in_blocks(
+                labels, found, margin, cut = split_instances_in_blocks(
                     client,
                     str(scratch),
                     index,
@@ -365,7 +355,9 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                     method=options.instance_method,
                     min_size=options.min_size,
                     min_relative_size=options.min_relative_size,
+                    max_margin=MARGIN_GROWTH * instance_margin,
                 )
+                notes += margin_notes(job.source.name, prompt, instance_margin, margin, cut)
                 if axis == 0:  # the slicing axis is the focus axis (block mode with instances: always)
                     labels, left = trim_out_of_focus_in_blocks(client, labels, data, options.focus_fraction)
                     found = found if left is None else left  # haze objects gone, ids renumbered
@@ -382,7 +374,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         stages["write"] = time.perf_counter() - mark
     finally:
         remove_path(scratch)
-    return JobSummary.of(volume, job, options, objects, start, written, stages, options.resize)
+    return JobSummary.of(volume, job, options, objects, start, written, stages, options.resize, notes)
 
 
 def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
@@ -396,199 +388,3 @@ def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
     meta = json.loads(json_path.read_text()) if json_path.is_file() else {}
     intensity = meta.get("intensity") or {}
     return intensity_range(data, intensity.get("modality") or "auto", intensity.get("window"))
-
-
-# --------------------------------------------------------------------------------------------------------
-# Instances in blocks: local splitting with a margin, then one global relabelling.
-
-
-def _split_block(
-    block: Block, source: str, index: int, scratch: str, spacing, method: str, min_size: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 2 on a worker: split instances on the block plus margin; store core ids and the upper margin.
-
-    Returns the ids present in the core and their voxel counts there (for global object sizes)."""
-    import zarr
-
-    from fveseg.instances import split_instances
-
-    read = slice(block.read_start, block.read_stop)
-    inputs = zarr.open_group(source, mode="r")
-    mask = np.asarray(inputs["semantic"][read]) == index + 1
-    labels = split_instances(
-        mask, np.asarray(inputs["edges"][index, read]), spacing=spacing, method=method, min_size=min_size
-    )
-    group = zarr.open_group(scratch, mode="r+")
-    core = labels[block.start - block.read_start : block.stop - block.read_start]
-    group["local"][block.start : block.stop] = core
-    if block.stop < block.read_stop:  # what this block calls the next block's first slice
-        group["ahead"][block.index] = labels[block.stop - block.read_start]
-    ids, counts = np.unique(core, return_counts=True)
-    return ids[ids > 0], counts[ids > 0]  # only ids present in the core get a global id
-
-
-def _boundary_pairs(block: Block, next_block: Block, scratch: str) -> np.ndarray:
-    """(id in block, id in next block) pairs that label the same voxel in the next block's first slice."""
-    import zarr
-
-    group = zarr.open_group(scratch, mode="r")
-    # Only the first slice after the boundary: every object crossing it has voxels there, and it is where
-    # this block's view has the most context (fragments cut at the far end of its margin are not seen).
-    depth = min(1, block.read_stop - block.stop)
-    mine = np.asarray(group["ahead"][block.index]).ravel() if depth else np.zeros(0, np.uint32)
-    theirs = np.asarray(group["local"][next_block.start : next_block.start + depth]).ravel()
-    both = (mine > 0) & (theirs > 0)
-    pairs = np.stack([mine[both], theirs[both]], axis=1).astype(np.int64)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
-
-
-def merge_block_labels(present: list[np.ndarray], pairs: list[np.ndarray]) -> list[np.ndarray]:
-    """Global relabelling of per-block ids joined across boundaries (union-find via connected components).
-
-    Parameters
-    ----------
-    present : list of 1D int arrays
-        The sorted non-zero local ids found in each block's core.
-    pairs : list of (N_i, 2) int arrays
-        ``pairs[i]`` joins local id ``a`` of block i with local id ``b`` of block i + 1; pairs naming an id
-        absent from a core (seen only in a margin) are ignored.
-
-    Returns
-    -------
-    list of uint32 lookup tables, one per block: ``table[local_id] → global id`` (0 → 0). Global ids are
-    1..K, numbered in the order of each object's first block and local id.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    present = [np.asarray(ids, np.int64) for ids in present]
-    offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in present])]).astype(np.int64)
-    total = int(offsets[-1])
-    links = []
-    for i, block_pairs in enumerate(pairs):
-        if len(block_pairs) == 0:
-            continue
-        here = _node_index(present[i], block_pairs[:, 0])
-        there = _node_index(present[i + 1], block_pairs[:, 1])
-        keep = (here >= 0) & (there >= 0)
-        links.append(np.stack([here[keep] + offsets[i], there[keep] + offsets[i + 1]], axis=1))
-    joined = np.concatenate(links) if links else np.zeros((0, 2), np.int64)
-    graph = coo_matrix((np.ones(len(joined)), (joined[:, 0], joined[:, 1])), shape=(total, total))
-    _, component = connected_components(graph, directed=False)
-    # Renumber components by first appearance so ids are sequential 1..K.
-    _, first = np.unique(component, return_index=True)
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    global_ids = (rank[component] + 1).astype(np.uint32)
-    tables = []
-    for i, ids in enumerate(present):
-        table = np.zeros(int(ids.max(initial=0)) + 1, np.uint32)
-        table[ids] = global_ids[offsets[i] : offsets[i + 1]]
-        tables.append(table)
-    return tables
-
-
-def _drop_specks(tables, present, counts, fraction):
-    """Apply the speck filter on global object sizes; renumber the survivors 1..K in the same order."""
-    from fveseg.instances import speck_mask
-
-    n_global = max((int(table.max(initial=0)) for table in tables), default=0)
-    sizes = np.zeros(n_global + 1, np.int64)
-    for table, ids, block_counts in zip(tables, present, counts):
-        np.add.at(sizes, table[ids], block_counts)
-    keep = ~speck_mask(sizes, fraction)
-    keep[0] = False
-    remap = np.zeros(n_global + 1, np.uint32)
-    remap[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    return [remap[table] for table in tables]
-
-
-def _node_index(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Position of each ``wanted`` id in the sorted ``ids``, or -1 where it is absent."""
-    where = np.searchsorted(ids, wanted)
-    found = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == wanted) if len(ids) else where < 0
-    return np.where(found, where, -1)
-
-
-def split_instances_in_blocks(
-    client,
-    source: str,
-    index: int,
-    scratch: Path,
-    block_slices: int,
-    margin: int,
-    *,
-    spacing=None,
-    method: str = "watershed",
-    min_size: float = 0.0,
-    min_relative_size: float = 0.0,
-):
-    """Instance labels of one class of a (D, H, W) semantic zarr in z-blocks, merged into one numbering.
-
-    Parameters
-    ----------
-    client : distributed.Client
-    source : str
-        A zarr group with ``semantic`` (D, H, W) class ids and ``edges`` (P, D, H, W) float32 edge
-        probabilities; the mask is ``semantic == index + 1``. Workers read only their slab.
-    index : int
-        Prompt index (class ``index + 1``).
-    scratch : Path
-        A new zarr group for the local ids (deleted by the caller).
-    block_slices, margin : int
-        Core slices per block and context slices on each side (see the module docstring).
-
-    min_relative_size : float
-        The speck filter of `fveseg.instances.split_instances`, applied to the merged objects' global
-        sizes (so it equals the single-process result).
-
-    Returns
-    -------
-    labels : dask array (D, H, W) uint32
-        Chunked by block; computing it applies the global lookup tables (ids 1..K).
-    count : int
-        K, the number of objects.
-    """
-    import dask.array as da
-    import zarr
-
-    if margin < 1:
-        from fveseg.errors import InputError
-
-        raise InputError(f"instance margin must be at least 1 slice, got {margin} (fix: use 8 or more)")
-    depth, *plane = (int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
-    blocks = plan_blocks(depth, block_slices, margin)
-    group = zarr.open_group(str(scratch), mode="w")
-    group.create_array(
-        "local", shape=(depth, *plane), chunks=(block_slices, *plane), dtype=np.uint32, fill_value=0
-    )
-    group.create_array(
-        "ahead", shape=(len(blocks), *plane), chunks=(1, *plane), dtype=np.uint32, fill_value=0
-    )
-    futures = client.map(
-        _split_block,
-        blocks,
-        source=source,
-        index=index,
-        scratch=str(scratch),
-        spacing=spacing,
-        method=method,
-        min_size=min_size,
-        pure=False,
-    )
-    present, counts = zip(*client.gather(futures)) if blocks else ((), ())
-    pair_futures = [
-        client.submit(_boundary_pairs, a, b, str(scratch), pure=False)
-        for a, b in zip(blocks[:-1], blocks[1:])
-    ]
-    tables = merge_block_labels(list(present), client.gather(pair_futures))
-    if method == "watershed" and min_relative_size > 0:
-        tables = _drop_specks(tables, present, counts, min_relative_size)
-    local = da.from_zarr(str(scratch), component="local").rechunk((block_slices, *plane))
-
-    def relabel(chunk: np.ndarray, block_info=None) -> np.ndarray:
-        table = tables[block_info[0]["chunk-location"][0]]
-        return table[chunk]
-
-    count = max((int(table.max(initial=0)) for table in tables), default=0)
-    return local.map_blocks(relabel, dtype=np.uint32), count
