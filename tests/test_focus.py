@@ -99,6 +99,7 @@ def test_a_dim_object_under_a_bright_one_is_its_haze():
     labels, image = haze_stack(dim=20)  # 20 < 0.3 * 100: the haze of object 2, gone
     out = trim_out_of_focus(labels, image)
     np.testing.assert_array_equal(out, np.where(labels == 2, 1, 0))  # object 2 renumbered to 1
+    assert trim_out_of_focus(labels.astype(np.uint16), image).dtype == np.uint16  # the input's dtype
     kept = trim_out_of_focus(*haze_stack(dim=40))  # 40 >= 30: a dim nucleus of its own
     np.testing.assert_array_equal(kept, haze_stack(dim=40)[0])
 

@@ -209,7 +209,7 @@ def apply_trim(
     """
     out = np.array(labels, copy=True)
     if len(keys) == 0:
-        return out if lut is None else lut[out]
+        return out if lut is None else lut.astype(out.dtype, copy=False)[out]
     by_slice = keys % stride
     for z in np.unique(by_slice):
         local = int(z) - first
@@ -217,7 +217,7 @@ def apply_trim(
             gone = keys[by_slice == z] // stride
             plane = out[local]
             plane[np.isin(plane, gone)] = 0
-    return out if lut is None else lut[out]
+    return out if lut is None else lut.astype(out.dtype, copy=False)[out]
 
 
 def trim_out_of_focus(
@@ -254,7 +254,7 @@ def trim_out_of_focus(
     decision = focus_decision(*profile, background_level(background), fraction)
     trimmed = apply_trim(moved, decision.keys, decision.stride)
     lut = _haze_lut(trimmed, decision, fraction)
-    return np.moveaxis(lut[trimmed], 0, axis)
+    return np.moveaxis(lut.astype(trimmed.dtype, copy=False)[trimmed], 0, axis)
 
 
 def _trim_block(labels: np.ndarray, dropped, stride: int, lut=None, block_info=None) -> np.ndarray:

@@ -162,7 +162,8 @@ def instances_from_prediction(
     """Instance labels exactly as the CLI and the napari widget make them from a prediction.
 
     `split_instances` with the speck filter, then, when the ``image`` is given, `fveseg.focus`'s
-    trimming of each instance's out-of-focus cross-sections along the slicing ``axis``.
+    trimming of each instance's out-of-focus cross-sections along the slicing ``axis`` and removal of
+    objects that are a brighter object's haze (ids renumbered 1..N).
 
     Parameters
     ----------
