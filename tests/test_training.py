@@ -411,3 +411,18 @@ def test_hard_examples_command_scores_every_file_and_never_overwrites(tmp_path, 
     before = out.read_text()
     assert main(argv) == 2 and out.read_text() == before  # an existing table is kept
     assert "exists; choose another --out" in capsys.readouterr().err
+
+
+def test_resampled_cells3d_check_subsamples_z_and_zooms_in_plane():
+    from training.check_resampled import RESAMPLINGS, resample
+
+    image = np.arange(6 * 8 * 8, dtype=np.uint16).reshape(6, 8, 8)
+    labels = np.zeros(image.shape, np.uint16)
+    labels[:, 2:6, 2:6] = 7
+    out_image, out_labels, spacing = resample(image, labels, (0.29, 0.26, 0.26), 3, 0.5)
+    assert out_image.shape == out_labels.shape == (2, 4, 4) and out_image.dtype == np.uint16
+    np.testing.assert_array_equal(np.unique(out_labels), [0, 7])  # nearest neighbour: ids stay ids
+    assert spacing == pytest.approx((0.87, 0.52, 0.52))
+    same = resample(image, labels, (1.0, 1.0, 1.0), 1, 1.0)
+    np.testing.assert_array_equal(same[0], image)
+    assert len(RESAMPLINGS) == 8 and (1, 1.0) in RESAMPLINGS
