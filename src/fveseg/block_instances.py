@@ -56,8 +56,8 @@ def margin_notes(name: str, prompt: str, asked: int, used: int, cut: int) -> lis
 
 
 def _split_block(
-    block: Block, source: str, index: int, scratch: str, spacing, method: str, min_size: float
-) -> tuple[np.ndarray, np.ndarray]:
+    block: Block, source: str, index: int, scratch: str, spacing, method: str, min_size: float, depth: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Pass 2 on a worker: split instances on the block plus margin; store core ids and the upper margin.
 
     Returns the ids present in the core, their voxel counts there (for global object sizes) and how many
@@ -68,7 +68,6 @@ def _split_block(
 
     read = slice(block.read_start, block.read_stop)
     inputs = zarr.open_group(source, mode="r")
-    depth = int(inputs["semantic"].shape[0])
     mask = np.asarray(inputs["semantic"][read]) == index + 1
     labels = split_instances(
         mask, np.asarray(inputs["edges"][index, read]), spacing=spacing, method=method, min_size=min_size
@@ -229,11 +228,13 @@ def split_instances_in_blocks(
         from fveseg.errors import InputError
 
         raise InputError(f"instance margin must be at least 1 slice, got {margin} (fix: use 8 or more)")
-    depth, *plane = (int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
+    shape = tuple(int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
+    depth, *plane = shape
     while True:
-        blocks, tables, cut = _split_pass(
-            client, source, index, scratch, block_slices, margin, spacing, method, min_size, min_relative_size
-        )
+        tables, cut = _split_pass(
+            client, source, shape, index, scratch, block_slices, margin, spacing, method, min_size,
+            min_relative_size,
+        )  # fmt: skip
         if not cut or max_margin is None or margin >= min(max_margin, depth):
             break
         margin = min(2 * margin, max_margin)
@@ -247,11 +248,14 @@ def split_instances_in_blocks(
     return BlockInstances(local.map_blocks(relabel, dtype=np.uint32), count, margin, cut)
 
 
-def _split_pass(client, source, index, scratch, block_slices, margin, spacing, method, min_size, fraction):
-    """One pass 2 with this margin: local ids into a new ``scratch`` group; the global lookup tables."""
+def _split_pass(
+    client, source, shape, index, scratch, block_slices, margin, spacing, method, min_size, fraction
+):
+    """One pass 2 with this margin: local ids into a new ``scratch`` group. Returns the global lookup
+    tables and the count of objects cut by the margin."""
     import zarr
 
-    depth, *plane = (int(s) for s in zarr.open_group(source, mode="r")["semantic"].shape)
+    depth, *plane = shape
     blocks = plan_blocks(depth, block_slices, margin)
     group = zarr.open_group(str(scratch), mode="w")
     group.create_array(
@@ -269,6 +273,7 @@ def _split_pass(client, source, index, scratch, block_slices, margin, spacing, m
         spacing=spacing,
         method=method,
         min_size=min_size,
+        depth=depth,
         pure=False,
     )
     present, counts, cut = zip(*client.gather(futures)) if blocks else ((), (), ())
@@ -279,4 +284,4 @@ def _split_pass(client, source, index, scratch, block_slices, margin, spacing, m
     tables = merge_block_labels(list(present), client.gather(pair_futures))
     if method == "watershed" and fraction > 0:
         tables = _drop_specks(tables, present, counts, fraction)
-    return blocks, tables, int(sum(cut))
+    return tables, int(sum(cut))

@@ -309,7 +309,7 @@ def trim_out_of_focus_in_blocks(client, labels, image, fraction: float = FOCUS_F
         dask.delayed(haze_tables)(trimmed[lo:hi], peak, reach, fraction, slice(s - lo, s + n - lo))
         for lo, hi, s, n in windows
     ]
-    tables = client.compute(tasks, sync=True) if reach else []
+    tables = client.compute(tasks, sync=True) if reach else []  # reach 0: the trim left no object
     near = sum((t[0] for t in tables), np.zeros(len(peak), np.int64))
     total = sum((t[1] for t in tables), np.zeros(len(peak), np.int64))
     lut = haze_relabel(near, total)
