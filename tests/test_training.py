@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.augment import AugmentConfig, edge_target, random_crop_scale, size_normalising_scale
+from training.augment import (
+    AugmentConfig,
+    edge_target,
+    random_crop_scale,
+    random_intensity,
+    size_normalising_scale,
+)
 from training.data import LabelledVolume, SampleConfig, load_volume_file, make_sample
 from training.losses import segmentation_loss
 from training.prompts import (
@@ -100,6 +106,24 @@ def test_random_crop_scale_keeps_image_and_labels_aligned():
         inside = lab[0] > 0
         if inside.any():  # label pixels sit on bright image pixels (bilinear edges aside)
             assert img[0][inside].mean() > 150
+
+
+def test_noise_renormalisation_stretches_the_noisy_slab_like_inference_does():
+    slab = np.full((3, 64, 64), 20.0, np.float32)
+    slab[:, 16:48, 16:48] = 200.0  # one bright object on a dark background
+    noisy = dataclasses.replace(NO_AUG, noise_p=1.0, noise_sigma=(40.0, 40.0))
+    plain = random_intensity(slab, np.random.default_rng(0), noisy).astype(float)
+    renormalised = random_intensity(
+        slab, np.random.default_rng(0), dataclasses.replace(noisy, noise_renormalise=True)
+    ).astype(float)
+    # the same noise draw; renormalised, the noisy slab's 0.5-99.5 percentiles span 0-255 (up to rounding)
+    low, high = np.percentile(renormalised, (0.5, 99.5))
+    assert low <= 1 and high >= 254
+    inside, outside = (slice(None), slice(20, 44), slice(20, 44)), (slice(None), slice(0, 8), slice(0, 64))
+    # noise widened the range, so the object stands out less than it does without renormalising
+    contrast = renormalised[inside].mean() - renormalised[outside].mean()
+    assert contrast < plain[inside].mean() - plain[outside].mean()
+    assert np.array_equal(random_intensity(slab, np.random.default_rng(0), NO_AUG), slab.astype(np.uint8))
 
 
 def test_size_normalising_scale_maps_diameter_onto_target_range():

@@ -38,6 +38,10 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.65, 1.5)
     noise_p: float = 0.35
     noise_sigma: tuple[float, float] = (2.0, 14.0)  # Gaussian + signal-dependent, 0-255 scale
+    # Rescale a noisy slab to its own 0.5-99.5 percentiles, as inference normalises a noisy volume
+    # (fveseg.normalize): noise widens that range, so real noisy stacks reach the network with less
+    # contrast than the clean slab plus noise.
+    noise_renormalise: bool = False
     swap_context_p: float = 0.5
 
 
@@ -153,6 +157,12 @@ def random_intensity(slab: np.ndarray, rng: np.random.Generator, config: Augment
         # camera-like: a constant floor plus a shot-noise part that grows with the signal
         std = sigma * np.sqrt(0.3 + 0.7 * np.clip(out, 0, 255) / 255.0)
         out = out + rng.standard_normal(out.shape, dtype=np.float32) * std
+        if config.noise_renormalise:
+            from fveseg.normalize import PERCENTILES
+
+            low, high = np.percentile(out, PERCENTILES)
+            if high > low:
+                out = (out - low) * (255.0 / (high - low))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
