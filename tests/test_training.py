@@ -450,3 +450,15 @@ def test_resampled_cells3d_check_subsamples_z_and_zooms_in_plane():
     same = resample(image, labels, (1.0, 1.0, 1.0), 1, 1.0)
     np.testing.assert_array_equal(same[0], image)
     assert len(RESAMPLINGS) == 8 and (1, 1.0) in RESAMPLINGS
+
+
+def test_noise_check_adds_noise_scaled_to_the_signal_range():
+    from training.check_noise import add_noise
+
+    image = np.tile(np.arange(101, dtype=np.uint16), (200, 50))  # 99th percentile 99, median 50
+    noisy = add_noise(image, 0.5, seed=3)
+    assert noisy.dtype == np.float32 and noisy.shape == image.shape
+    difference = noisy - image
+    assert abs(difference.mean()) < 0.2 and abs(difference.std() - 0.5 * 49) < 0.25
+    assert np.array_equal(noisy, add_noise(image, 0.5, seed=3))  # seeded
+    assert np.array_equal(add_noise(image, 0.0, seed=3), image)
