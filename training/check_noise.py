@@ -47,11 +47,10 @@ def add_noise(image: np.ndarray, level: float, seed: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fveseg.fve import select_view
     from fveseg.inference import Segmenter
-    from fveseg.instances import instances_from_prediction
     from fveseg.metrics import instance_scores
     from training.data import load_volume_file
+    from training.validation import segment_like_cli
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped model")
@@ -65,12 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = Segmenter(checkpoint=args.checkpoint)
 
     def f1(image, truth, spacing):
-        axis = 0 if spacing is None else select_view(image.shape, spacing)
-        result = segmenter.segment(image, ["nuclei"], spacing=spacing, axis=axis)
-        labels = instances_from_prediction(
-            result.semantic == 1, np.asarray(result.edges[0]), image, spacing, result.axis
-        )  # what the CLI writes
-        return instance_scores(truth, labels)["f1"], result.scale
+        labels, scale = segment_like_cli(segmenter, image, spacing)
+        return instance_scores(truth, labels)["f1"], scale
 
     volume = load_volume_file(cells3d)
     noisy_f1s = []

@@ -33,9 +33,9 @@ def resample(image: np.ndarray, labels: np.ndarray, spacing, z_step: int, zoom: 
 
 def main(argv: list[str] | None = None) -> None:
     from fveseg.inference import Segmenter
-    from fveseg.instances import instances_from_prediction
     from fveseg.metrics import dice, instance_scores
     from training.data import load_volume_file
+    from training.validation import segment_like_cli
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped model")
@@ -49,14 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     f1s, dices = [], []
     for z_step, zoom in RESAMPLINGS:
         image, truth, spacing = resample(volume.image, volume.classes["nuclei"], volume.spacing, z_step, zoom)
-        result = segmenter.segment(image, ["nuclei"], spacing=spacing)
-        labels = instances_from_prediction(
-            result.semantic == 1, np.asarray(result.edges[0]), image, spacing, result.axis
-        )  # what the CLI writes
+        labels, scale = segment_like_cli(segmenter, image, spacing)
         f1s.append(instance_scores(truth, labels)["f1"])
         dices.append(dice(truth, labels > 0))
         print(
-            f"z every {z_step}, xy {zoom:<4}: scale {result.scale:.2f}  F1 {f1s[-1]:.3f}  "
+            f"z every {z_step}, xy {zoom:<4}: scale {scale:.2f}  F1 {f1s[-1]:.3f}  "
             f"Dice {dices[-1]:.3f}  objects {int(labels.max())} (true {len(np.unique(truth)) - 1})",
             flush=True,
         )

@@ -79,6 +79,18 @@ def instances_from(
     return instances_from_prediction(mask > 0.5, edges, image, spacing, axis)
 
 
+def segment_like_cli(segmenter, image: np.ndarray, spacing=None, prompt: str = "nuclei"):
+    """``(labels, scale)``: instance labels of ``image`` as ``fveseg segment`` writes them (automatic view and
+    scale, the Segmenter's existence gate, edge split and focus trim) and the in-plane scale it chose."""
+    from fveseg.instances import instances_from_prediction
+
+    result = segmenter.segment(image, [prompt], spacing=spacing)
+    labels = instances_from_prediction(
+        result.semantic == 1, np.asarray(result.edges[0]), image, spacing, result.axis
+    )
+    return labels, result.scale
+
+
 @dataclass
 class ValidationSet:
     """Real images (normalised) with their labels, and held-out procedural volumes."""
