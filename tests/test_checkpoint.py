@@ -115,3 +115,25 @@ def test_default_checkpoint_not_installed(monkeypatch, tmp_path):
     monkeypatch.setattr(ckpt, "default_checkpoint_path", lambda: tmp_path / "default")
     with pytest.raises(CheckpointError, match="default model is not installed"):
         ckpt.default_checkpoint()
+
+
+def test_bundled_model_names_resolve_and_local_files_win(saved, monkeypatch, tmp_path):
+    model, path = saved  # tmp_path/m.json + .safetensors play the installed weights folder
+    monkeypatch.setattr(ckpt, "default_checkpoint_path", lambda: tmp_path / "default")
+    assert ckpt.bundled_checkpoint_names() == ["m"]
+    assert ckpt.checkpoint_paths("m")[0] == path  # a bare name, not a file here: the bundled model
+    assert ckpt.load_checkpoint("m").metadata["checkpoint"] == str(path)
+    local = tmp_path / "cwd"
+    local.mkdir()
+    monkeypatch.chdir(local)
+    ckpt.save_checkpoint(model, local / "m", {"prompts": ["cells"]})
+    assert ckpt.checkpoint_paths("m")[0].resolve() == (local / "m.json").resolve()
+    with pytest.raises(CheckpointError, match="missing"):
+        ckpt.load_checkpoint("no-such-model")
+
+
+def test_installed_package_ships_the_noise_robust_model():
+    assert {"default", "noise-robust"} <= set(ckpt.bundled_checkpoint_names())
+    json_path, weights_path = ckpt.checkpoint_paths("noise-robust")
+    meta = json.loads(json_path.read_text())
+    assert weights_path.is_file() and meta["fve"]["order"] == 1 and "nuclei" in meta["prompts"]

@@ -87,8 +87,8 @@ class SegmentationWidget(QWidget):
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("bundled default model")
         self.checkpoint_edit.setToolTip(
-            "An fveseg checkpoint (.json / .safetensors) or the BiomedParse v2 "
-            ".ckpt you downloaded (see docs/reference-v2.md)."
+            "An fveseg checkpoint (.json / .safetensors), a bundled model's name ('noise-robust' "
+            "for very noisy stacks) or the BiomedParse v2 .ckpt you downloaded (see docs/reference-v2.md)."
         )
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_checkpoint)

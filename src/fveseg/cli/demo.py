@@ -23,7 +23,11 @@ HELP = "segment the bundled synthetic sample and score it (the README's main job
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("fveseg-demo.zarr"), help="output OME-Zarr")
-    parser.add_argument("--model", help="checkpoint path (default: the bundled model)")
+    parser.add_argument(
+        "--model",
+        help="checkpoint path, or a bundled model's name: noise-robust for very noisy stacks "
+        "(default: the default model)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per network batch")
     parser.add_argument("--instance-method", choices=("watershed", "reference"), default="watershed")

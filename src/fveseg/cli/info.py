@@ -132,6 +132,11 @@ def collect(extra_models: list[Path] | None = None) -> dict:
     models = []
     default = default_checkpoint_location()
     candidates = [("default", default)] if default is not None else []
+    if default is not None:
+        from fveseg.model.checkpoint import bundled_checkpoint_names
+
+        others = [name for name in bundled_checkpoint_names() if name != default.name]
+        candidates += [(f"bundled: --model {name}", default.with_name(name)) for name in others]
     candidates += [("given", p) for p in extra_models or []]
     for role, path in candidates:
         reference = describe_reference(Path(path)) if role == "given" else None

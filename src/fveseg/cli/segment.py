@@ -79,7 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"the slicing axis; default {FOCUS_FRACTION}, 0: keep all)",
     )
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="checkpoint path (default: the bundled model)")
+    group.add_argument(
+        "--model",
+        help="checkpoint path, or a bundled model's name: noise-robust for very noisy stacks "
+        "(default: the default model)",
+    )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     group.add_argument("--batch-size", type=_positive_int, default=8, help="slices per network batch")
     group.add_argument("--order", type=_positive_int, help="FVE order k (default: the model's)")

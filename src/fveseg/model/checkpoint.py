@@ -34,6 +34,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_paths",
+    "bundled_checkpoint_names",
     "default_checkpoint_path",
     "default_checkpoint",
 ]
@@ -49,9 +50,26 @@ DEFAULT_METADATA: dict = {
 _MAX_LISTED = 20
 
 
+def bundled_checkpoint_names() -> list[str]:
+    """Names of the models installed with the package (``default``, ``noise-robust``), usable as paths."""
+    return sorted(p.stem for p in default_checkpoint_path().parent.glob("*.json"))
+
+
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
-    """(json path, safetensors path) for a base path, either file, or a directory with one pair."""
+    """(json path, safetensors path) for a base path, either file, or a directory with one pair.
+
+    A bare name such as ``noise-robust`` that is not a file here names a bundled model
+    (`bundled_checkpoint_names`); a local checkpoint of the same name wins.
+    """
     path = Path(path)
+    bundled = default_checkpoint_path().with_name(path.name)
+    if (
+        len(path.parts) == 1
+        and not path.exists()
+        and not path.with_name(path.name + ".json").exists()
+        and bundled.with_name(bundled.name + ".json").is_file()
+    ):
+        path = bundled
     if path.is_dir():
         found = sorted(path.glob("*.json"))
         if len(found) != 1:
