@@ -246,3 +246,11 @@ def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on
     assert "resized by 0.5" in widget.status.text()
     shape = viewer.layers["synthetic nuclei"].data.shape
     assert viewer.layers["nuclei"].data.shape == viewer.layers["nuclei instances"].data.shape == shape
+
+
+def test_bundled_model_names_pass_the_widget_check(tmp_path):
+    from napari_fveseg._runtime import checkpoint_exists
+
+    assert checkpoint_exists("noise-robust") and checkpoint_exists("default")
+    assert not checkpoint_exists("no-such-model")
+    assert not checkpoint_exists(str(tmp_path / "noise-robust"))  # a path is a path, not a name

@@ -71,5 +71,10 @@ def _modified_time(checkpoint: str | None) -> float | None:
 
 
 def checkpoint_exists(checkpoint: str) -> bool:
+    """True for a checkpoint file here (any spelling, or the v2 ``.ckpt``) or a bundled model's name."""
     path = Path(checkpoint)
-    return path.exists() or path.with_suffix(".json").exists() or Path(checkpoint + ".json").exists()
+    if path.exists() or path.with_suffix(".json").exists() or Path(checkpoint + ".json").exists():
+        return True
+    from fveseg.model.checkpoint import bundled_checkpoint_names
+
+    return len(path.parts) == 1 and path.name in bundled_checkpoint_names()

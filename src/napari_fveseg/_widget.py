@@ -253,8 +253,8 @@ class SegmentationWidget(QWidget):
         if checkpoint is not None and not checkpoint_exists(checkpoint):
             show_error(
                 f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
-                "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, or "
-                "clear the box to use the bundled model."
+                "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, type a "
+                "bundled model's name (noise-robust), or clear the box to use the default model."
             )
             return
         save_settings(self.settings())
