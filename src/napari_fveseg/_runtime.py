@@ -71,10 +71,8 @@ def _modified_time(checkpoint: str | None) -> float | None:
 
 
 def checkpoint_exists(checkpoint: str) -> bool:
-    """True for a checkpoint file here (any spelling, or the v2 ``.ckpt``) or a bundled model's name."""
-    path = Path(checkpoint)
-    if path.exists() or path.with_suffix(".json").exists() or Path(checkpoint + ".json").exists():
-        return True
-    from fveseg.model.checkpoint import bundled_checkpoint_names
+    """True for a file or folder here (the BiomedParse v2 ``.ckpt`` included) or what the core resolves
+    (`fveseg.model.checkpoint.checkpoint_exists`: any spelling of a checkpoint, a bundled model's name)."""
+    from fveseg.model.checkpoint import checkpoint_exists as core_checkpoint_exists
 
-    return len(path.parts) == 1 and path.name in bundled_checkpoint_names()
+    return Path(checkpoint).exists() or core_checkpoint_exists(checkpoint)

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_model(model: str | None) -> str:
     """The checkpoint to use; a clear `CheckpointError` when the default model is not installed."""
-    from fveseg.cli.info import checkpoint_exists, default_checkpoint_location
+    from fveseg.cli.info import default_checkpoint_location
+    from fveseg.model.checkpoint import checkpoint_exists
 
     if model is not None:
         if not checkpoint_exists(Path(model)):

@@ -58,17 +58,6 @@ def default_checkpoint_location() -> Path | None:
     return None
 
 
-def checkpoint_exists(path: Path) -> bool:
-    """True when the checkpoint's JSON description exists (base path, either file, or its folder)."""
-    from fveseg.errors import CheckpointError
-    from fveseg.model.checkpoint import checkpoint_paths
-
-    try:
-        return checkpoint_paths(path)[0].is_file()
-    except CheckpointError:
-        return False
-
-
 def describe_checkpoint(path: Path) -> dict:
     """Metadata of a checkpoint (config, prompts, FVE settings) read from its JSON, without the weights."""
     from fveseg.model.checkpoint import checkpoint_paths
@@ -138,6 +127,8 @@ def collect(extra_models: list[Path] | None = None) -> dict:
         others = [name for name in bundled_checkpoint_names() if name != default.name]
         candidates += [(f"bundled: --model {name}", default.with_name(name)) for name in others]
     candidates += [("given", p) for p in extra_models or []]
+    from fveseg.model.checkpoint import checkpoint_exists
+
     for role, path in candidates:
         reference = describe_reference(Path(path)) if role == "given" else None
         if reference is not None:

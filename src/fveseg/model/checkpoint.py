@@ -34,6 +34,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_paths",
+    "checkpoint_exists",
     "bundled_checkpoint_names",
     "default_checkpoint_path",
     "default_checkpoint",
@@ -81,6 +82,15 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     if path.suffix in (".json", ".safetensors"):
         path = path.with_suffix("")
     return path.with_name(path.name + ".json"), path.with_name(path.name + ".safetensors")
+
+
+def checkpoint_exists(path: str | Path) -> bool:
+    """True when the checkpoint's JSON description exists (base path, either file, its folder, or a
+    bundled model's name)."""
+    try:
+        return checkpoint_paths(path)[0].is_file()
+    except CheckpointError:
+        return False
 
 
 def file_sha256(path: Path) -> str:
