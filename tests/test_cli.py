@@ -423,3 +423,34 @@ def test_focus_fraction_reaches_the_trimming_and_is_checked(
     capsys.readouterr()
     assert main(argv + ["-o", str(tmp_path / "c.zarr"), "--focus-fraction", "1.5"]) == 2
     assert "below 1" in capsys.readouterr().err
+
+
+def test_segment_without_model_picks_the_noise_robust_one_for_a_noisy_volume_and_says_so(
+    tmp_path, checkpoint, monkeypatch, capsys
+):
+    import shutil
+
+    from fveseg.distributed import load_segmenter
+    from fveseg.model import checkpoint as checkpoint_module
+
+    weights = tmp_path / "weights"  # stand-ins for the two bundled models
+    weights.mkdir()
+    for name in ("default", "noise-robust"):
+        for suffix in (".json", ".safetensors"):
+            shutil.copy(checkpoint.with_suffix(suffix), weights / f"{name}{suffix}")
+    monkeypatch.setattr(checkpoint_module, "default_checkpoint_path", lambda: weights / "default")
+    load_segmenter.cache_clear()
+    try:
+        rng = np.random.default_rng(0)
+        clean = np.zeros((4, 48, 48), np.float32)
+        clean[:, 12:36, 12:36] = 100
+        for name, image in (("clean", clean), ("noisy", clean + rng.normal(0, 30, clean.shape))):
+            write_zyx(tmp_path / f"{name}.tif", image.astype(np.float32))
+            argv = ["segment", str(tmp_path / f"{name}.tif"), "-o", str(tmp_path / f"{name}-labels.tif")]
+            assert main(argv + ["--quiet"]) == 0
+            err = capsys.readouterr().err
+            assert ("noise-robust model segmented it" in err) == (name == "noisy"), err
+            assert (tmp_path / f"{name}-labels.tif").is_file()
+        assert "--model default" in err
+    finally:
+        load_segmenter.cache_clear()

@@ -254,3 +254,31 @@ def test_bundled_model_names_pass_the_widget_check(tmp_path):
     assert checkpoint_exists("noise-robust") and checkpoint_exists("default")
     assert not checkpoint_exists("no-such-model")
     assert not checkpoint_exists(str(tmp_path / "noise-robust"))  # a path is a path, not a name
+
+
+def test_an_empty_model_field_runs_the_noise_robust_model_on_a_noisy_layer_and_says_so(
+    widget_on_sample, qtbot, monkeypatch, micro_checkpoint
+):
+    import napari_fveseg._widget as widget_module
+    from fveseg.auto_model import AutoSegmenter
+    from fveseg.inference import Segmenter
+
+    viewer, widget = widget_on_sample
+    asked = []
+
+    def bundled_stand_ins(checkpoint, device):  # the micro model stands in for both bundled ones
+        asked.append(checkpoint)
+        return AutoSegmenter(Segmenter(micro_checkpoint, device), Segmenter(micro_checkpoint, device))
+
+    monkeypatch.setattr(widget_module, "get_segmenter", bundled_stand_ins)
+    widget.checkpoint_edit.setText("")
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert asked == [None] and "noise-robust" not in widget.status.text()  # the sample is clean
+    layer = viewer.layers["synthetic nuclei"]
+    data = np.asarray(layer.data, dtype=np.float32)
+    signal = float(np.percentile(data, 99) - np.median(data))
+    layer.data = data + np.random.default_rng(0).normal(0, 0.3 * signal, data.shape).astype(np.float32)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert "the noise-robust model ran" in widget.status.text()

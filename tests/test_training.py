@@ -462,3 +462,32 @@ def test_noise_check_adds_noise_scaled_to_the_signal_range():
     assert abs(difference.mean()) < 0.2 and abs(difference.std() - 0.5 * 49) < 0.25
     assert np.array_equal(noisy, add_noise(image, 0.5, seed=3))  # seeded
     assert np.array_equal(add_noise(image, 0.0, seed=3), image)
+
+
+def test_averaged_checkpoint_holds_the_weighted_mean_and_both_lineages(tmp_path):
+    from training.average_checkpoints import main as average
+
+    from _models import micro_config
+    from fveseg.model import build_model
+    from fveseg.model.checkpoint import load_checkpoint, save_checkpoint
+
+    paths = []
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        meta = {"command": f"train {name}", "training_history": [{"stage": "parent", "command": "train p"}]}
+        paths.append(save_checkpoint(build_model(dataclasses.asdict(micro_config())), tmp_path / name, meta))
+    a, b = (load_checkpoint(p).state_dict() for p in paths)
+    average([str(tmp_path / "a"), str(tmp_path / "b"), "--weight", "0.25", "--out", str(tmp_path / "avg")])
+    averaged = load_checkpoint(tmp_path / "avg")
+    for key, value in averaged.state_dict().items():
+        expected = 0.25 * a[key] + 0.75 * b[key] if value.is_floating_point() else b[key]
+        torch.testing.assert_close(value, expected)
+    history = averaged.metadata["training_history"]
+    assert [h["command"] for h in history[:2]] == ["train p", "train b"]
+    assert history[-1]["command"] == averaged.metadata["command"]
+    assert "average_checkpoints" in averaged.metadata["command"]
+    with pytest.raises(SystemExit, match="--overwrite"):  # never replaces a checkpoint unasked
+        average([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "avg")])
+    other = save_checkpoint(build_model(dataclasses.asdict(micro_config(embed_dim=16))), tmp_path / "c")
+    with pytest.raises(SystemExit, match="different architectures"):
+        average([str(other), str(tmp_path / "b"), "--out", str(tmp_path / "bad")])

@@ -1,6 +1,7 @@
 """Noisy copies of the real data: the default pipeline on cells3d and the 53 validation images plus noise.
 
-    PYTHONPATH=src:. python -m training.check_noise [CHECKPOINT] [--data-root /work/shared/data]
+    PYTHONPATH=src:. python -m training.check_noise [CHECKPOINT [--noisy-checkpoint NOISY]] \
+        [--data-root /work/shared/data]
 
 Stacks from dimmer or faster acquisitions are noisier than the cells3d confocal stack and the DSB images.
 Each check adds Gaussian noise whose standard deviation is a fraction (the level) of the image's signal
@@ -47,13 +48,15 @@ def add_noise(image: np.ndarray, level: float, seed: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fveseg.inference import Segmenter
     from fveseg.metrics import instance_scores
     from training.data import load_volume_file
-    from training.validation import segment_like_cli
+    from training.validation import build_segmenter, segment_like_cli
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped model")
+    parser.add_argument(
+        "checkpoint", nargs="?", default=None, help="default: the bundled models chosen by noise, as the CLI"
+    )
+    parser.add_argument("--noisy-checkpoint", default=None, help="choose by noise: CHECKPOINT or this")
     parser.add_argument("--data-root", default="/work/shared/data")
     args = parser.parse_args(argv)
     root = Path(args.data_root)
@@ -61,25 +64,34 @@ def main(argv: list[str] | None = None) -> None:
     validation = sorted(glob.glob(str(root / "val" / "dsb2018_stage1test_fluo" / "*.npz")))
     if not cells3d.is_file() or not validation:
         raise SystemExit(f"error: cells3d or the validation images not found under {root}; pass --data-root")
-    segmenter = Segmenter(checkpoint=args.checkpoint)
+    segmenter = build_segmenter(args.checkpoint, args.noisy_checkpoint)
 
     def f1(image, truth, spacing):
         labels, scale = segment_like_cli(segmenter, image, spacing)
         return instance_scores(truth, labels)["f1"], scale
+
+    def model(image):  # which network an AutoSegmenter picks for this image
+        return f"  model {segmenter.choose(image)[0]}" if hasattr(segmenter, "choose") else ""
 
     volume = load_volume_file(cells3d)
     noisy_f1s = []
     for level, seed in CELLS3D_NOISE:
         score, scale = f1(add_noise(volume.image, level, seed), volume.classes["nuclei"], volume.spacing)
         noisy_f1s += [score] if level else []
-        print(f"cells3d noise {level} seed {seed}: scale {scale:.2f}  F1 {score:.3f}", flush=True)
+        picked = model(add_noise(volume.image, level, seed))
+        print(f"cells3d noise {level} seed {seed}: scale {scale:.2f}  F1 {score:.3f}{picked}", flush=True)
     print(f"cells3d noisy copies: mean F1 {np.mean(noisy_f1s):.3f}")
     images = [load_volume_file(path) for path in validation]
     for level in VALIDATION_NOISE:
         scores = [
             f1(add_noise(v.image, level, i), v.classes["nuclei"], None)[0] for i, v in enumerate(images)
         ]
-        print(f"{len(images)} validation images, noise {level}: mean F1 {np.mean(scores):.3f}", flush=True)
+        noisy = ""
+        if hasattr(segmenter, "choose"):
+            picks = [segmenter.choose(add_noise(v.image, level, i))[0] for i, v in enumerate(images)]
+            noisy = f"  ({sum(p == segmenter.names[1] for p in picks)} run by {segmenter.names[1]})"
+        mean = np.mean(scores)
+        print(f"{len(images)} validation images, noise {level}: mean F1 {mean:.3f}{noisy}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """cells3d resampled like stacks from other microscopes: the default pipeline on each resampling.
 
-    PYTHONPATH=src:. python -m training.check_resampled [CHECKPOINT] [--data-root /work/shared/data]
+    PYTHONPATH=src:. python -m training.check_resampled [CHECKPOINT [--noisy-checkpoint NOISY]] \
+        [--data-root /work/shared/data]
 
 The real cells3d stack is sampled every 1st to 4th slice along z and zoomed in-plane (1, 0.7, 0.5 or
 0.35×, labels with nearest neighbour), so that its nuclei look like those of coarser or smaller stacks.
@@ -32,20 +33,22 @@ def resample(image: np.ndarray, labels: np.ndarray, spacing, z_step: int, zoom: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fveseg.inference import Segmenter
     from fveseg.metrics import dice, instance_scores
     from training.data import load_volume_file
-    from training.validation import segment_like_cli
+    from training.validation import build_segmenter, segment_like_cli
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", nargs="?", default=None, help="default: the shipped model")
+    parser.add_argument(
+        "checkpoint", nargs="?", default=None, help="default: the bundled models chosen by noise, as the CLI"
+    )
+    parser.add_argument("--noisy-checkpoint", default=None, help="choose by noise: CHECKPOINT or this")
     parser.add_argument("--data-root", default="/work/shared/data")
     args = parser.parse_args(argv)
     path = Path(args.data_root) / "nuclei3d" / "cells3d_nuclei.npz"
     if not path.is_file():
         raise SystemExit(f"error: {path} not found; pass --data-root, the folder holding nuclei3d/")
     volume = load_volume_file(path)
-    segmenter = Segmenter(checkpoint=args.checkpoint)
+    segmenter = build_segmenter(args.checkpoint, args.noisy_checkpoint)
     f1s, dices = [], []
     for z_step, zoom in RESAMPLINGS:
         image, truth, spacing = resample(volume.image, volume.classes["nuclei"], volume.spacing, z_step, zoom)

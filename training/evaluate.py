@@ -52,14 +52,13 @@ def evaluate(
     n_synthetic: int = 4,
     save_predictions: str | None = None,
     max_val: int | None = None,
+    noisy_checkpoint: str | None = None,
 ) -> list[dict]:
     """Rows ``{"check", "metric", "value", "bar"}`` for every measured quality bar."""
-    from fveseg.inference import Segmenter
-    from fveseg.model.checkpoint import load_checkpoint
     from training.data import load_volume_file
+    from training.validation import build_segmenter
 
-    model = load_checkpoint(checkpoint)
-    segmenter = Segmenter(model, device=device)
+    segmenter = build_segmenter(checkpoint, noisy_checkpoint, device)
     order = int(segmenter.metadata.get("fve", {}).get("order", 1))
     rows: list[dict] = []
 
@@ -153,7 +152,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument(
+        "--checkpoint", required=True, help='a checkpoint, or "auto": the bundled models chosen by noise'
+    )
+    parser.add_argument(
+        "--noisy-checkpoint", default=None, help="choose by noise between --checkpoint and this"
+    )
     parser.add_argument("--data-root", default=None, help="e.g. /work/shared/data")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--n-synthetic", type=int, default=4)
@@ -163,7 +167,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     start = time.monotonic()
     rows = evaluate(
-        args.checkpoint, args.data_root, args.device, args.n_synthetic, args.save_predictions, args.max_val
+        args.checkpoint,
+        args.data_root,
+        args.device,
+        args.n_synthetic,
+        args.save_predictions,
+        args.max_val,
+        args.noisy_checkpoint,
     )
     print(markdown(rows))
     print(f"\n(evaluated {args.checkpoint} in {time.monotonic() - start:.0f} s)")

@@ -44,6 +44,19 @@ def predict(
     return masks, edges, result.existence
 
 
+def build_segmenter(checkpoint=None, noisy=None, device="auto"):
+    """The segmenter a check measures: None or "auto", what users get by default (the bundled models
+    chosen per volume from its noise, `fveseg.auto_model.AutoSegmenter`); with ``noisy``, such a choice
+    between ``checkpoint`` (clean volumes) and ``noisy``; otherwise the one network ``checkpoint``."""
+    from fveseg.auto_model import AutoSegmenter
+    from fveseg.inference import Segmenter
+
+    clean = None if checkpoint in (None, "auto") else checkpoint
+    if clean is None or noisy is not None:
+        return AutoSegmenter(clean, **({"noisy": noisy} if noisy is not None else {}), device=device)
+    return Segmenter(checkpoint=clean, device=device)
+
+
 def model_segmenter(model, order: int, device="cpu"):
     """A `fveseg.inference.Segmenter` around an in-memory model (eval mode; restore train mode after)."""
     from fveseg.inference import Segmenter

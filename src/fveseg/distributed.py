@@ -64,9 +64,14 @@ __all__ = [
 
 @functools.lru_cache(maxsize=2)
 def load_segmenter(checkpoint: str | None, device: str = "auto", batch_size: int = 8):
-    """The Segmenter for this checkpoint, built once per process (so once per dask worker)."""
+    """The Segmenter for this checkpoint, built once per process (so once per dask worker); None: the
+    bundled models, chosen per volume from its noise (`fveseg.auto_model.AutoSegmenter`)."""
     from fveseg.inference import Segmenter
 
+    if checkpoint is None:
+        from fveseg.auto_model import AutoSegmenter
+
+        return AutoSegmenter(device=device, batch_size=batch_size)
     return Segmenter(checkpoint=checkpoint, device=device, batch_size=batch_size)
 
 
@@ -336,6 +341,13 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         mark = time.perf_counter()
         semantic = da.from_zarr(str(scratch), component="semantic")
         layers, objects, notes = {}, 0, []
+        if options.checkpoint is None:  # every block's AutoSegmenter measured these slices: say which ran
+            from fveseg.auto_model import model_for_noise
+            from fveseg.cli.jobs import model_notes
+            from fveseg.noise import noise_level
+
+            noise = noise_level(data)
+            notes += model_notes(model_for_noise(noise), noise, job.source.name)
         names = {i + 1: p for i, p in enumerate(options.prompts)}
         from fveseg.cli.common import slug
         from fveseg.focus import trim_out_of_focus_in_blocks

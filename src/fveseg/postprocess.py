@@ -255,6 +255,9 @@ class SegmentationResult:
         Index along ``axis`` of the volume slice the arrays' first slice is (0 for the whole volume).
     scale : float
         In-plane scale the slices were resampled by before the network (``scale="auto"`` resolved).
+    model, noise : str and float, or None
+        Set by `fveseg.auto_model.AutoSegmenter`: the bundled model that ran and the volume's measured
+        noise (`fveseg.noise.noise_level`) that chose it.
     """
 
     probabilities: Any
@@ -266,6 +269,8 @@ class SegmentationResult:
     path: Path | None = None
     start: int = 0
     scale: float = 1.0
+    model: str | None = None
+    noise: float | None = None
 
     def rethreshold(
         self,

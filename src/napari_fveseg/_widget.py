@@ -85,10 +85,12 @@ class SegmentationWidget(QWidget):
         self.prompts_edit.setPlaceholderText("one prompt per line, e.g.\nnuclei\ncell membranes")
         self.prompts_edit.setMaximumHeight(70)
         self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("bundled default model")
+        self.checkpoint_edit.setPlaceholderText("bundled models, chosen by the stack's noise")
         self.checkpoint_edit.setToolTip(
-            "An fveseg checkpoint (.json / .safetensors), a bundled model's name ('noise-robust' "
-            "for very noisy stacks) or the BiomedParse v2 .ckpt you downloaded (see docs/reference-v2.md)."
+            "Empty: the bundled default model, or 'noise-robust' for a stack whose noise measures 0.15 of "
+            "its signal range or more. Or an fveseg checkpoint (.json / .safetensors), a bundled model's "
+            "name ('default', 'noise-robust') or the BiomedParse v2 .ckpt you downloaded "
+            "(see docs/reference-v2.md)."
         )
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_checkpoint)
@@ -355,6 +357,11 @@ class SegmentationWidget(QWidget):
         self._show_layers(outcome["layers"])
         scale = getattr(self.result, "scale", 1.0)
         resized = f" (slices resized by {scale:g})" if scale != 1.0 else ""
+        from fveseg.auto_model import NOISY_MODEL
+
+        if getattr(self.result, "model", None) == NOISY_MODEL:
+            noise = self.result.noise
+            resized += f"; a noisy stack (noise {noise:.2f} of the signal range): the {NOISY_MODEL} model ran"
         self.status.setText(
             f"Done: {', '.join(self._run_context['prompts'])}{resized}. Change a threshold to update "
             "the layers without running the network again."

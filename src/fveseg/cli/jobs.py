@@ -127,6 +127,19 @@ def gate_values(options: SegmentOptions) -> tuple[float, float, float]:
     return mask, threshold, given.get("exist_low", EXIST_LOW)
 
 
+def model_notes(model: str | None, noise: float | None, name: str) -> list[str]:
+    """Say so when the measured noise chose the noise-robust model (`fveseg.auto_model.AutoSegmenter`)."""
+    from fveseg.auto_model import NOISY_MODEL
+    from fveseg.noise import NOISY_LEVEL
+
+    if model != NOISY_MODEL or noise is None:
+        return []
+    return [
+        f"{name}: its noise measures {noise:.2f} of the signal range (from {NOISY_LEVEL:g} on, a volume "
+        f"counts as noisy), so the {NOISY_MODEL} model segmented it; --model default runs the default model"
+    ]
+
+
 def existence_notes(result, options: SegmentOptions, name: str) -> list[str]:
     """Advice when a raised ``exist_low`` let the existence gate empty slices inside a run of slices where
     a prompt was found (`fveseg.postprocess.doubtful_slices`): objects may be missing there."""
@@ -271,7 +284,8 @@ def run_segment_job(
     mark = time.perf_counter()
     result = segment_array(segmenter, data, options, spacing, progress=progress, cancel=cancel)
     stages["segment"] = time.perf_counter() - mark
-    notes = existence_notes(result, options, job.source.name)
+    notes = model_notes(result.model, result.noise, job.source.name)
+    notes += existence_notes(result, options, job.source.name)
 
     mark = time.perf_counter()
     layers = label_layers(result, options, spacing, image=data)

@@ -1,0 +1,97 @@
+"""The default model choice: the bundled default network, or the noise-robust one for noisy volumes.
+
+The default network is best on clean data; on stacks whose noise is a sizeable part of the signal it
+merges and misses nuclei, where the network trained on noisy images holds up (docs/model-card.md,
+"Choosing the model from the measured noise"). `AutoSegmenter` measures each volume's noise
+(`fveseg.noise.noise_level`, a few slices) and runs the one that suits it. The choice depends on the
+whole volume only, so every slice range (block) of a volume gets the same network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fveseg.noise import NOISY_LEVEL, noise_level
+from fveseg.segment_checks import check_volume
+
+#: The bundled model run on volumes measuring at least `fveseg.noise.NOISY_LEVEL`.
+NOISY_MODEL = "noise-robust"
+#: The name under which the default network is reported (and can be forced: ``--model default``).
+CLEAN_MODEL = "default"
+
+
+def model_for_noise(noise: float, threshold: float = NOISY_LEVEL) -> str:
+    """`NOISY_MODEL` for a measured `noise_level` of at least ``threshold``, else `CLEAN_MODEL`."""
+    return NOISY_MODEL if noise >= threshold else CLEAN_MODEL
+
+
+class AutoSegmenter:
+    """A `fveseg.inference.Segmenter` that picks its network per volume from the measured noise.
+
+    Parameters
+    ----------
+    clean, noisy : None, str, Path, torch module or Segmenter
+        The networks for clean volumes (None: the bundled default) and for noisy ones (the bundled
+        `NOISY_MODEL`). Anything but a Segmenter is loaded as ``Segmenter(source)``; the noisy one only
+        when a noisy volume first needs it.
+    device, batch_size, seed
+        As for `Segmenter`.
+    threshold : float
+        Volumes whose `noise_level` is at least this get the ``noisy`` network.
+
+    ``names`` says how results report the two networks: ``"default"`` and ``"noise-robust"``, or the
+    names of checkpoints given as paths. Everything but `segment` and `auto_scale` (``metadata``,
+    ``device``, ``input_size``, …) is the clean network's Segmenter's.
+    """
+
+    def __init__(
+        self,
+        clean=None,
+        noisy=NOISY_MODEL,
+        device="auto",
+        batch_size: int = 8,
+        seed: int = 0,
+        threshold: float = NOISY_LEVEL,
+    ):
+        self._options = dict(device=device, batch_size=batch_size, seed=seed)
+        self.clean = self._load(clean)
+        self.names = (_name(clean, CLEAN_MODEL), _name(noisy, NOISY_MODEL))
+        self._noisy_source, self._noisy = noisy, None
+        self.threshold = float(threshold)
+
+    def _load(self, source):
+        from fveseg.inference import Segmenter
+
+        return source if hasattr(source, "segment") else Segmenter(source, **self._options)
+
+    def choose(self, volume) -> tuple[str, object, float]:
+        """``(name, segmenter, noise)`` for this (D, H, W) or (H, W) volume."""
+        noise = noise_level(check_volume(volume, check_finite=False))
+        if model_for_noise(noise, self.threshold) == CLEAN_MODEL:
+            return self.names[0], self.clean, noise
+        if self._noisy is None:
+            self._noisy = self._load(self._noisy_source)
+        return self.names[1], self._noisy, noise
+
+    def segment(self, volume, prompts, *args, **kwargs):
+        """`Segmenter.segment` with the network `choose` picks; the result's ``model`` and ``noise`` say
+        which ran and why."""
+        name, segmenter, noise = self.choose(volume)
+        result = segmenter.segment(volume, prompts, *args, **kwargs)
+        result.model, result.noise = name, noise
+        return result
+
+    def auto_scale(self, volume, prompts, *args, **kwargs) -> float:
+        """`Segmenter.auto_scale` of the network `choose` picks for this volume."""
+        return self.choose(volume)[1].auto_scale(volume, prompts, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name in ("clean", "_options"):  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.clean, name)
+
+
+def _name(source, default: str) -> str:
+    if source is None or not isinstance(source, str | Path):
+        return default
+    return Path(source).name
