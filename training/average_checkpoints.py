@@ -1,7 +1,7 @@
 """Average the weights of two checkpoints of one architecture (a weight average, or "model soup").
 
     PYTHONPATH=src:. python -m training.average_checkpoints A B --weight 0.5 --out OUT \
-        [--stage "what this average is"] [--overwrite]
+        [--stage "what this average is"] [--description TEXT] [--overwrite]
 
 Gives ``weight × A + (1 − weight) × B`` for every floating-point tensor (integer buffers are B's).
 Averaging works for checkpoints of one lineage (B fine-tuned from A, or both from one parent): their
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--weight", type=float, default=0.5, help="share of A (default 0.5)")
     parser.add_argument("--out", required=True, help="base path of the averaged checkpoint")
     parser.add_argument("--stage", default="weight average", help="how training_history names this step")
+    parser.add_argument("--description", default=None, help="the checkpoint's description (default: none)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     if not args.overwrite and any(Path(f"{args.out}{s}").exists() for s in (".json", ".safetensors")):
@@ -87,8 +88,10 @@ def main(argv: list[str] | None = None) -> Path:
     )
     seconds = round(time.monotonic() - start, 1)
     history.append({"stage": args.stage, "wall_time_s": seconds, "command": command})
-    for key in ("checkpoint", "validation", "steps", "wall_time_s"):  # B's run, not this average's
+    for key in ("checkpoint", "validation", "steps", "wall_time_s", "description"):  # B's, not the average's
         meta.pop(key, None)
+    if args.description:
+        meta["description"] = args.description
     meta.update(training_history=history, command=command)
     model.metadata = meta  # save_checkpoint merges the model's own metadata under the given ones
     path = save_checkpoint(model, args.out, meta, overwrite=args.overwrite)

@@ -153,8 +153,16 @@ def collect(extra_models: list[Path] | None = None) -> dict:
             ("distributed", "distributed"),
         )
     }
+    from fveseg.auto_model import CLEAN_MODEL, NOISY_MODEL
+    from fveseg.noise import NOISY_LEVEL
+
+    choice = (
+        f"without --model, {NOISY_MODEL} segments volumes whose noise measures at least {NOISY_LEVEL:g} of "
+        f"their signal range, {CLEAN_MODEL} the others"
+    )
     return {
         "models": models,
+        "model_choice": choice,
         "devices": _devices(),
         "versions": versions,
         "python": platform.python_version(),
@@ -179,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
             if key not in ("role", "path", "status"):
                 shown = json.dumps(value) if isinstance(value, dict | list) else value
                 print(f"    {key}: {shown}", file=out)
+    print(f"model choice: {report['model_choice']}", file=out)
     print(f"devices: {', '.join(report['devices'])}", file=out)
     print(
         "versions: "
