@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -301,3 +303,30 @@ def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_pa
         one = np.asarray(read_labels(tmp_path / "one" / f"v{seed}.ome.zarr", "nuclei")[0])
         many = np.asarray(read_labels(tmp_path / "many" / f"v{seed}.ome.zarr", "nuclei")[0])
         assert np.array_equal(one, many)
+
+
+def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(client, tmp_path, one_thread):
+    from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
+    from fveseg.distributed import segment_zarr_in_blocks
+    from fveseg.io import read_labels, write_labels_zarr
+    from fveseg.synthetic import make_nuclei_volume
+
+    sample = make_nuclei_volume((16, 32, 32), seed=6)
+    image = sample.image.astype(np.float32)
+    signal = float(np.percentile(image, 99) - np.median(image))
+    image += np.random.default_rng(0).normal(0, 0.4 * signal, image.shape).astype(np.float32)
+    path = tmp_path / "noisy.ome.zarr"
+    write_labels_zarr(path, sample.labels, "truth", image=image, spacing=sample.spacing)
+    options = SegmentOptions(prompts=("nuclei",), device="cpu", batch_size=4, axis=0, exist_threshold=0.0)
+    blocks = segment_zarr_in_blocks(
+        client,
+        SegmentJob(path, tmp_path / "blocks.zarr", "zarr"),
+        options,
+        block_slices=8,
+        instance_margin=16,
+    )  # the bundled models: none given
+    assert any("the noise-robust model segmented it" in note for note in blocks.notes)
+    forced = replace(options, checkpoint="noise-robust")
+    run_segment_job(SegmentJob(path, tmp_path / "forced.zarr", "zarr"), forced)
+    semantic = [np.asarray(read_labels(tmp_path / f"{n}.zarr", "nuclei")[0]) for n in ("blocks", "forced")]
+    assert np.array_equal(*semantic)

@@ -293,6 +293,13 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
     step = options.batch_size  # blocks on the batch grid: no batch is computed by two blocks
     block_slices = -(-block_slices // step) * step
     blocks = plan_blocks(int(data.shape[axis]), block_slices, 0)
+    noise = None
+    if options.checkpoint is None:  # choose the bundled model once here; every block loads it by name
+        from fveseg.auto_model import model_for_noise
+        from fveseg.noise import noise_level
+
+        noise = noise_level(data)
+        options = replace(options, checkpoint=model_for_noise(noise))
     value_range = _volume_range(data, options.checkpoint)
     stages["plan"] = time.perf_counter() - start
 
@@ -341,13 +348,10 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         mark = time.perf_counter()
         semantic = da.from_zarr(str(scratch), component="semantic")
         layers, objects, notes = {}, 0, []
-        if options.checkpoint is None:  # every block's AutoSegmenter measured these slices: say which ran
-            from fveseg.auto_model import model_for_noise
+        if noise is not None:
             from fveseg.cli.jobs import model_notes
-            from fveseg.noise import noise_level
 
-            noise = noise_level(data)
-            notes += model_notes(model_for_noise(noise), noise, job.source.name)
+            notes += model_notes(options.checkpoint, noise, job.source.name)
         names = {i + 1: p for i, p in enumerate(options.prompts)}
         from fveseg.cli.common import slug
         from fveseg.focus import trim_out_of_focus_in_blocks
