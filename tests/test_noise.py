@@ -109,3 +109,13 @@ def test_the_noisy_network_is_loaded_only_when_a_noisy_volume_needs_it(tmp_path)
     noisy = _cells() + np.random.default_rng(4).normal(0, 30, _cells().shape).astype(np.float32)
     with pytest.raises(CheckpointError, match="absent"):
         auto.segment(noisy, ["nuclei"])
+
+
+def test_no_model_means_the_bundled_pair_and_a_name_means_that_network():
+    from fveseg.auto_model import AutoSegmenter, segmenter_for
+    from fveseg.inference import Segmenter
+
+    auto = segmenter_for(None, device="cpu")
+    assert isinstance(auto, AutoSegmenter) and auto.names == ("default", "noise-robust")
+    assert auto.metadata is auto.clean.metadata  # the rest is the default network's Segmenter
+    assert type(segmenter_for("noise-robust", device="cpu")) is Segmenter

@@ -48,13 +48,12 @@ def build_segmenter(checkpoint=None, noisy=None, device="auto"):
     """The segmenter a check measures: None or "auto", what users get by default (the bundled models
     chosen per volume from its noise, `fveseg.auto_model.AutoSegmenter`); with ``noisy``, such a choice
     between ``checkpoint`` (clean volumes) and ``noisy``; otherwise the one network ``checkpoint``."""
-    from fveseg.auto_model import AutoSegmenter
-    from fveseg.inference import Segmenter
+    from fveseg.auto_model import AutoSegmenter, segmenter_for
 
-    clean = None if checkpoint in (None, "auto") else checkpoint
-    if clean is None or noisy is not None:
-        return AutoSegmenter(clean, **({"noisy": noisy} if noisy is not None else {}), device=device)
-    return Segmenter(checkpoint=clean, device=device)
+    clean = None if checkpoint == "auto" else checkpoint
+    if noisy is not None:
+        return AutoSegmenter(clean, noisy, device=device)
+    return segmenter_for(clean, device=device)
 
 
 def model_segmenter(model, order: int, device="cpu"):

@@ -91,6 +91,14 @@ class AutoSegmenter:
         return getattr(self.clean, name)
 
 
+def segmenter_for(checkpoint=None, **options):
+    """What a run without a model gets: None, the bundled models chosen by noise (`AutoSegmenter`);
+    anything else, ``Segmenter(checkpoint)``. ``options``: ``device``, ``batch_size``, ``seed``."""
+    from fveseg.inference import Segmenter
+
+    return AutoSegmenter(**options) if checkpoint is None else Segmenter(checkpoint, **options)
+
+
 def _name(source, default: str) -> str:
     if source is None or not isinstance(source, str | Path):
         return default

@@ -66,13 +66,9 @@ __all__ = [
 def load_segmenter(checkpoint: str | None, device: str = "auto", batch_size: int = 8):
     """The Segmenter for this checkpoint, built once per process (so once per dask worker); None: the
     bundled models, chosen per volume from its noise (`fveseg.auto_model.AutoSegmenter`)."""
-    from fveseg.inference import Segmenter
+    from fveseg.auto_model import segmenter_for
 
-    if checkpoint is None:
-        from fveseg.auto_model import AutoSegmenter
-
-        return AutoSegmenter(device=device, batch_size=batch_size)
-    return Segmenter(checkpoint=checkpoint, device=device, batch_size=batch_size)
+    return segmenter_for(checkpoint, device=device, batch_size=batch_size)
 
 
 @contextlib.contextmanager

@@ -15,14 +15,12 @@ _SEGMENTERS: dict[tuple, Any] = {}  # (checkpoint, device, file time) -> loaded 
 def get_segmenter(checkpoint: str | None, device: str) -> Any:
     """The loaded Segmenter, reused across runs and widgets while checkpoint, file and device match; None:
     the bundled models, chosen per volume from its noise (`fveseg.auto_model.AutoSegmenter`)."""
-    from fveseg.auto_model import AutoSegmenter
-    from fveseg.inference import Segmenter
+    from fveseg.auto_model import segmenter_for
 
     key = (checkpoint, device, _modified_time(checkpoint))
     if key not in _SEGMENTERS:
-        _SEGMENTERS.clear()  # keep one model in memory
-        kind = AutoSegmenter if checkpoint is None else Segmenter
-        _SEGMENTERS[key] = kind(checkpoint, device=device)
+        _SEGMENTERS.clear()  # keep one model (or the bundled pair) in memory
+        _SEGMENTERS[key] = segmenter_for(checkpoint, device=device)
     return _SEGMENTERS[key]
 
 
