@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from fveseg.noise import NOISY_LEVEL
 from napari_fveseg._existence_plot import ExistencePlot
 from napari_fveseg._results import Placement, Thresholds, result_layers
 from napari_fveseg._runtime import (
@@ -87,9 +88,9 @@ class SegmentationWidget(QWidget):
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("bundled models, chosen by the stack's noise")
         self.checkpoint_edit.setToolTip(
-            "Empty: the bundled default model, or 'noise-robust' for a stack whose noise measures 0.15 of "
-            "its signal range or more. Or an fveseg checkpoint (.json / .safetensors), a bundled model's "
-            "name ('default', 'noise-robust') or the BiomedParse v2 .ckpt you downloaded "
+            f"Empty: the bundled default model, or 'noise-robust' for a stack whose noise measures "
+            f"{NOISY_LEVEL:g} of its signal range or more. Or an fveseg checkpoint (.json / .safetensors), "
+            "a bundled model's name ('default', 'noise-robust') or the BiomedParse v2 .ckpt you downloaded "
             "(see docs/reference-v2.md)."
         )
         browse = QPushButton("Browse…")

@@ -26,6 +26,7 @@ from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
 from fveseg.errors import InputError, OutputExistsError
 from fveseg.focus import FOCUS_FRACTION
 from fveseg.instances import SPECK_FRACTION
+from fveseg.noise import NOISY_LEVEL
 
 NAME = "segment"
 HELP = "segment volumes with text prompts and write label volumes"
@@ -82,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model",
         help="checkpoint path, or a bundled model's name: default, or noise-robust for very noisy stacks "
-        "(default: chosen per volume from its measured noise, noise-robust from 0.15 of the signal range)",
+        f"(default: chosen per volume from its measured noise, noise-robust from {NOISY_LEVEL:g} of the "
+        "signal range)",
     )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     group.add_argument("--batch-size", type=_positive_int, default=8, help="slices per network batch")
