@@ -17,6 +17,7 @@ from training.augment import (
     random_crop_scale,
     random_intensity,
     size_normalising_scale,
+    z_contact_target,
 )
 from training.data import LabelledVolume, SampleConfig, load_volume_file, make_sample
 from training.losses import segmentation_loss
@@ -49,6 +50,44 @@ def test_edge_target_marks_interface_between_touching_instances():
     assert not edges[3, 2] and not edges[3, 7]  # interiors
     # a binary mask of the same pixels has no interface: the instances are what make it an edge
     assert not edge_target((_touching_pair() > 0).astype(np.uint8))[3, 4]
+
+
+def test_z_contact_target_marks_objects_touching_another_in_a_neighbouring_slice():
+    focal = np.zeros((4, 6), np.uint32)
+    focal[1:3, 0:4] = 1
+    below = np.zeros_like(focal)
+    below[1:3, 2:6] = 2  # another nucleus under columns 2-3 of object 1
+    above = focal.copy()  # object 1 continues upward: the same object is no contact
+    target = z_contact_target(focal, below, above)
+    expected = np.zeros_like(target)
+    expected[1:3, 2:4] = True
+    np.testing.assert_array_equal(target, expected)
+    # background under a different object above is not marked: only object pixels of the focal slice
+    assert not z_contact_target(np.zeros_like(focal), below, above).any()
+
+
+def test_make_sample_z_contact_edges_add_the_contact_of_stacked_nuclei():
+    labels = np.zeros((4, 32, 32), np.uint16)
+    labels[:2, 8:24, 8:24] = 1
+    labels[2:, 8:24, 8:24] = 2  # stacked on object 1 along z: no in-plane edge between them
+    volume = LabelledVolume((labels > 0) * 200.0 + 10.0, {"nuclei": labels}, (1.0, 0.5, 0.5), "stack")
+    vocab = {p: i for i, p in enumerate(training_prompts())}
+    plain = SampleConfig(order=1, size=32, n_prompts=2, augment=NO_AUG)
+    stacked = dataclasses.replace(plain, z_contact_edges=True)
+
+    def positive_edges(config, focal):
+        sample = make_sample(volume, np.random.default_rng(0), config, vocab, focal=focal)
+        return sample, sample["edges"][int(np.flatnonzero(sample["exists"])[0])]
+
+    a, plain_edges = positive_edges(plain, 1)
+    b, stacked_edges = positive_edges(stacked, 1)
+    np.testing.assert_array_equal(plain_edges, edge_target(labels[1]))  # the outline only
+    # the whole contact face (all of the slice's object lies on the other nucleus), and the outline
+    np.testing.assert_array_equal(stacked_edges, edge_target(labels[1]) | (labels[1] > 0))
+    np.testing.assert_array_equal(a["masks"], b["masks"])
+    np.testing.assert_array_equal(a["image"], b["image"])
+    # an end slice (no neighbour beyond the volume) of a single nucleus gets no contact
+    np.testing.assert_array_equal(positive_edges(stacked, 3)[1], edge_target(labels[3]))
 
 
 def test_training_prompts_exclude_heldout_and_sampling_adds_negatives():

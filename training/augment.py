@@ -190,3 +190,24 @@ def edge_target(instances: np.ndarray) -> np.ndarray:
     grown = ndimage.grey_dilation(instances, footprint=footprint, mode="nearest")
     shrunk = ndimage.grey_erosion(instances, footprint=footprint, mode="nearest")
     return grown != shrunk
+
+
+def z_contact_target(instances: np.ndarray, below: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """Where an object of the focal slice touches a different object in a neighbouring slice.
+
+    A slice's own label changes (`edge_target`) never separate two nuclei stacked along the slicing
+    axis; these pixels do, on both sides of the contact (each side's focal slice marks its own part).
+
+    Parameters
+    ----------
+    instances, below, above : ndarray (H, W) integer
+        Instance ids of the focal slice and of the slices before and after it (zeros at the volume's ends).
+
+    Returns
+    -------
+    ndarray (H, W) bool
+    """
+    inside = instances > 0
+    other_below = (below > 0) & (below != instances)
+    other_above = (above > 0) & (above != instances)
+    return inside & (other_below | other_above)

@@ -35,6 +35,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     pos_weight: float = 3.0
     edge_weight: float = 1.0
+    z_contact_edges: bool = False  # edge targets also mark contacts with another object in the next slice
     aux_weight: float = 0.2
     num_workers: int = 1
     seed: int = 0
@@ -60,6 +61,7 @@ class TrainConfig:
             size=self.input_size,
             n_prompts=self.prompts_per_image,
             absent_class_p=self.absent_class_p,
+            z_contact_edges=self.z_contact_edges,
             augment=_fields(AugmentConfig, self.augment),
         )
 

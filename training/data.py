@@ -25,6 +25,7 @@ from training.augment import (
     random_intensity,
     size_normalising_scale,
     swap_context,
+    z_contact_target,
 )
 from training.prompts import TRAIN_NEGATIVES, TRAIN_PARAPHRASES, canonical_class, sample_prompts
 
@@ -188,6 +189,7 @@ class SampleConfig:
     downsample: str = "mean"
     augment: AugmentConfig = AugmentConfig()
     absent_class_p: float = 0.5  # chance that one known-invisible table class replaces a negative
+    z_contact_edges: bool = False  # edges also where an object touches another in a neighbouring slice
 
 
 def _view(volume: LabelledVolume) -> int:
@@ -198,6 +200,17 @@ def _view(volume: LabelledVolume) -> int:
     from fveseg.fve import select_view
 
     return select_view(volume.image.shape, volume.spacing)
+
+
+def _neighbour_labels(volume: LabelledVolume, class_names: list[str], axis: int, index: int) -> np.ndarray:
+    """(2C, H, W): per class, the labels of the slices before and after ``index`` (zeros past the ends)."""
+    out = []
+    for name in class_names:
+        stack = np.moveaxis(volume.classes[name], axis, 0)
+        for other in (index - 1, index + 1):
+            inside = 0 <= other < stack.shape[0]
+            out.append(stack[other] if inside else np.zeros_like(stack[index]))
+    return np.stack(out)
 
 
 def make_sample(
@@ -229,9 +242,12 @@ def make_sample(
     lo, hi = max(index - reach, 0), min(index + reach + 1, depth)
     slab = image[lo:hi].astype(np.float32)
     focal_labels = np.stack([np.moveaxis(volume.classes[c], axis, 0)[index] for c in class_names])
+    n_classes = len(class_names)
+    if config.z_contact_edges:  # the neighbours' labels ride along through crop, zoom and flips
+        focal_labels = np.concatenate([focal_labels, _neighbour_labels(volume, class_names, axis, index)])
     # anchor the crop on a foreground pixel half the time so sparse images still give positives
     anchor = None
-    fg = np.flatnonzero(focal_labels.any(0))
+    fg = np.flatnonzero(focal_labels[:n_classes].any(0))
     if fg.size and rng.random() < 0.5:
         anchor = np.unravel_index(int(fg[rng.integers(fg.size)]), focal_labels.shape[1:])
     aug = config.augment
@@ -240,6 +256,7 @@ def make_sample(
         zoom = size_normalising_scale(volume.nuclei_diameter(axis), aug, rng)
     slab, labels = random_crop_scale(slab, focal_labels, config.size, rng, zoom, anchor)
     slab, labels = random_flip_rot(slab, labels, rng, aug.flip, aug.rot90)
+    labels, neighbours = labels[:n_classes], labels[n_classes:]
     slab8 = random_intensity(slab, rng, aug)
     encoded = encode(
         slab8, index - lo, order=config.order, axis=0, pad=config.pad, downsample=config.downsample
@@ -266,6 +283,9 @@ def make_sample(
         exists[j] = float(masks[j].any())
         if exists[j]:
             edges[j] = edge_target(lab)
+            if neighbours.size:
+                c = class_names.index(cls)
+                edges[j] |= z_contact_target(lab, neighbours[2 * c], neighbours[2 * c + 1])
     missing = [p for p, _ in pairs if p not in vocabulary]
     if missing:
         raise InputError(f"prompts {missing} have no text embedding; add them to the prompt vocabulary.")
