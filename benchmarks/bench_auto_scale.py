@@ -30,7 +30,7 @@ def main() -> None:
     import numpy as np
     from scipy import ndimage as ndi
 
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
     from fveseg.synthetic import make_nuclei_volume
 
     segmenter = Segmenter(args.model, device="cpu")

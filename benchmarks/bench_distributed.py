@@ -109,7 +109,7 @@ def run(client, work: Path, args) -> None:
         f"{', '.join(f'{p:.0f}' for p in worker_peaks(client))} MiB (idle {before[0]:.0f}) |"
     )
 
-    from fveseg.instances import split_instances
+    from fveseg.instances.split import split_instances
 
     source = zarr.open_group(str(work / "pass1.zarr"), mode="r")
     base = peak_rss_mib()
@@ -132,11 +132,11 @@ def run(client, work: Path, args) -> None:
 def segment_benchmark(client, work: Path, args) -> None:
     import torch
 
-    from fveseg.cli.jobs import SegmentJob, SegmentOptions
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import write_labels_zarr
     from fveseg.model import build_model
     from fveseg.model.checkpoint import save_checkpoint
+    from fveseg.pipeline import SegmentJob, SegmentParams
     from fveseg.synthetic import make_nuclei_volume
 
     model = args.model
@@ -146,7 +146,7 @@ def segment_benchmark(client, work: Path, args) -> None:
     sample = make_nuclei_volume(tuple(args.segment_shape), seed=1)
     source = work / "image.ome.zarr"
     write_labels_zarr(source, sample.labels, "truth", image=sample.image, spacing=sample.spacing)
-    options = SegmentOptions(
+    options = SegmentParams(
         prompts=("nuclei",),
         instances=True,
         checkpoint=model,

@@ -36,8 +36,8 @@ def main() -> None:
     import torch
 
     from fveseg import fve, io
-    from fveseg.inference import Segmenter
-    from fveseg.instances import split_instances
+    from fveseg.inference.segmenter import Segmenter
+    from fveseg.instances.split import split_instances
     from fveseg.model.checkpoint import default_checkpoint_path, save_checkpoint
     from fveseg.synthetic import make_nuclei_volume
 

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from bench_instances import touching_ellipsoids
-from fveseg.focus import (
+from fveseg.instances.haze import (
     apply_trim,
     background_level,
     focus_decision,

@@ -25,7 +25,7 @@ import tracemalloc
 
 import numpy as np
 
-from fveseg.fve import encode_volume
+from fveseg.fve.encoding import encode_volume
 
 
 def interleaved_times(repeats: int, *runs) -> np.ndarray:

@@ -29,7 +29,7 @@ PROMPTS = ["nuclei", "cell membranes", "spots"]
 
 
 def make_segmenter(config: str, device: str, batch_size: int, strides: str | None = None):
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
     from fveseg.model import CONFIGS, PrecomputedTextEncoder, build_model
 
     torch.manual_seed(0)

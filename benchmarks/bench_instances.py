@@ -22,7 +22,7 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from fveseg.instances import split_instances
+from fveseg.instances.split import split_instances
 from fveseg.metrics import dice, instance_scores
 
 
@@ -63,7 +63,7 @@ def split_at_necks_per_seed(seeds, spacing, ratio, min_core=0.2, min_voxels=64):
     import cc3d
     import edt
 
-    from fveseg.instances import grow_in_mask
+    from fveseg.instances.grow import grow_in_mask
 
     sizes = np.bincount(seeds.ravel())
     split, next_id = None, sizes.size
@@ -102,9 +102,9 @@ def run_one(method, repeats):
     """Child process: time one method; its own peak RSS (inputs included) goes to stdout as JSON."""
     labels, mask, edges, spacing = speed_volume()
     if method == "watershed-per-seed-necks":
-        import fveseg.instances
+        import fveseg.instances.split
 
-        fveseg.instances.split_at_necks = split_at_necks_per_seed  # the name instances calls
+        fveseg.instances.split.split_at_necks = split_at_necks_per_seed  # the name instances calls
     inputs_rss = peak_rss_mib()
     times = []
     for _ in range(repeats):

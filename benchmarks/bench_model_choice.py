@@ -1,7 +1,7 @@
 """Cost of choosing the model by noise: `AutoSegmenter.segment` against `Segmenter.segment`, side by side.
 
 With no model given, the CLI, dask workers and the widget first measure the volume's noise
-(`fveseg.noise.noise_level`: 8 slices, centred crops of at most 1024 × 1024) and then run one network.
+(`fveseg.normalize.noise_level`: 8 slices, centred crops of at most 1024 × 1024) and then run one network.
 This prints, per volume, the median time of the noise measure alone, of the default network's
 ``segment`` and of ``AutoSegmenter.segment`` (runs interleaved, so machine noise hits all three), their
 ratio, and the peak memory the noise measure allocates (tracemalloc) beside the volume's own size.
@@ -27,9 +27,9 @@ def main() -> None:
 
     import numpy as np
 
-    from fveseg.auto_model import AutoSegmenter
-    from fveseg.inference import Segmenter
-    from fveseg.noise import noise_level
+    from fveseg.inference.model_choice import AutoSegmenter
+    from fveseg.inference.segmenter import Segmenter
+    from fveseg.normalize.noise import noise_level
     from fveseg.synthetic import make_nuclei_volume
 
     plain = Segmenter("default", device="cpu")

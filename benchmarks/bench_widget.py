@@ -79,7 +79,7 @@ def main() -> None:
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    import fveseg.inference  # noqa: F401 - torch stack before the OpenGL canvas (see _widget)
+    import fveseg.inference.segmenter  # noqa: F401 - torch stack before the OpenGL canvas (see _widget)
     from napari_fveseg import _runtime
     from napari_fveseg._widget import SegmentationWidget
 
@@ -131,7 +131,7 @@ def main() -> None:
         return elapsed, float(gaps.max())
 
     def headless_run(segmenter) -> float:
-        from fveseg.instances import split_instances
+        from fveseg.instances.split import split_instances
 
         start = time.perf_counter()
         result = segmenter.segment(image.data, ["nuclei"], spacing=tuple(image.scale))

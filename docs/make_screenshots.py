@@ -88,7 +88,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")  # keep toasts out of shots
     import napari
 
-    import fveseg.inference  # noqa: F401 - torch stack before the OpenGL canvas (see _widget)
+    import fveseg.inference.segmenter  # noqa: F401 - torch stack before the OpenGL canvas (see _widget)
     from napari_fveseg._visualiser import FVEVisualiser
     from napari_fveseg._widget import SegmentationWidget
 

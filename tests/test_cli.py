@@ -113,16 +113,16 @@ def test_keyboard_interrupt_exits_130_without_partial_output(tmp_path, volume_ti
 def test_existence_gaps_inside_the_stack_print_advice(tmp_path, volume_tif, checkpoint, monkeypatch, capsys):
     import dataclasses
 
-    import fveseg.cli.jobs
+    import fveseg.pipeline
 
-    real = fveseg.cli.jobs.segment_array
+    real = fveseg.pipeline.segment_array
 
     def weak_middle(*args, **kwargs):  # found on the outer slices, weak (0.1-0.5) on two in the middle
         result = real(*args, **kwargs)
         existence = np.array([[0.9, 0.9, 0.9, 0.3, 0.2, 0.9, 0.9, 0.05]], np.float32)
         return dataclasses.replace(result, existence=existence)
 
-    monkeypatch.setattr(fveseg.cli.jobs, "segment_array", weak_middle)
+    monkeypatch.setattr(fveseg.pipeline, "segment_array", weak_middle)
     output = tmp_path / "out.tif"
     command = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]
     assert main(command) == 0  # the default gate's hysteresis keeps those slices: nothing to advise
@@ -377,7 +377,7 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
 
 
 def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, checkpoint, monkeypatch, capsys):
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     seen = []
     original = Segmenter.segment
@@ -406,16 +406,16 @@ def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, check
 def test_focus_fraction_reaches_the_trimming_and_is_checked(
     tmp_path, volume_tif, checkpoint, monkeypatch, capsys
 ):
-    import fveseg.focus
+    import fveseg.instances.haze
 
     seen = []
-    original = fveseg.focus.trim_out_of_focus
+    original = fveseg.instances.haze.trim_out_of_focus
 
-    def spy(labels, image, axis=0, fraction=fveseg.focus.FOCUS_FRACTION):
+    def spy(labels, image, axis=0, fraction=fveseg.instances.haze.FOCUS_FRACTION):
         seen.append((labels.shape == image.shape, fraction))
         return original(labels, image, axis=axis, fraction=fraction)
 
-    monkeypatch.setattr(fveseg.focus, "trim_out_of_focus", spy)
+    monkeypatch.setattr(fveseg.instances.haze, "trim_out_of_focus", spy)
     argv = ["segment", str(volume_tif), "--model", str(checkpoint), "--quiet"]  # instances: the default
     assert main(argv + ["-o", str(tmp_path / "a.zarr")]) == 0
     assert main(argv + ["-o", str(tmp_path / "b.zarr"), "--focus-fraction", "0"]) == 0
@@ -432,7 +432,7 @@ def test_segment_without_model_picks_the_noise_robust_one_for_a_noisy_volume_and
 ):
     import shutil
 
-    from fveseg.distributed import load_segmenter
+    from fveseg.inference import load_segmenter
     from fveseg.model import checkpoint as checkpoint_module
 
     weights = tmp_path / "weights"  # stand-ins for the two bundled models

@@ -59,7 +59,7 @@ def instance_source(tmp_path):
     single-process split of it."""
     from scipy import ndimage as ndi
 
-    from fveseg.instances import split_instances
+    from fveseg.instances.split import split_instances
     from fveseg.synthetic import make_nuclei_volume
 
     sample = make_nuclei_volume((24, 48, 48), seed=3)
@@ -152,17 +152,18 @@ def zarr_volume(tmp_path_factory):
 def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one_thread):
     """Block pieces (public ``Segmenter.segment(start=, stop=, intensity_range=)``) give the single-process
     labels and edges, also for a range off the batch grid (6..15 with batch size 4)."""
-    from fveseg.cli.jobs import SegmentOptions
-    from fveseg.distributed import load_segmenter, segment_slices
+    from fveseg.distributed import segment_slices
+    from fveseg.inference import load_segmenter
     from fveseg.io import read_volume
-    from fveseg.normalize import intensity_range
+    from fveseg.normalize.intensity import intensity_range
+    from fveseg.pipeline import SegmentParams
 
     data = read_volume(zarr_volume).data
     whole, threshold = whole
     segmenter = load_segmenter(str(checkpoint), "cpu", 4)
     # the whole-volume run chose its scale at mask threshold 0.5: fix it (the automatic scale's agreement
     # between block and single runs is test_z_blocks_equal_single_process's)
-    options = SegmentOptions(
+    options = SegmentParams(
         prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold, exist_threshold=0.0,
         resize=whole.scale,
     )  # fmt: skip
@@ -189,7 +190,7 @@ def whole(checkpoint, zarr_volume):
 
 def _whole(checkpoint, zarr_volume):
     """(single-process result of two prompts, a mask threshold making the random model's mask non-trivial)."""
-    from fveseg.distributed import load_segmenter
+    from fveseg.inference import load_segmenter
     from fveseg.io import read_volume
 
     segmenter = load_segmenter(str(checkpoint), "cpu", 4)
@@ -201,11 +202,11 @@ def _whole(checkpoint, zarr_volume):
 
 
 def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, tmp_path, one_thread):
-    from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import read_labels
+    from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
 
-    options = SegmentOptions(
+    options = SegmentParams(
         prompts=("nuclei", "cells"),
         instances=True,
         checkpoint=str(checkpoint),
@@ -215,7 +216,7 @@ def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, t
         exist_threshold=0.0,
         mask_threshold=whole[1],
     )
-    single = run_segment_job(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
+    single = segment_file(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
     blocks_job = SegmentJob(zarr_volume, tmp_path / "blocks.zarr", "zarr")
     blocks = segment_zarr_in_blocks(
         client, blocks_job, options, block_slices=6, instance_margin=16
@@ -237,13 +238,13 @@ def test_z_blocks_apply_the_existence_hysteresis_over_the_whole_volume(
 ):
     """Slices the hysteresis keeps (their own existence below the threshold) are relabelled across
     blocks exactly as in a single-process run (`regate_blocks`)."""
-    from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import read_labels
+    from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
 
     result, mask_threshold = whole
     threshold = float(np.median(result.existence))
-    options = SegmentOptions(
+    options = SegmentParams(
         prompts=("nuclei", "cells"),
         instances=False,
         checkpoint=str(checkpoint),
@@ -255,7 +256,7 @@ def test_z_blocks_apply_the_existence_hysteresis_over_the_whole_volume(
         exist_low=0.0,  # every slice continues a run: all kept where any slice is above the threshold
         mask_threshold=mask_threshold,
     )
-    run_segment_job(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
+    segment_file(SegmentJob(zarr_volume, tmp_path / "one.zarr", "zarr"), options)
     segment_zarr_in_blocks(client, SegmentJob(zarr_volume, tmp_path / "blocks.zarr", "zarr"), options, 4)
     semantic_one = np.asarray(read_labels(tmp_path / "one.zarr", "semantic")[0])
     semantic_blocks = np.asarray(read_labels(tmp_path / "blocks.zarr", "semantic")[0])
@@ -306,9 +307,9 @@ def test_many_volumes_on_workers_equal_single_process(client, checkpoint, tmp_pa
 
 
 def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(client, tmp_path, one_thread):
-    from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
     from fveseg.distributed import segment_zarr_in_blocks
     from fveseg.io import read_labels, write_labels_zarr
+    from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
     from fveseg.synthetic import make_nuclei_volume
 
     sample = make_nuclei_volume((16, 32, 32), seed=6)
@@ -317,7 +318,7 @@ def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(clie
     image += np.random.default_rng(0).normal(0, 0.4 * signal, image.shape).astype(np.float32)
     path = tmp_path / "noisy.ome.zarr"
     write_labels_zarr(path, sample.labels, "truth", image=image, spacing=sample.spacing)
-    options = SegmentOptions(prompts=("nuclei",), device="cpu", batch_size=4, axis=0, exist_threshold=0.0)
+    options = SegmentParams(prompts=("nuclei",), device="cpu", batch_size=4, axis=0, exist_threshold=0.0)
     blocks = segment_zarr_in_blocks(
         client,
         SegmentJob(path, tmp_path / "blocks.zarr", "zarr"),
@@ -327,6 +328,6 @@ def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(clie
     )  # the bundled models: none given
     assert any("the noise-robust model segmented it" in note for note in blocks.notes)
     forced = replace(options, checkpoint="noise-robust")
-    run_segment_job(SegmentJob(path, tmp_path / "forced.zarr", "zarr"), forced)
+    segment_file(SegmentJob(path, tmp_path / "forced.zarr", "zarr"), forced)
     semantic = [np.asarray(read_labels(tmp_path / f"{n}.zarr", "nuclei")[0]) for n in ("blocks", "forced")]
     assert np.array_equal(*semantic)

@@ -1,9 +1,10 @@
-"""Trimming instances' out-of-focus cross-sections (`fveseg.focus`): hand-computed profiles, blocks."""
+"""Trimming instances' out-of-focus cross-sections (`fveseg.instances.haze`): hand-computed profiles,
+blocks."""
 
 import numpy as np
 import pytest
 
-from fveseg.focus import (
+from fveseg.instances.haze import (
     FOCUS_FRACTION,
     apply_trim,
     background_level,
@@ -130,7 +131,7 @@ def test_haze_removal_in_blocks_equals_the_whole_volume():
 def test_on_a_dask_cluster_equals_the_whole_volume():
     da = pytest.importorskip("dask.array")
     distributed = pytest.importorskip("distributed")
-    from fveseg.focus import trim_out_of_focus_in_blocks
+    from fveseg.instances.haze import trim_out_of_focus_in_blocks
 
     with distributed.Client(
         processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
@@ -143,7 +144,7 @@ def test_on_a_dask_cluster_equals_the_whole_volume():
 
 
 def test_instances_from_prediction_is_split_plus_specks_plus_trim():
-    from fveseg.instances import SPECK_FRACTION, instances_from_prediction, split_instances
+    from fveseg.instances.split import SPECK_FRACTION, instances_from_prediction, split_instances
 
     labels, image = two_objects(2.0)
     mask = labels > 0

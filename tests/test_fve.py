@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fveseg import fve
 from fveseg.errors import InputError
-from fveseg.fve import (
+from fveseg.fve import encoding as fve
+from fveseg.fve.encoding import (
     allocation_map,
     context_indices,
     decode,
@@ -376,7 +376,7 @@ def test_pair_word_path_matches_literal_algorithm(k, dtype, depth, rows, cols, p
 
 @pytest.mark.parametrize("block_bytes", [1, 1 << 20])
 def test_pair_word_path_in_blocks_is_exact(monkeypatch, block_bytes):
-    from fveseg import _pixel_pairs
+    from fveseg.fve import _pixel_pairs
 
     monkeypatch.setattr(_pixel_pairs, "_BLOCK_BYTES", block_bytes)
     v = random_volume(np.random.default_rng(7), (9, 16, 24), np.uint8)

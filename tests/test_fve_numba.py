@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("numba")
 
-from fveseg import _fve_numba, fve  # noqa: E402
+from fveseg.fve import _numba as _fve_numba  # noqa: E402
+from fveseg.fve import encoding as fve  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not _fve_numba.AVAILABLE, reason="numba is installed but does not import")
 DTYPES = ["uint8", "uint16", "int32", "float32"]

@@ -6,10 +6,10 @@ import torch
 
 from _models import micro_config
 from fveseg.errors import Cancelled, InputError, OutputExistsError
-from fveseg.inference import Segmenter
+from fveseg.inference.gate import regate, semantic_labels
+from fveseg.inference.segmenter import Segmenter
+from fveseg.inference.tiling import SliceTiler, tile_starts
 from fveseg.model import PrecomputedTextEncoder, build_model
-from fveseg.postprocess import regate, semantic_labels
-from fveseg.tiling import SliceTiler, tile_starts
 
 MICRO = micro_config()
 PROMPTS = ["nuclei", "cells", "spots", "unheard-of thing"]
@@ -179,7 +179,7 @@ def uneven_volume():
 
 @pytest.mark.parametrize("axis", [0, 2])
 def test_slice_range_blocks_equal_whole_volume(segmenter, uneven_volume, axis):
-    from fveseg.normalize import intensity_range
+    from fveseg.normalize.intensity import intensity_range
 
     whole = segmenter.segment(uneven_volume, ["nuclei", "cells"], axis=axis, exist_threshold=0.3)
     global_range = intensity_range(uneven_volume)
@@ -235,7 +235,7 @@ def test_existence_gate_hysteresis_keeps_weak_slices_of_a_run(segmenter, volume)
 
 
 def test_slice_range_defaults_to_the_whole_volume_intensity_range(segmenter, uneven_volume):
-    from fveseg.normalize import intensity_range
+    from fveseg.normalize.intensity import intensity_range
 
     whole_range = intensity_range(uneven_volume)
     block_range = intensity_range(uneven_volume[..., :4])

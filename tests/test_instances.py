@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from fveseg.errors import InputError
-from fveseg.instances import split_instances
+from fveseg.instances.split import split_instances
 from fveseg.metrics import instance_scores
 
 
@@ -209,7 +209,7 @@ def necks_one_seed_at_a_time(seeds, spacing, ratio=0.5, min_core=0.2, min_voxels
     import cc3d
     import edt
 
-    from fveseg.instances import grow_in_mask
+    from fveseg.instances.grow import grow_in_mask
 
     split, next_id = seeds.copy(), int(seeds.max()) + 1
     for index, box in enumerate(ndi.find_objects(seeds), start=1):
@@ -237,7 +237,7 @@ def test_neck_splitting_all_seeds_at_once_equals_one_seed_at_a_time(spacing):
     """Packed boxes (borders touched or not, depths binned) give exactly the per-seed answer."""
     import cc3d
 
-    from fveseg.necks import split_at_necks
+    from fveseg.instances.necks import split_at_necks
 
     rng = np.random.default_rng(3)
     for shape in [(10, 40, 40), (6, 64, 48)]:

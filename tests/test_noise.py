@@ -1,11 +1,12 @@
-"""`fveseg.noise.noise_level` against noise of known size, and `fveseg.auto_model`'s choice by it."""
+"""`fveseg.normalize.noise_level` against noise of known size, and `fveseg.inference.model_choice`'s choice
+by it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fveseg.noise import NOISY_LEVEL, noise_level
+from fveseg.normalize.noise import NOISY_LEVEL, noise_level
 
 
 def _cells(shape=(6, 96, 96)) -> np.ndarray:
@@ -73,7 +74,7 @@ class _Stand_in:
         self.calls = []
 
     def segment(self, volume, prompts, **kwargs):
-        from fveseg.postprocess import SegmentationResult
+        from fveseg.inference.gate import SegmentationResult
 
         self.calls.append(("segment", volume.shape, kwargs))
         empty = np.zeros((1, *volume.shape), np.float16)
@@ -85,7 +86,7 @@ class _Stand_in:
 
 
 def test_auto_segmenter_runs_the_noise_robust_network_on_noisy_volumes_only():
-    from fveseg.auto_model import CLEAN_MODEL, NOISY_MODEL, AutoSegmenter
+    from fveseg.inference.model_choice import CLEAN_MODEL, NOISY_MODEL, AutoSegmenter
 
     clean_net, noisy_net = _Stand_in(), _Stand_in()
     auto = AutoSegmenter(clean_net, noisy_net)
@@ -101,8 +102,8 @@ def test_auto_segmenter_runs_the_noise_robust_network_on_noisy_volumes_only():
 
 
 def test_the_noisy_network_is_loaded_only_when_a_noisy_volume_needs_it(tmp_path):
-    from fveseg.auto_model import AutoSegmenter
     from fveseg.errors import CheckpointError
+    from fveseg.inference.model_choice import AutoSegmenter
 
     auto = AutoSegmenter(_Stand_in(), tmp_path / "absent")
     auto.segment(_cells(), ["nuclei"])  # clean: the missing noisy checkpoint is never opened
@@ -112,8 +113,8 @@ def test_the_noisy_network_is_loaded_only_when_a_noisy_volume_needs_it(tmp_path)
 
 
 def test_no_model_means_the_bundled_pair_and_a_name_means_that_network():
-    from fveseg.auto_model import AutoSegmenter, segmenter_for
-    from fveseg.inference import Segmenter
+    from fveseg.inference.model_choice import AutoSegmenter, segmenter_for
+    from fveseg.inference.segmenter import Segmenter
 
     auto = segmenter_for(None, device="cpu")
     assert isinstance(auto, AutoSegmenter) and auto.names == ("default", "noise-robust")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fveseg.errors import InputError
-from fveseg.normalize import SUBSAMPLE_VOXELS, apply_range, intensity_range, normalize
+from fveseg.normalize.intensity import SUBSAMPLE_VOXELS, apply_range, intensity_range, normalize
 
 
 @pytest.mark.parametrize(

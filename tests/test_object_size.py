@@ -1,11 +1,11 @@
-"""Object size measurement and the automatic in-plane scale (`fveseg.object_size`, ``scale="auto"``)."""
+"""Object size measurement and the automatic in-plane scale (`fveseg.inference.auto_scale`,
+``scale="auto"``)."""
 
 import numpy as np
 import pytest
 import torch
 
-from fveseg.inference import Segmenter
-from fveseg.object_size import (
+from fveseg.inference.auto_scale import (
     ENLARGE_SCALE,
     MIN_AUTO_SCALE,
     TARGET_DIAMETER,
@@ -14,6 +14,7 @@ from fveseg.object_size import (
     surer_at_half,
     typical_diameter,
 )
+from fveseg.inference.segmenter import Segmenter
 
 
 def disks(shape, centres, radius):

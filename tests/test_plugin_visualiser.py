@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("napari")
 
-from fveseg.fve import allocation_map, decode, encode  # noqa: E402
+from fveseg.fve.encoding import allocation_map, decode, encode  # noqa: E402
 from napari_fveseg._visualiser import FVEVisualiser, context_montage  # noqa: E402
 
 

@@ -77,7 +77,7 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
 ):
     from qtpy.QtCore import QTimer
 
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     viewer, widget = widget_on_sample
     calls = []
@@ -106,10 +106,10 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     assert widget.existence_plot.existence == semantic.metadata["existence"]
     assert widget.progress.value() == widget.progress.maximum() == 32
     # the instances lie inside the semantic foreground and cover all of it but the dropped specks
-    # (objects under a tenth of the typical object size, fveseg.instances.SPECK_FRACTION)
+    # (objects under a tenth of the typical object size, fveseg.instances.split.SPECK_FRACTION)
     assert not np.any((instances.data > 0) & (semantic.data == 0))
-    from fveseg.focus import trim_out_of_focus
-    from fveseg.instances import SPECK_FRACTION, split_instances
+    from fveseg.instances.haze import trim_out_of_focus
+    from fveseg.instances.split import SPECK_FRACTION, split_instances
 
     expected = split_instances(
         semantic.data > 0,
@@ -145,7 +145,7 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
 
 
 def test_cancel_stops_within_one_batch_and_leaves_viewer_unchanged(widget_on_sample, qtbot, monkeypatch):
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     viewer, widget = widget_on_sample
     release = threading.Event()
@@ -222,7 +222,7 @@ def test_settings_are_remembered_between_sessions(make_napari_viewer):
 
 
 def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on_sample, qtbot, monkeypatch):
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     viewer, widget = widget_on_sample
     seen = []
@@ -260,8 +260,8 @@ def test_an_empty_model_field_runs_the_noise_robust_model_on_a_noisy_layer_and_s
     widget_on_sample, qtbot, monkeypatch, micro_checkpoint
 ):
     import napari_fveseg._widget as widget_module
-    from fveseg.auto_model import AutoSegmenter
-    from fveseg.inference import Segmenter
+    from fveseg.inference.model_choice import AutoSegmenter
+    from fveseg.inference.segmenter import Segmenter
 
     viewer, widget = widget_on_sample
     asked = []

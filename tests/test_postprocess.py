@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fveseg.postprocess import SegmentationResult, doubtful_slices, presence, regate, semantic_labels
+from fveseg.inference.gate import SegmentationResult, doubtful_slices, presence, regate, semantic_labels
 
 
 def test_doubtful_slices_counts_weak_slices_chained_to_present_ones():

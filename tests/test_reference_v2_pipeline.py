@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from fveseg.errors import Cancelled, InputError
-from fveseg.inference_reference import LICENCE_NOTICE, PROMPT_FORMAT, is_official_weights, order1_indices
+from fveseg.inference.reference_engine import (
+    LICENCE_NOTICE,
+    PROMPT_FORMAT,
+    is_official_weights,
+    order1_indices,
+)
 from fveseg.model.reference_v2.pipeline import segment_volume_reference
 
 SIZE = 64
@@ -61,7 +66,7 @@ def volume() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def boltz_run(model, volume):
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     segmenter = Segmenter(model, device="cpu", batch_size=2, seed=0)
     result = segmenter.segment(volume, PROMPTS)
@@ -97,7 +102,7 @@ def test_segmenter_equals_public_pipeline(boltz_run, volume):
 
 def test_streamed_batches_and_slice_range_equal_public_det_one_prompt(model, volume, tmp_path):
     """One slice per batch (det mode, one prompt: the existence gate); a slice range written to zarr."""
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     calls = []
     model.attention_mode = "det"
@@ -123,7 +128,7 @@ def test_streamed_batches_and_slice_range_equal_public_det_one_prompt(model, vol
 
 
 def test_cancel_and_options_that_do_not_apply(model, volume):
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     segmenter = Segmenter(model, device="cpu")
     assert segmenter.input_size == SIZE
@@ -177,7 +182,7 @@ def fake_ckpt(tmp_path_factory):
 
 def test_convert_round_trips_and_refuses_to_overwrite(fake_ckpt, tmp_path, capsys):
     from fveseg.cli import main
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     ckpt, expected = fake_ckpt
     assert main(["convert", str(ckpt), str(tmp_path / "bp2")]) == 0

@@ -178,7 +178,7 @@ def test_size_normalising_scale_maps_diameter_onto_target_range():
 
 
 def test_size_normalised_samples_show_nuclei_at_the_target_size():
-    from fveseg.object_size import typical_diameter
+    from fveseg.inference.auto_scale import typical_diameter
 
     # 40 px squares (inscribed diameter 40) on a 400 px image; target 12-16 px means zoom 0.3-0.4
     labels = np.zeros((1, 400, 400), np.uint16)
@@ -385,12 +385,12 @@ def test_gpu_import_path_needs_no_zarr_dask_napari_transformers():
         "from training.config import load_config\n"
         "load_config('training/configs/tiny-gpu.json')\n"
         "from fveseg.model import build_model\n"
-        "from fveseg.inference import Segmenter\n"
+        "from fveseg.inference.segmenter import Segmenter\n"
         "Segmenter(build_model('tiny'), device='cpu')\n"
-        "from training.validation import instances_from\n"
+        "from training.validation import selection_instances\n"
         "mask = np.zeros((1, 8, 12)); mask[0, 2:6, 1:11] = 1\n"
         "edges = np.zeros_like(mask); edges[0, :, 6] = 1\n"
-        "assert instances_from(mask, edges).max() == 2\n"
+        "assert selection_instances(mask, edges).max() == 2\n"
         "print('ok')\n"
     )
     env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}

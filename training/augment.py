@@ -21,7 +21,8 @@ class AugmentConfig:
     """Probabilities and ranges of every augmentation (all optional: set a probability to 0)."""
 
     scale: tuple[float, float] = (0.6, 1.6)  # zoom factor range (log-uniform); 1 = native pixels
-    # Size normalisation: inference resizes slices so nuclei measure about 18 px (fveseg.object_size),
+    # Size normalisation: inference resizes slices so nuclei measure about 18 px
+    # (fveseg.inference.auto_scale),
     # so nuclei examples are zoomed, with probability `size_norm_p`, to a typical diameter drawn
     # log-uniformly from this range (pixels, as `typical_diameter` measures it); None: `scale` only.
     target_diameter: tuple[float, float] | None = None
@@ -39,7 +40,7 @@ class AugmentConfig:
     noise_p: float = 0.35
     noise_sigma: tuple[float, float] = (2.0, 14.0)  # Gaussian + signal-dependent, 0-255 scale
     # Rescale a noisy slab to its own 0.5-99.5 percentiles, as inference normalises a noisy volume
-    # (fveseg.normalize): noise widens that range, so real noisy stacks reach the network with less
+    # (fveseg.normalize.intensity): noise widens that range, so real noisy stacks reach the network with less
     # contrast than the clean slab plus noise.
     noise_renormalise: bool = False
     swap_context_p: float = 0.5
@@ -158,7 +159,7 @@ def random_intensity(slab: np.ndarray, rng: np.random.Generator, config: Augment
         std = sigma * np.sqrt(0.3 + 0.7 * np.clip(out, 0, 255) / 255.0)
         out = out + rng.standard_normal(out.shape, dtype=np.float32) * std
         if config.noise_renormalise:
-            from fveseg.normalize import PERCENTILES
+            from fveseg.normalize.intensity import PERCENTILES
 
             low, high = np.percentile(out, PERCENTILES)
             if high > low:

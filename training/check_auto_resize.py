@@ -11,9 +11,9 @@ import sys
 
 from scipy import ndimage as ndi
 
-from fveseg.inference import Segmenter
-from fveseg.instances import instances_from_prediction
+from fveseg.inference.segmenter import Segmenter
 from fveseg.metrics import dice, instance_scores
+from fveseg.pipeline import SegmentParams, label_layers, segment_array
 from fveseg.synthetic import make_nuclei_volume
 
 
@@ -26,10 +26,9 @@ def main(argv: list[str]) -> None:
             truth = ndi.zoom(volume.labels, (1, zoom, zoom), order=0) if zoom != 1 else volume.labels
             spacing = (volume.spacing[0], volume.spacing[1] / zoom, volume.spacing[2] / zoom)
             for scale in ("auto", 1.0):
-                result = segmenter.segment(image, ["nuclei"], spacing=spacing, scale=scale)
-                labels = instances_from_prediction(
-                    result.semantic == 1, result.edges[0], image, spacing, result.axis
-                )
+                params = SegmentParams(resize=scale)
+                result = segment_array(segmenter, image, params, spacing)
+                labels = label_layers(result, params, spacing, image=image)["nuclei"][0]
                 f1 = instance_scores(truth, labels)["f1"]
                 print(
                     f"{preset:12s} zoom {zoom} scale {scale!s:5s} -> {result.scale:.2f}  "

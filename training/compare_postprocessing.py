@@ -16,9 +16,9 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from fveseg.focus import trim_out_of_focus
-from fveseg.inference import Segmenter
-from fveseg.instances import SPECK_FRACTION, split_instances
+from fveseg.inference.segmenter import Segmenter
+from fveseg.instances.haze import trim_out_of_focus
+from fveseg.instances.split import SPECK_FRACTION, split_instances
 from fveseg.metrics import dice, instance_scores
 from fveseg.synthetic import make_nuclei_volume
 

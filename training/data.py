@@ -4,7 +4,8 @@ A `LabelledVolume` is an image (D, H, W) with one label volume per class (instan
 mask). Loaders read the challenge ``.npz`` format, the project's shared ``.npz`` format (a 2D image is a
 one-slice volume) and procedural volumes from `fveseg.synthetic`. `make_sample` turns one volume into one
 training example exactly the way inference sees data: normalise the whole volume (0.5–99.5 percentiles,
-`fveseg.normalize`), take the focal slice's neighbourhood along the selected view, augment, encode with
+`fveseg.normalize.intensity`), take the focal slice's neighbourhood along the selected view, augment, encode
+with
 FVE, and draw prompts (present classes as paraphrases, absent targets as negatives).
 """
 
@@ -56,22 +57,22 @@ class LabelledVolume:
     name: str = ""
     absent: tuple[str, ...] = ()
     normalized: np.ndarray | None = field(default=None, repr=False)
-    view: int | None = None  # slicing axis; None: 0 for one slice, else `fveseg.fve.select_view`
+    view: int | None = None  # slicing axis; None: 0 for one slice, else `fveseg.fve.encoding.select_view`
     diameters: dict[int, float] = field(default_factory=dict, repr=False)  # view -> nuclei size (cache)
 
     def normalized_image(self) -> np.ndarray:
-        """The whole volume as uint8 (D, H, W) via `fveseg.normalize` (computed once, cached)."""
+        """The whole volume as uint8 (D, H, W) via `fveseg.normalize.intensity` (computed once, cached)."""
         if self.normalized is None:
-            from fveseg.normalize import normalize
+            from fveseg.normalize.intensity import normalize
 
             self.normalized = np.asarray(normalize(self.image))
         return self.normalized
 
     def nuclei_diameter(self, axis: int) -> float:
         """Typical nucleus diameter (pixels) in slices along `axis`, measured on the labels the way
-        inference measures its mask (`fveseg.object_size.typical_diameter`); 0.0 without nuclei."""
+        inference measures its mask (`fveseg.inference.auto_scale.typical_diameter`); 0.0 without nuclei."""
         if axis not in self.diameters:
-            from fveseg.object_size import typical_diameter
+            from fveseg.inference.auto_scale import typical_diameter
 
             labels = self.classes.get("nuclei")
             mask = None if labels is None else np.moveaxis(labels, axis, 0) > 0
@@ -197,7 +198,7 @@ def _view(volume: LabelledVolume) -> int:
         return volume.view
     if volume.image.shape[0] == 1:
         return 0
-    from fveseg.fve import select_view
+    from fveseg.fve.encoding import select_view
 
     return select_view(volume.image.shape, volume.spacing)
 
@@ -230,7 +231,7 @@ def make_sample(
         ``image`` uint8 (3, S, S) FVE-encoded; ``masks``, ``edges`` uint8 (P, S, S); ``exists`` float32
         (P,); ``prompt_ids`` int64 (P,) indices into `vocabulary`.
     """
-    from fveseg.fve import encode, slices_per_side
+    from fveseg.fve.encoding import encode, slices_per_side
 
     table = TRAIN_PARAPHRASES if table is None else table
     axis = _view(volume)

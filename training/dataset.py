@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from fveseg.errors import InputError
-from fveseg.fve import slices_per_side
+from fveseg.fve.encoding import slices_per_side
 from training.data import (
     LabelledVolume,
     SampleConfig,

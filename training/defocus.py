@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from fveseg.normalize import PERCENTILES, apply_range
+from fveseg.normalize.intensity import PERCENTILES, apply_range
 from training.data import LabelledVolume
 
 

@@ -3,7 +3,7 @@
     PYTHONPATH=src:. python -m training.evaluate --checkpoint runs/tiny-cpu/best \
         [--data-root /work/shared/data] [--save-predictions DIR] [--device cpu|cuda] [--n-synthetic 4]
 
-Everything runs through `fveseg.inference.Segmenter` (what users get) and `fveseg.instances` for
+Everything runs through `fveseg.inference.Segmenter` (what users get) and `fveseg.instances.split` for
 instances; each prompt is segmented on its own, so prompts never compete. With ``--save-predictions``
 the instance labels of the real volumes are written as ``.tif`` to cross-check with
 ``/work/shared/tools/score.py PRED.tif GT.npz``.
@@ -24,7 +24,7 @@ from training.validation import heldout_synthetic, instances_from, predict
 
 
 def _score(segmenter, image, labels, spacing, prompt="nuclei", axis="auto"):
-    from fveseg.fve import select_view
+    from fveseg.fve.encoding import select_view
     from fveseg.metrics import dice, instance_scores
 
     masks, edges, exist = predict(segmenter, image, [prompt], spacing, axis)

@@ -24,7 +24,7 @@ import numpy as np
 
 def file_scores(checkpoint: str, files: list[str], device: str = "cpu", progress=None) -> dict[str, float]:
     """Instance F1@0.5 of `checkpoint` on each labelled file ({file name: F1}), prompt "nuclei"."""
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
     from fveseg.metrics import instance_scores
     from fveseg.model.checkpoint import load_checkpoint
     from training.data import load_volume_file

@@ -4,7 +4,8 @@
         --data-root DATA --out ladder.jsonl
 
 One JSON line per (image, scale): instance F1@0.5 and Dice of the labels the CLI would write, the
-typical object diameter of the mask (`fveseg.object_size.typical_diameter`, in native pixels), the share
+typical object diameter of the mask (`fveseg.inference.auto_scale.typical_diameter`, in native pixels), the
+share
 of unsure pixels (`ambiguous_fraction`), the number of objects and the seconds it took. The images are
 the 53 real validation images, the DSB 2D test image, cells3d and two held-out synthetic volumes.
 docs/model-card.md ("A second look at half the scale") compares scale rules on this table.
@@ -50,9 +51,9 @@ def ladder_items(data_root: str | Path):
 
 def measure(segmenter, image, labels, spacing, scale: float) -> dict:
     """One rung: segment at ``scale`` and score what the CLI would write."""
-    from fveseg.fve import select_view
+    from fveseg.fve.encoding import select_view
+    from fveseg.inference.auto_scale import ambiguous_fraction, typical_diameter
     from fveseg.metrics import dice, instance_scores
-    from fveseg.object_size import ambiguous_fraction, typical_diameter
     from training.validation import instances_from, predict
 
     axis = select_view(image.shape, spacing) if spacing is not None else 0
@@ -73,7 +74,7 @@ def measure(segmenter, image, labels, spacing, scale: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
     from fveseg.model.checkpoint import load_checkpoint
     from training.cli_args import checkpoint_parser, output_is_free
 

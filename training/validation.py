@@ -29,10 +29,10 @@ def predict(
     """Gated mask and edge probabilities (P, D, H, W) float32 and existence (P, N) from a `Segmenter`.
 
     The mask is zero on slices where the ISD says the target is absent (the Segmenter's default gate,
-    `fveseg.postprocess.presence`: existence <= 0.5 and not continuing a run of found slices above 0.1),
+    `fveseg.inference.gate.presence`: existence <= 0.5 and not continuing a run of found slices above 0.1),
     as in the Segmenter's own semantic output.
     """
-    from fveseg.postprocess import presence
+    from fveseg.inference.gate import presence
 
     result = segmenter.segment(volume, prompts, spacing=spacing, axis=axis, scale=scale)
     gate = presence(result.existence)  # (P, N) along result.axis
@@ -46,9 +46,9 @@ def predict(
 
 def build_segmenter(checkpoint=None, noisy=None, device="auto"):
     """The segmenter a check measures: None or "auto", what users get by default (the bundled models
-    chosen per volume from its noise, `fveseg.auto_model.AutoSegmenter`); with ``noisy``, such a choice
+    chosen per volume from its noise, `fveseg.inference.AutoSegmenter`); with ``noisy``, such a choice
     between ``checkpoint`` (clean volumes) and ``noisy``; otherwise the one network ``checkpoint``."""
-    from fveseg.auto_model import AutoSegmenter, segmenter_for
+    from fveseg.inference.model_choice import AutoSegmenter, segmenter_for
 
     clean = None if checkpoint == "auto" else checkpoint
     if noisy is not None:
@@ -58,7 +58,7 @@ def build_segmenter(checkpoint=None, noisy=None, device="auto"):
 
 def model_segmenter(model, order: int, device="cpu"):
     """A `fveseg.inference.Segmenter` around an in-memory model (eval mode; restore train mode after)."""
-    from fveseg.inference import Segmenter
+    from fveseg.inference.segmenter import Segmenter
 
     model.metadata = {
         **getattr(model, "metadata", {}),
@@ -71,35 +71,35 @@ def model_segmenter(model, order: int, device="cpu"):
 def instances_from(
     mask: np.ndarray, edges: np.ndarray, spacing=None, image=None, axis: int = 0
 ) -> np.ndarray:
-    """Instance labels from probabilities with the project's edge-based splitting, as the CLI makes them:
-    with the ``image``, each instance's out-of-focus cross-sections along ``axis`` are trimmed
-    (`fveseg.focus`).
+    """Instance labels from probabilities with the project's edge-based splitting and its default
+    parameters (`fveseg.params.SegmentParams`): with the ``image``, each instance's out-of-focus
+    cross-sections along ``axis`` are trimmed (`fveseg.instances.haze`)."""
+    from fveseg.instances.split import instances_from_prediction
 
-    Machines without cc3d/fastremap (the GPU training box) fall back to the reference recipe in scipy /
-    scikit-image: seeds = mask minus edges, connected components, grown back over the mask by watershed
-    on the edge map.
-    """
-    try:
-        from fveseg.instances import instances_from_prediction
-    except ImportError:
-        from scipy import ndimage
-        from skimage.segmentation import watershed
-
-        fg = mask > 0.5
-        seeds, _ = ndimage.label(fg & (edges < 0.5))
-        return watershed(edges, markers=seeds, mask=fg).astype(np.uint32)
     return instances_from_prediction(mask > 0.5, edges, image, spacing, axis)
 
 
-def segment_like_cli(segmenter, image: np.ndarray, spacing=None, prompt: str = "nuclei"):
-    """``(labels, scale)``: instance labels of ``image`` as ``fveseg segment`` writes them (automatic view and
-    scale, the Segmenter's existence gate, edge split and focus trim) and the in-plane scale it chose."""
-    from fveseg.instances import instances_from_prediction
+def selection_instances(mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Instances for choosing checkpoints during training, the same on every machine: seeds are the mask
+    without its edges, grown back over the mask by watershed on the edge map (scipy / scikit-image only,
+    so the GPU box without cc3d computes the same numbers). Final numbers come from the product's own
+    instance step (`instances_from`, `segment_like_cli`)."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
 
-    result = segmenter.segment(image, [prompt], spacing=spacing)
-    labels = instances_from_prediction(
-        result.semantic == 1, np.asarray(result.edges[0]), image, spacing, result.axis
-    )
+    fg = mask > 0.5
+    seeds, _ = ndimage.label(fg & (edges < 0.5))
+    return watershed(edges, markers=seeds, mask=fg).astype(np.uint32)
+
+
+def segment_like_cli(segmenter, image: np.ndarray, spacing=None, prompt: str = "nuclei"):
+    """``(labels, scale)``: instance labels of ``image`` as ``fveseg segment`` writes them
+    (`fveseg.pipeline`) and the in-plane scale it chose."""
+    from fveseg.pipeline import SegmentParams, label_layers, segment_array, slug
+
+    params = SegmentParams(prompts=(prompt,))
+    result = segment_array(segmenter, image, params, spacing)
+    labels, _ = label_layers(result, params, spacing, image=image)[slug(prompt)]
     return labels, result.scale
 
 
@@ -127,7 +127,7 @@ def load_validation(
     real_glob: str = "val/dsb2018_stage1test_fluo/*.npz",
 ) -> ValidationSet:
     """Load (and normalise) the validation data once."""
-    from fveseg.normalize import normalize
+    from fveseg.normalize.intensity import normalize
     from training.data import load_volume_file
 
     real = []
@@ -145,7 +145,8 @@ def load_validation(
 def validate(
     model, data: ValidationSet, order: int, device="cpu", prompt: str = "nuclei"
 ) -> dict[str, float]:
-    """Mean instance F1 on the real images; Dice and F1 on the procedural volumes (NaN when absent)."""
+    """Mean instance F1 on the real images; Dice and F1 on the procedural volumes (NaN when absent).
+    Instances by `selection_instances`: a checkpoint-selection number, the same on every machine."""
     from fveseg.metrics import dice, instance_scores
 
     was_training = model.training
@@ -153,12 +154,12 @@ def validate(
     real_f1 = []
     for image, labels in data.real:
         masks, edges, _ = predict(segmenter, image, [prompt])
-        pred = instances_from(masks[0, 0], edges[0, 0])
+        pred = selection_instances(masks[0, 0], edges[0, 0])
         real_f1.append(instance_scores(labels[0], pred)["f1"])
     syn_dice, syn_f1 = [], []
     for image, labels, spacing in data.synthetic:
         masks, edges, _ = predict(segmenter, image, [prompt], spacing, axis="auto")
-        pred = instances_from(masks[0], edges[0], spacing)
+        pred = selection_instances(masks[0], edges[0])
         syn_dice.append(dice(labels, masks[0] > 0.5))
         syn_f1.append(instance_scores(labels, pred)["f1"])
     model.train(was_training)

@@ -23,7 +23,7 @@ One huge volume (`segment_zarr_in_blocks`)
     the voxels within ``instance_margin`` slices of a block boundary — true for objects shorter than the
     margin along the block axis. When some object reaches the end of a block's margin, pass 2 is redone
     with twice the margin, up to `MARGIN_GROWTH` times the one asked for, and the summary's notes say so
-    (`fveseg.block_instances`).
+    (`fveseg.instances.blocks`).
 
 Memory per worker: pass 1 holds one batch at a time (``batch_size + 2·(3k − 2)`` image slices, P
 probability and edge slices per batch slice); pass 2 holds ``block_slices + 2·margin`` slices of mask,
@@ -34,7 +34,6 @@ beside the output (the workers must share its file system) and is deleted at the
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -42,7 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fveseg.block_instances import (
+from fveseg import fve, io
+from fveseg.errors import InputError, OutputExistsError
+from fveseg.inference.gate import gate_changes, presence, put_slab, regate, take_slab
+from fveseg.inference.model_choice import load_segmenter, model_for_noise
+from fveseg.instances.blocks import (
     MARGIN_GROWTH,
     Block,
     margin_notes,
@@ -50,9 +53,21 @@ from fveseg.block_instances import (
     plan_blocks,
     split_instances_in_blocks,
 )
+from fveseg.instances.haze import trim_out_of_focus_in_blocks
+from fveseg.io.atomic import remove_path, temporary_sibling
+from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
+from fveseg.normalize import intensity_range, noise_level
+from fveseg.pipeline import (
+    JobSummary,
+    SegmentParams,
+    model_notes,
+    segment_array,
+    segment_file,
+    slug,
+    write_layers,
+)
 
 __all__ = [
-    "load_segmenter",
     "connect",
     "segment_jobs",
     "plan_blocks",
@@ -60,15 +75,6 @@ __all__ = [
     "split_instances_in_blocks",
     "merge_block_labels",
 ]
-
-
-@functools.lru_cache(maxsize=2)
-def load_segmenter(checkpoint: str | None, device: str = "auto", batch_size: int = 8):
-    """The Segmenter for this checkpoint, built once per process (so once per dask worker); None: the
-    bundled models, chosen per volume from its noise (`fveseg.auto_model.AutoSegmenter`)."""
-    from fveseg.auto_model import segmenter_for
-
-    return segmenter_for(checkpoint, device=device, batch_size=batch_size)
 
 
 @contextlib.contextmanager
@@ -89,19 +95,19 @@ def connect(scheduler: str | None = None, workers: int | None = None, **cluster_
         yield client
 
 
-def segment_jobs(client, jobs, options, progress: bool = True) -> list:
-    """Run `fveseg.cli.jobs.run_segment_job` for every job across the workers; summaries in job order."""
+def segment_jobs(client, jobs, params: SegmentParams, on_done=None) -> list:
+    """Run `fveseg.pipeline.segment_file` for every job across the workers; summaries in job order.
+    ``on_done()`` is called as each volume finishes (a progress bar's update)."""
     from distributed import as_completed
 
-    from fveseg.cli.common import overall_bar
-    from fveseg.cli.jobs import run_segment_job
-
-    futures = client.map(run_segment_job, jobs, options=options, pure=False)
+    futures = client.map(segment_file, jobs, params=params, pure=False)
     order = {future.key: i for i, future in enumerate(futures)}
     summaries: list = [None] * len(futures)
     try:
-        for future in overall_bar(as_completed(futures), len(futures), progress):
+        for future in as_completed(futures):
             summaries[order[future.key]] = future.result()
+            if on_done is not None:
+                on_done()
     except BaseException:
         client.cancel(futures)
         raise
@@ -128,7 +134,6 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
         One per piece, in the volume's orientation: ``semantic`` and ``edges`` (P, ...) hold
         ``existence.shape[1]`` slices along ``axis`` starting at ``.start``.
     """
-    from fveseg.cli.jobs import segment_array
 
     options = replace(options, axis=axis)
     if options.resize == "auto":  # once per volume, not per piece
@@ -144,9 +149,8 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
 
 def probe_scale(segmenter, volume, options, axis: int, value_range) -> float:
     """The Segmenter's automatic in-plane scale for the whole volume (`Segmenter.auto_scale`)."""
-    from fveseg.cli.jobs import gate_keywords
 
-    thresholds = gate_keywords(options)
+    thresholds = options.gate_keywords()
     return segmenter.auto_scale(
         volume, list(options.prompts), axis, options.order, intensity_range=value_range, **thresholds
     )
@@ -155,8 +159,6 @@ def probe_scale(segmenter, volume, options, axis: int, value_range) -> float:
 def _probe_scale_task(source: str, options, axis: int, value_range) -> float:
     """On a worker: `probe_scale` reading only the probed slabs of the volume."""
     import dask
-
-    from fveseg import io
 
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
     with dask.config.set(scheduler="sync"):
@@ -168,8 +170,6 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
     """Pass 1 on a worker: segment the block's slices (context read from the volume), write them."""
     import dask
     import zarr
-
-    from fveseg import io
 
     group = zarr.open_group(scratch, mode="r")
     value_range = tuple(group.attrs["value_range"])
@@ -187,7 +187,7 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
 
 
 def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
-    """Pass 1b: the existence gate's hysteresis over the whole volume (`fveseg.postprocess.presence`).
+    """Pass 1b: the existence gate's hysteresis over the whole volume (`fveseg.inference.gate.presence`).
 
     Pass 1 labelled every slice with the plain per-slice gate and stored the existence profile. The few
     slices the hysteresis decides otherwise are segmented again (their batch only: the network output is
@@ -197,13 +197,10 @@ def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
     """
     import zarr
 
-    from fveseg.cli.jobs import gate_values
-    from fveseg.postprocess import gate_changes, presence
-
     group = zarr.open_group(scratch, mode="r")
     existence = np.asarray(group["existence"][:])
     block = group["semantic"].chunks[axis]
-    _, threshold, low = gate_values(options)
+    threshold, low = options.exist_threshold, options.exist_low
     present = presence(existence, threshold, low)
     changed = gate_changes(existence, present, threshold)
     if not changed.size:
@@ -233,14 +230,10 @@ def _regate_block(spans, presents, source: str, scratch: str, options, axis: int
     import dask
     import zarr
 
-    from fveseg import io
-    from fveseg.cli.jobs import gate_values, segment_array
-    from fveseg.postprocess import gate_changes, put_slab, regate, take_slab
-
     group = zarr.open_group(scratch, mode="r+")
     value_range = tuple(group.attrs["value_range"])
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
-    mask_threshold, threshold, _ = gate_values(options)
+    mask_threshold, threshold = options.mask_threshold, options.exist_threshold
     relabelled = 0
     with dask.config.set(scheduler="sync"):
         volume = io.read_volume(source, channel=options.channel).data
@@ -262,13 +255,9 @@ def _regate_block(spans, presents, source: str, scratch: str, options, axis: int
 def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_margin: int = 16):
     """Segment one (OME-)Zarr volume block by block on the cluster and write its labels (see module doc).
 
-    Returns a `fveseg.cli.jobs.JobSummary` with per-pass seconds in ``stages``.
+    Returns a `fveseg.pipeline.JobSummary` with per-pass seconds in ``stages``.
     """
     import zarr
-
-    from fveseg import fve, io
-    from fveseg.cli.jobs import JobSummary, write_layers
-    from fveseg.io.atomic import remove_path, temporary_sibling
 
     start = time.perf_counter()
     stages: dict[str, float] = {}
@@ -276,24 +265,17 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
     data, spacing = volume.data, options.spacing or volume.spacing
     axis = fve.select_view(tuple(data.shape), spacing) if options.axis == "auto" else int(options.axis)
     if axis != 0 and options.instances:
-        from fveseg.errors import InputError
-
         raise InputError(
             f"block mode with --instances slices along z only, this view is axis {axis} "
             "(fix: pass --axis 0, or --no-instances, or run without --block-slices)"
         )
     if not job.into_source and job.output.exists() and not job.overwrite:
-        from fveseg.errors import OutputExistsError
-
         raise OutputExistsError(f"{job.output} already exists (fix: pass --overwrite or choose another -o)")
     step = options.batch_size  # blocks on the batch grid: no batch is computed by two blocks
     block_slices = -(-block_slices // step) * step
     blocks = plan_blocks(int(data.shape[axis]), block_slices, 0)
     noise = None
     if options.checkpoint is None:  # choose the bundled model once here; every block loads it by name
-        from fveseg.auto_model import model_for_noise
-        from fveseg.noise import noise_level
-
         noise = noise_level(data)
         options = replace(options, checkpoint=model_for_noise(noise))
     value_range = _volume_range(data, options.checkpoint)
@@ -345,13 +327,8 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         semantic = da.from_zarr(str(scratch), component="semantic")
         layers, objects, notes = {}, 0, []
         if noise is not None:
-            from fveseg.cli.jobs import model_notes
-
             notes += model_notes(options.checkpoint, noise, job.source.name)
         names = {i + 1: p for i, p in enumerate(options.prompts)}
-        from fveseg.cli.common import slug
-        from fveseg.focus import trim_out_of_focus_in_blocks
-
         if len(options.prompts) > 1:
             layers["semantic"] = (semantic.astype(np.uint32), names)
         for index, prompt in enumerate(options.prompts):
@@ -392,9 +369,6 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
 def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
     """The intensity range the Segmenter would compute for the whole volume (checkpoint's modality)."""
     import json
-
-    from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
-    from fveseg.normalize import intensity_range
 
     json_path, _ = checkpoint_paths(checkpoint if checkpoint is not None else default_checkpoint_path())
     meta = json.loads(json_path.read_text()) if json_path.is_file() else {}

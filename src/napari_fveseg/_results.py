@@ -1,9 +1,9 @@
-"""Turn a cached :class:`fveseg.inference.SegmentationResult` into napari Labels layer data.
+"""Turn a cached :class:`fveseg.inference.segmenter.SegmentationResult` into napari Labels layer data.
 
 Used by the segmentation widget for the first display and for every re-threshold, so changing the mask
 or existence threshold, instance splitting or the output style never runs the network again: the
 semantic labels come from ``result.rethreshold`` (existence gating, per-slice NMS and argmax in the
-core) and instances from :func:`fveseg.instances.split_instances`.
+core) and instances from :func:`fveseg.instances.split.split_instances`.
 """
 
 from __future__ import annotations
@@ -13,21 +13,36 @@ from typing import Any
 
 import numpy as np
 
+from fveseg.params import SegmentParams
+
+DEFAULTS = SegmentParams()
 LayerData = tuple[Any, dict, str]
 SEMANTIC_LAYER = "fveseg classes"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Post-processing choices that can change without rerunning the network."""
+    """Post-processing choices that can change without rerunning the network (defaults: `SegmentParams`)."""
 
-    mask_threshold: float = 0.5
-    existence_threshold: float = 0.5
-    split_instances: bool = True
-    min_size: float = 0.0
+    mask_threshold: float = DEFAULTS.mask_threshold
+    existence_threshold: float = DEFAULTS.exist_threshold
+    split_instances: bool = DEFAULTS.instances
+    min_size: float = DEFAULTS.min_size
     output: str = "per prompt"  # or "semantic"
-    min_relative_size: float = 0.1  # fveseg.instances.SPECK_FRACTION: drop specks of the slice-wise masks
-    focus_fraction: float | None = None  # None: fveseg.focus.FOCUS_FRACTION (out-of-focus cross-sections)
+    min_relative_size: float = DEFAULTS.min_relative_size
+    focus_fraction: float = DEFAULTS.focus_fraction
+
+    def params(self, prompts: list[str]) -> SegmentParams:
+        """The pipeline's parameters for these choices."""
+        return SegmentParams(
+            prompts=tuple(prompts),
+            instances=self.split_instances,
+            min_size=self.min_size,
+            min_relative_size=self.min_relative_size,
+            focus_fraction=self.focus_fraction,
+            mask_threshold=self.mask_threshold,
+            exist_threshold=self.existence_threshold,
+        )
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,7 @@ def result_layers(
         ``result.semantic`` when it was computed with ``thresholds`` (the first display); otherwise
         ``result.rethreshold`` recomputes it from the cached probabilities.
     image : (D, H, W) array, optional
-        The segmented intensities: instances lose their out-of-focus cross-sections (`fveseg.focus`).
+        The segmented intensities: instances lose their out-of-focus cross-sections (`fveseg.instances.haze`).
 
     Returns
     -------
@@ -71,7 +86,7 @@ def result_layers(
         With splitting on, one uint32 ``"<prompt> instances"`` layer per prompt follows.
         Every layer's metadata holds ``existence`` ({prompt: per-slice probabilities}) and ``axis``.
     """
-    from fveseg.instances import instances_from_prediction
+    from fveseg.pipeline import instance_labels  # imports torch: only once a result exists
 
     if semantic is None:
         semantic = result.rethreshold(
@@ -112,17 +127,8 @@ def result_layers(
             )
     if thresholds.split_instances:
         for i, prompt in enumerate(prompts):
-            edges = np.asarray(result.edges[i], dtype=np.float32)
-            instances = instances_from_prediction(
-                semantic == i + 1,
-                edges,
-                image,
-                place.spacing,
-                int(result.axis),
-                min_size=thresholds.min_size,
-                min_relative_size=thresholds.min_relative_size,
-                focus_fraction=thresholds.focus_fraction,
-            )
+            params = thresholds.params(prompts)
+            instances = instance_labels(result, i, params, place.spacing, image, semantic)
             layers.append(
                 (
                     _fit(instances, place),

@@ -9,19 +9,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_SEGMENTERS: dict[tuple, Any] = {}  # (checkpoint, device, file time) -> loaded Segmenter
+_LOADED: set[tuple] = set()  # (checkpoint, device) loaded in this process: the status says "Segmenting…"
 
 
 def get_segmenter(checkpoint: str | None, device: str) -> Any:
-    """The loaded Segmenter, reused across runs and widgets while checkpoint, file and device match; None:
-    the bundled models, chosen per volume from its noise (`fveseg.auto_model.AutoSegmenter`)."""
-    from fveseg.auto_model import segmenter_for
+    """The loaded Segmenter (`fveseg.inference.load_segmenter`, cached per process); None: the bundled
+    models, chosen per volume from its noise."""
+    from fveseg.inference import load_segmenter
 
-    key = (checkpoint, device, _modified_time(checkpoint))
-    if key not in _SEGMENTERS:
-        _SEGMENTERS.clear()  # keep one model (or the bundled pair) in memory
-        _SEGMENTERS[key] = segmenter_for(checkpoint, device=device)
-    return _SEGMENTERS[key]
+    segmenter = load_segmenter(checkpoint, device)
+    _LOADED.add((checkpoint, device))
+    return segmenter
+
+
+def is_loaded(checkpoint: str | None, device: str) -> bool:
+    """Whether this model was loaded before in this process (so a run starts without loading it)."""
+    return (checkpoint, device) in _LOADED
 
 
 def import_core_in_gui_thread() -> None:
@@ -34,8 +37,8 @@ def import_core_in_gui_thread() -> None:
     """
     if "triton" not in sys.modules and _llvm_already_loaded():
         sys.modules["triton"] = None  # type: ignore[assignment]
-    import fveseg.inference  # noqa: F401
-    import fveseg.instances  # noqa: F401
+    import fveseg.inference.segmenter  # noqa: F401
+    import fveseg.instances.split  # noqa: F401
 
 
 def _llvm_already_loaded() -> bool:
@@ -56,19 +59,6 @@ def available_devices() -> list[str]:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         devices.append("mps")
     return devices
-
-
-def _modified_time(checkpoint: str | None) -> float | None:
-    if checkpoint is None:
-        return None
-    from fveseg.model.checkpoint import checkpoint_paths
-
-    if Path(checkpoint).suffix == ".ckpt" and Path(checkpoint).is_file():  # BiomedParse v2 weights
-        return Path(checkpoint).stat().st_mtime
-    try:
-        return checkpoint_paths(checkpoint)[1].stat().st_mtime
-    except Exception:  # missing or ambiguous: Segmenter reports it with the fix
-        return None
 
 
 def checkpoint_exists(checkpoint: str) -> bool:

@@ -10,7 +10,8 @@ For the chosen image layer and order k the widget shows, next to the image (same
 - optionally ``FVE context``: the context slices decoded back at their stored resolutions (top row the
   preceding side, bottom row the following side, nearest first).
 
-All encoding and decoding is :mod:`fveseg.fve`; only the 6k - 3 slices the current slice needs are read,
+All encoding and decoding is :mod:`fveseg.fve.encoding`; only the 6k - 3 slices the current slice needs are
+read,
 so it works on lazy zarr / dask / multiscale layers (level 0). Slicing is along the layer's first axis
 that the viewer does not display (z for the usual axial view).
 """
@@ -127,7 +128,7 @@ class FVEVisualiser(QWidget):
         if layer is None:
             self.status.setText("Open or choose an image layer.")
             return
-        from fveseg.fve import allocation_map, decode, encode
+        from fveseg.fve.encoding import allocation_map, decode, encode
 
         data, axis, index = self.current_slice(layer)
         order, pad = self.order_box.value(), self.pad_box.currentText()
@@ -231,7 +232,7 @@ def context_montage(before: list[np.ndarray], after: list[np.ndarray]) -> np.nda
     Parameters
     ----------
     before, after : lists of (h_j, w_j) arrays
-        ``fveseg.fve.decode(...).before`` / ``.after``; sizes shrink by two per pyramid level.
+        ``fveseg.fve.encoding.decode(...).before`` / ``.after``; sizes shrink by two per pyramid level.
 
     Returns
     -------

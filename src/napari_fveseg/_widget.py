@@ -32,15 +32,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from fveseg.noise import NOISY_LEVEL
+from fveseg.normalize.noise import NOISY_LEVEL
 from napari_fveseg._existence_plot import ExistencePlot
 from napari_fveseg._results import Placement, Thresholds, result_layers
 from napari_fveseg._runtime import (
-    _SEGMENTERS,
     available_devices,
     checkpoint_exists,
     get_segmenter,
     import_core_in_gui_thread,
+    is_loaded,
 )
 from napari_fveseg._settings import WidgetSettings, load_settings, save_settings
 
@@ -253,6 +253,8 @@ class SegmentationWidget(QWidget):
             show_error("No prompt given: type what to segment, one prompt per line (e.g. 'nuclei').")
             return
         checkpoint = self.checkpoint_edit.text().strip() or None
+        # before any check that imports torch: the guard against the Mesa/triton clash must come first
+        import_core_in_gui_thread()
         if checkpoint is not None and not checkpoint_exists(checkpoint):
             show_error(
                 f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
@@ -261,20 +263,22 @@ class SegmentationWidget(QWidget):
             )
             return
         save_settings(self.settings())
-        import_core_in_gui_thread()
         layer = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
         spacing = tuple(float(s) for s in layer.scale[-3:]) if layer.ndim == 3 else None
         self._run_context = {
             "prompts": prompts,
-            "image": data,  # instances are trimmed by its intensity profile (fveseg.focus)
+            "image": data,  # instances are trimmed by its intensity profile (fveseg.instances.haze)
             "place": Placement(tuple(layer.scale), tuple(layer.translate), spacing, squeeze=layer.ndim == 2),
         }
         self._cancel.clear()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)  # busy until the first batch reports
-        self.status.setText("Segmenting…" if _SEGMENTERS else "Loading the model…")
+        self.status.setText(
+            "Segmenting…" if is_loaded(checkpoint, self.device_box.currentText()) else "Loading the model…"
+        )
+        self._layers = {}  # a new run adds its own layers; earlier runs' layers stay as they are
         self._start(
             self._segment_steps,
             data,
@@ -358,7 +362,7 @@ class SegmentationWidget(QWidget):
         self._show_layers(outcome["layers"])
         scale = getattr(self.result, "scale", 1.0)
         resized = f" (slices resized by {scale:g})" if scale != 1.0 else ""
-        from fveseg.auto_model import NOISY_MODEL
+        from fveseg.inference.model_choice import NOISY_MODEL
 
         if getattr(self.result, "model", None) == NOISY_MODEL:
             noise = self.result.noise
@@ -404,6 +408,8 @@ class SegmentationWidget(QWidget):
         """Add result layers, or update the ones this widget added before (same name) in place."""
         from napari.layers import Labels
 
+        # `_layers` holds this run's layers only (reset by `run`): re-thresholding updates or removes them
+        # as the settings ask, and the layers of earlier runs and the user's own layers are never touched
         wanted = {kwargs["name"] for _, kwargs, _ in layers}
         for name in [n for n in self._layers if n not in wanted]:
             if self._layers[name] in self.viewer.layers:

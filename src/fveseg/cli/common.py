@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -80,11 +79,6 @@ def output_format(output: Path | None, requested: str | None, default: str = "za
         if suffix in ZARR_SUFFIXES:
             return "zarr"
     return default
-
-
-def slug(text: str) -> str:
-    """A prompt as a file-system and zarr friendly name: ``"cell membranes"`` → ``cell-membranes``."""
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", text.strip()).strip("-").lower() or "labels"
 
 
 def load_label_volume(path: Path, name: str | None = None) -> tuple[np.ndarray, tuple[float, ...] | None]:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fveseg.errors import CheckpointError
-    from fveseg.inference_reference import LICENCE_NOTICE
+    from fveseg.inference.reference_engine import LICENCE_NOTICE
     from fveseg.model.reference_v2 import convert_checkpoint
 
     try:

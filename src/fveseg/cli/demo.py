@@ -55,8 +55,8 @@ def resolve_model(model: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from fveseg import io, metrics
-    from fveseg.cli.jobs import SegmentOptions, label_layers, segment_array
-    from fveseg.distributed import load_segmenter
+    from fveseg.inference import load_segmenter
+    from fveseg.pipeline import SegmentParams, label_layers, segment_array
     from fveseg.synthetic import make_sample_volume
 
     if args.output.exists() and not args.overwrite:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(checkpoint, args.device, args.batch_size)
     times["load model"] = time.perf_counter() - mark
 
-    options = SegmentOptions(
+    options = SegmentParams(
         prompts=("nuclei",),
         instances=True,
         instance_method=args.instance_method,

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     data = volume.data
     axis = fve.select_view(data.shape, volume.spacing) if args.axis == "auto" else int(args.axis)
     if not args.raw:
-        from fveseg.normalize import apply_range, intensity_range
+        from fveseg.normalize.intensity import apply_range, intensity_range
 
         low, high = intensity_range(data)
         data = _LazyNormalised(data, low, high, apply_range)

@@ -88,7 +88,7 @@ def describe_reference(path: Path) -> dict | None:
     meta: dict = {}
     official = path.suffix == ".ckpt"
     if not official and path.suffix == ".safetensors" and not path.with_suffix(".json").exists():
-        from fveseg.inference_reference import is_official_weights
+        from fveseg.inference.reference_engine import is_official_weights
 
         official = is_official_weights(path)
     if not official:
@@ -100,7 +100,7 @@ def describe_reference(path: Path) -> dict | None:
         if not isinstance(meta, dict) or meta.get("architecture") != "reference-v2":
             return None
         path = json_path
-    from fveseg.inference_reference import LICENCE_NOTICE, PROMPT_FORMAT
+    from fveseg.inference.reference_engine import LICENCE_NOTICE, PROMPT_FORMAT
 
     shown = {
         "path": str(path),
@@ -153,8 +153,8 @@ def collect(extra_models: list[Path] | None = None) -> dict:
             ("distributed", "distributed"),
         )
     }
-    from fveseg.auto_model import CLEAN_MODEL, NOISY_MODEL
-    from fveseg.noise import NOISY_LEVEL
+    from fveseg.inference.model_choice import CLEAN_MODEL, NOISY_MODEL
+    from fveseg.normalize.noise import NOISY_LEVEL
 
     choice = (
         f"without --model, {NOISY_MODEL} segments volumes whose noise measures at least {NOISY_LEVEL:g} of "

@@ -22,11 +22,12 @@ from fveseg.cli.common import (
     parse_spacing,
     stem,
 )
-from fveseg.cli.jobs import SegmentJob, SegmentOptions, run_segment_job
+from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
 from fveseg.errors import InputError, OutputExistsError
-from fveseg.focus import FOCUS_FRACTION
-from fveseg.instances import SPECK_FRACTION
-from fveseg.noise import NOISY_LEVEL
+from fveseg.normalize import NOISY_LEVEL
+from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
+
+DEFAULTS = SegmentParams()  # the one place defaults are defined
 
 NAME = "segment"
 HELP = "segment volumes with text prompts and write label volumes"
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="prompts",
         action="append",
         metavar="TEXT",
-        help="text prompt, repeatable (default: nuclei)",
+        help=f"text prompt, repeatable (default: {DEFAULTS.prompts[0]})",
     )
     parser.add_argument("-o", "--output", type=Path, help="output file or folder (see above)")
     parser.add_argument("--format", choices=("zarr", "tiff"), help="default: from -o, else zarr")
@@ -54,30 +55,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--instances",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=DEFAULTS.instances,
         help="split each prompt's mask into instances (default); --no-instances writes the masks only",
     )
-    group.add_argument("--min-size", type=float, default=0.0, help="smallest instance, physical units (µm³)")
+    group.add_argument(
+        "--min-size", type=float, default=DEFAULTS.min_size, help="smallest instance, physical units (µm³)"
+    )
     group.add_argument(
         "--min-relative-size",
         type=float,
-        default=SPECK_FRACTION,
+        default=DEFAULTS.min_relative_size,
         help="drop specks smaller than this fraction of the typical object size (0: keep all)",
     )
     group.add_argument(
         "--instance-method",
         choices=("watershed", "reference"),
-        default="watershed",
+        default=DEFAULTS.instance_method,
         help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe",
     )
     group.add_argument(
         "--focus-fraction",
         type=_fraction,
-        default=FOCUS_FRACTION,
+        default=DEFAULTS.focus_fraction,
         metavar="F",
         help="drop each instance's cross-sections dimmer than F times its brightest one, above background, "
         "and objects dimmer than F times a brighter object in the same columns (out-of-focus haze along "
-        f"the slicing axis; default {FOCUS_FRACTION}, 0: keep all)",
+        f"the slicing axis; default {DEFAULTS.focus_fraction}, 0: keep all)",
     )
     group = parser.add_argument_group("model")
     group.add_argument(
@@ -86,27 +89,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: chosen per volume from its measured noise, noise-robust from {NOISY_LEVEL:g} of the "
         "signal range)",
     )
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    group.add_argument("--batch-size", type=_positive_int, default=8, help="slices per network batch")
+    group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1, mps")
+    group.add_argument(
+        "--batch-size", type=_positive_int, default=DEFAULTS.batch_size, help="slices per network batch"
+    )
     group.add_argument("--order", type=_positive_int, help="FVE order k (default: the model's)")
-    group.add_argument("--mask-threshold", type=_probability, help="mask probability threshold (default 0.5)")
-    group.add_argument("--exist-threshold", type=_probability, help="slice existence threshold (default 0.5)")
+    group.add_argument(
+        "--mask-threshold",
+        type=_probability,
+        default=DEFAULTS.mask_threshold,
+        help="mask probability threshold",
+    )
+    group.add_argument(
+        "--exist-threshold",
+        type=_probability,
+        default=DEFAULTS.exist_threshold,
+        help="slice existence threshold",
+    )
     group.add_argument(
         "--exist-low",
         type=_probability,
+        default=DEFAULTS.exist_low,
         help="slices with existence above this still keep a prompt when they continue a run of slices "
-        "above --exist-threshold (hysteresis; default 0.1; set it to the threshold to turn it off)",
+        "above --exist-threshold (hysteresis; set it to the threshold to turn it off)",
     )
     group.add_argument(
         "--axis",
         choices=("auto", "0", "1", "2"),
-        default="auto",
+        default=str(DEFAULTS.axis),
         help="axis to slice along (auto: the paper's view rule)",
     )
     group.add_argument(
         "--resize",
         type=_resize,
-        default="auto",
+        default=DEFAULTS.resize,
         metavar="F",
         help="resample each slice by F before the network and back after it (default auto: segment a "
         "few slices first and shrink the slices when the objects are much larger than the model "
@@ -170,9 +186,9 @@ def _probability(text: str) -> float:
     return value
 
 
-def options_from_args(args: argparse.Namespace) -> SegmentOptions:
-    return SegmentOptions(
-        prompts=tuple(args.prompts or ("nuclei",)),
+def options_from_args(args: argparse.Namespace) -> SegmentParams:
+    return SegmentParams(
+        prompts=tuple(args.prompts or DEFAULTS.prompts),
         instances=args.instances,
         min_size=args.min_size,
         min_relative_size=args.min_relative_size,
@@ -236,8 +252,6 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args)
     show = not args.quiet
     if args.scheduler or args.workers:
-        from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
-
         with connect(args.scheduler, args.workers) as client:
             if args.block_slices:
                 summaries = [
@@ -251,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
                     for job in overall_bar(jobs, len(jobs), show)
                 ]
             else:
-                summaries = segment_jobs(client, jobs, options, progress=show)
+                bar = overall_bar(None, len(jobs), show)
+                summaries = segment_jobs(client, jobs, options, on_done=None if bar is None else bar.update)
     else:
         if args.block_slices:
             raise InputError("--block-slices needs workers (fix: add --workers N or --scheduler ADDRESS)")
@@ -259,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         for job in overall_bar(jobs, len(jobs), show and len(jobs) > 1):
             bar = ProgressBar(job.source.name, enabled=show)
             try:
-                summaries.append(run_segment_job(job, options, progress=bar))
+                summaries.append(segment_file(job, options, progress=bar))
             finally:
                 bar.close()
     print(format_table([s.row() for s in summaries]), file=sys.stdout)

@@ -12,6 +12,7 @@ from fveseg.io.labels_meta import default_colors
 from fveseg.io.readers import SUPPORTED_EXTENSIONS, file_kind, read_labels, read_volume
 from fveseg.io.tiff_io import write_labels_tiff
 from fveseg.io.volume import Volume
+from fveseg.io.writers import write_labels
 from fveseg.io.zarr_io import write_labels_zarr
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "file_kind",
     "read_labels",
     "read_volume",
+    "write_labels",
     "write_labels_tiff",
     "write_labels_zarr",
 ]

@@ -8,7 +8,7 @@ Layout: ``save_checkpoint(model, "runs/nuclei")`` writes ``runs/nuclei.safetenso
      "fve": {"order": 1, "pad": "edge", "downsample": "mean"},
      "input_size": 256,
      "normalization": {"mean": [114.5]*3, "std": [57.6]*3},   # applied to 0-255 uint8 FVE images
-     "intensity": {"modality": "auto", "window": null},        # fveseg.normalize options
+     "intensity": {"modality": "auto", "window": null},        # fveseg.normalize.intensity options
      "prompts": [...], "trained_on": ..., ...any extra metadata...,
      "weights": {"file": "nuclei.safetensors", "sha256": "...", "num_tensors": N}}
 
@@ -19,7 +19,6 @@ Weights are read with safetensors only (never unpickled).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from fveseg.errors import CheckpointError
+from fveseg.model._files import file_sha256
 
 __all__ = [
     "FORMAT_VERSION",
@@ -91,15 +91,6 @@ def checkpoint_exists(path: str | Path) -> bool:
         return checkpoint_paths(path)[0].is_file()
     except CheckpointError:
         return False
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def full_metadata(model: torch.nn.Module, metadata: dict | None = None) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fveseg.errors import CheckpointError, OutputExistsError
-from fveseg.model.checkpoint import file_sha256
+from fveseg.model._files import file_sha256
 from fveseg.model.reference_v2.names import LINEAR_AS_CONV, to_module_name, to_official_name
 
 __all__ = [

@@ -1,13 +1,14 @@
 """The Segmenter: run a BiomedParse-V checkpoint over a 3D volume, streaming slice batches.
 
-Per batch of slices along the view axis: FVE encoding (`fveseg.fve.encode_volume`), intensity mapping
-with a range computed once per volume (`fveseg.normalize`), optional rescaling, tiling of large slices
-(`fveseg.tiling`), image features computed once and shared by all prompts, then per-slice existence
-gating, NMS and argmax (`fveseg.postprocess`). Outputs are written slice batch by slice batch into
-preallocated arrays (numpy, or a zarr group on disk renamed when complete: `fveseg.segment_outputs`),
+Per batch of slices along the view axis: FVE encoding (`fveseg.fve.encoding.encode_volume`), intensity mapping
+with a range computed once per volume (`fveseg.normalize.intensity`), optional rescaling, tiling of large
+slices
+(`fveseg.inference.tiling`), image features computed once and shared by all prompts, then per-slice existence
+gating, NMS and argmax (`fveseg.inference.gate`). Outputs are written slice batch by slice batch into
+preallocated arrays (numpy, or a zarr group on disk renamed when complete: `fveseg.inference._outputs`),
 so memory beyond the outputs does not grow with the number of slices. At the end the existence gate's
 hysteresis along the slicing axis relabels the (few) slices it keeps although their own existence is
-below the threshold (`fveseg.postprocess.regate`), from the stored probabilities.
+below the threshold (`fveseg.inference.gate.regate`), from the stored probabilities.
 
 Batches always sit on the volume's grid of ``batch_size`` slices (0, B, 2B, ...) and are seeded by their
 first slice, and the intensity range is the whole volume's, so a slice range ``segment(..., start=a,
@@ -17,7 +18,7 @@ regated with the whole volume's existence.
 
 A ``reference-v2`` model (the released BiomedParse v2 weights) runs the public code's own pipeline instead,
 with the same streaming, slice ranges, progress, cancel and outputs, and the paper's plain per-slice
-existence gate (``exist_low`` is ignored): `fveseg.inference_reference`.
+existence gate (``exist_low`` is ignored): `fveseg.inference.reference_engine`.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ from torch.nn import functional as F
 
 from fveseg import fve
 from fveseg.errors import Cancelled, InputError
+from fveseg.inference._checks import check_intensity_range, check_prompts, check_slices, check_volume
+from fveseg.inference._outputs import allocate_outputs, finish_zarr
+from fveseg.inference.auto_scale import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
+from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, put_slab, regate, semantic_labels
+from fveseg.inference.tiling import SliceTiler
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
-from fveseg.normalize import apply_range
-from fveseg.normalize import intensity_range as volume_intensity_range
-from fveseg.object_size import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
-from fveseg.postprocess import EXIST_LOW, SegmentationResult, presence, put_slab, regate, semantic_labels
-from fveseg.segment_checks import check_intensity_range, check_prompts, check_slices, check_volume
-from fveseg.segment_outputs import allocate_outputs, finish_zarr
-from fveseg.tiling import SliceTiler
+from fveseg.normalize.intensity import apply_range
+from fveseg.normalize.intensity import intensity_range as volume_intensity_range
 
 __all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from postprocess
 
@@ -68,7 +69,7 @@ class Segmenter:
     checkpoint : None, str, Path or torch.nn.Module
         None: the installed default model; a path: `load_checkpoint` (also the released BiomedParse
         v2 ``.ckpt`` / ``.safetensors``, run with the public code's own pre- and post-processing:
-        `fveseg.inference_reference`); a module: used as is (its ``metadata`` dict, if any, gives FVE
+        `fveseg.inference.reference_engine`); a module: used as is (its ``metadata`` dict, if any, gives FVE
         order, input size and normalisation; defaults otherwise).
     device : str or torch.device
         "auto" (cuda -> mps -> cpu) or an explicit device.
@@ -96,7 +97,9 @@ class Segmenter:
         elif isinstance(checkpoint, torch.nn.Module):
             model = checkpoint
         else:
-            from fveseg.inference_reference import load_model  # load_checkpoint + official .safetensors
+            from fveseg.inference.reference_engine import (
+                load_model,  # load_checkpoint + official .safetensors
+            )
 
             model = load_model(checkpoint)
         self.model = model.to(self.device).eval()
@@ -172,23 +175,23 @@ class Segmenter:
         spacing : (dz, dy, dx), optional
             Voxel size in physical units; used to pick the view when ``axis="auto"``.
         axis : "auto" or int
-            Slicing axis (paper rule via `fveseg.fve.select_view` when "auto").
+            Slicing axis (paper rule via `fveseg.fve.encoding.select_view` when "auto").
         order : int, optional
             FVE order; default from the checkpoint.
         mask_threshold, exist_threshold : float
             Mask probability and slice existence thresholds for ``semantic``.
         exist_low : float or None
-            Hysteresis of the existence gate (`fveseg.postprocess.presence`): a slice whose existence is
+            Hysteresis of the existence gate (`fveseg.inference.gate.presence`): a slice whose existence is
             above it but not above ``exist_threshold`` keeps the prompt when it continues, along the
             slicing axis, a run of slices above the threshold. None (or ``exist_threshold``): the plain
             per-slice gate. The run is looked for among the segmented slices only, so a range
             (``start``/``stop``) can differ from the whole-volume result on slices whose run crosses
             its ends; segment ranges with ``exist_low=None`` and finish with
-            `fveseg.postprocess.regate` on the whole volume's existence, as the block mode does.
+            `fveseg.inference.gate.regate` on the whole volume's existence, as the block mode does.
         scale : float or "auto"
             Rescale slices by this factor before the network (objects larger than trained: < 1).
             "auto" first segments a few slices as they are (`_probe_scale`), measures the objects
-            (`fveseg.object_size`) and shrinks the slices when they are much larger than the model
+            (`fveseg.inference.auto_scale`) and shrinks the slices when they are much larger than the model
             was trained on (enlarges them 1.25 times when clearly smaller); the same for every slice
             range of a volume. The value used is ``result.scale``.
         progress : callable(done, total), optional
@@ -237,7 +240,7 @@ class Segmenter:
         elif not isinstance(axis, int | np.integer) or not 0 <= axis < 3:
             raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
         if self._is_reference:  # the released BiomedParse v2 weights: the public code's own pipeline
-            from fveseg.inference_reference import segment_reference
+            from fveseg.inference.reference_engine import segment_reference
 
             scale = 1.0 if scale == "auto" else scale  # its own fixed input size
             return segment_reference(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fveseg.errors import OutputExistsError
-from fveseg.postprocess import SegmentationResult, label_dtype
+from fveseg.inference.gate import SegmentationResult, label_dtype
 
 __all__ = ["allocate_outputs", "finish_zarr"]
 
@@ -51,7 +51,7 @@ def allocate_outputs(
     -------
     store : dict
         ``probabilities`` and ``edges`` (P, *shape) float16 and ``semantic`` ``shape`` of
-        `fveseg.postprocess.label_dtype` (uint8, or uint16 for >= 256 prompts), zero-filled; with
+        `fveseg.inference.gate.label_dtype` (uint8, or uint16 for >= 256 prompts), zero-filled; with
         ``out`` also ``group``, the open zarr group.
     final_path, tmp_path : Path or None
         Where the group goes and where it is written meanwhile; both None in memory.

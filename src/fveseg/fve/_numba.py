@@ -1,11 +1,12 @@
-"""Compiled (numba) kernels for `fveseg.fve`: one pass over the output, bit-identical to numpy.
+"""Compiled (numba) kernels for `fveseg.fve.encoding`: one pass over the output, bit-identical to numpy.
 
-numba is optional. If it is missing or fails to import, `AVAILABLE` is False and `fveseg.fve` uses its
+numba is optional. If it is missing or fails to import, `AVAILABLE` is False and `fveseg.fve.encoding` uses
+its
 numpy path; ``FVESEG_NO_NUMBA=1`` in the environment forces the numpy path too (read on every call,
 so benchmarks and tests can compare both in one process). Kernels are compiled on first use and
 cached on disk (``cache=True``), so later processes skip most of the compile time.
 
-Filling: each context channel follows the recursive layout of `fveseg.fve.layout` (docs/fve.md): at
+Filling: each context channel follows the recursive layout of `fveseg.fve.encoding.layout` (docs/fve.md): at
 depth l an even row alternates the level-l slices at distances 3(l-1)+1 and 3(l-1)+2, an odd row
 alternates distance 3(l-1)+3 with a row of the packing of levels l+1 .. k-1 (at the last level, the
 final slice 3k-2). Those packings are built from the deepest level up, one slice's plane at a time in
@@ -13,7 +14,8 @@ a cache-sized scratch buffer, with contiguous row interleaves that compile to ve
 output byte is written once. Values are only moved, so the kernels work on unsigned views of 1-, 2-,
 4- and 8-byte items (any dtype of those sizes, any byte order).
 
-Halving: the 2x2 area mean of `fveseg.fve._halve` ("mean"): integers summed in a wider type and rounded
+Halving: the 2x2 area mean of `fveseg.fve.encoding._halve` ("mean"): integers summed in a wider type and
+rounded
 half to even, floats as ``((a + b) + (c + d)) * 0.25`` in their own type, a partial border block (odd
 height or width) using the edge pixel twice, like the edge padding of the numpy path.
 """
@@ -166,7 +168,8 @@ def fill(
     focal : int ndarray (B,)
         Slab index of each focal slice.
     before, after : int ndarray (B, N)
-        Slab index of each side's context slice, column d - 1 for distance d (`fveseg.fve.context_indices`).
+        Slab index of each side's context slice, column d - 1 for distance d
+        (`fveseg.fve.encoding.context_indices`).
     order : int
         Fractal order k, 1 .. `MAX_ORDER`.
     channels_first : bool

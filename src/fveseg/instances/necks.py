@@ -2,7 +2,7 @@
 
 A seed that the edge map left joined (two touching nuclei) has a narrow neck in its anisotropic distance
 transform. Each seed's cores (voxels at least ``ratio`` times the seed's largest distance from its
-border) become new seeds. Used by `fveseg.instances.split_instances`; equal to handling each seed alone
+border) become new seeds. Used by `fveseg.instances.split.split_instances`; equal to handling each seed alone
 on its bounding box, without a Python loop over seeds.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import cc3d
 import numpy as np
+
+from fveseg.instances.grow import grow_in_mask
 
 
 def split_at_necks(seeds, spacing, ratio, min_core=0.2, min_voxels=64) -> np.ndarray:
@@ -171,6 +173,5 @@ def _split_cores(labels, where, seed_of, spacing, ratio, min_core, next_id):
     split = labels.copy()
     in_split = splits[seed_of]
     split.ravel()[where[in_split]] = new_id[core_of[in_split]]  # 0 outside kept cores: regrown below
-    from fveseg.instances import grow_in_mask  # grown like every other seed
 
     return grow_in_mask(split, labels > 0, spacing), core_seed[kept_cores]

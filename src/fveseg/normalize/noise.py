@@ -1,6 +1,6 @@
 """How noisy a volume is: the pixel noise as a fraction of the signal range, from a few slices.
 
-`fveseg.auto_model.AutoSegmenter` uses it to pick the bundled model: the default one for clean data,
+`fveseg.inference.AutoSegmenter` uses it to pick the bundled model: the default one for clean data,
 the noise-robust one when the noise is a sizeable part of the signal (docs/model-card.md, "Choosing
 the model from the measured noise").
 

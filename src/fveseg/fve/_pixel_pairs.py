@@ -1,6 +1,6 @@
 """Fast ``pixel_mix`` into channel planes: two horizontal neighbours written as one machine word.
 
-`fveseg.fve` fills a context channel with one strided write per stored slice (every 2nd, 4th, ...
+`fveseg.fve.encoding` fills a context channel with one strided write per stored slice (every 2nd, 4th, ...
 pixel of every 2nd, 4th, ... row). Strided byte writes are the slowest thing numpy does. The layout
 is recursive (three slices of level l+1 at the (0, 0), (0, 1), (1, 0) corners of each 2 x 2 block, the
 rest of the side packed the same way into the (1, 1) corners), so a channel plane can instead be
@@ -8,7 +8,8 @@ built from row pairs: for even rows the word ``left | right << bits`` of two nei
 written with contiguous, vectorised integer ops. Exact: values are moved, never computed.
 
 Used for (B, 3, H, W) output at order >= 2 when H and W are multiples of 2**(k-1), the items are
-1, 2 or 4 bytes and the machine is little-endian; `fveseg.fve` falls back to its general path otherwise.
+1, 2 or 4 bytes and the machine is little-endian; `fveseg.fve.encoding` falls back to its general path
+otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def gather(stack: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 def pairs_apply(dtype: np.dtype, height: int, width: int, order: int) -> bool:
     """Whether the pair-word path applies: order >= 2 (order 1 has no mixing: whole-plane copies in
-    `fveseg.fve`'s blocked path measured faster), 1-, 2- or 4-byte items, sizes multiples of 2**(k-1)."""
+    `fveseg.fve.encoding`'s blocked path measured faster), 1-, 2- or 4-byte items, sizes multiples of
+    2**(k-1)."""
     if order < 2:
         return False
     unit = 2 ** (order - 1)
@@ -96,7 +98,7 @@ def fill_planes(
     sides : list of two ndarray (B, N)
         Slab index of each context slice (column d - 1: distance d), preceding then following side.
     placements : list of Placement
-        `fveseg.fve.layout` of the order.
+        `fveseg.fve.encoding.layout` of the order.
     """
     height, width = planes.shape[2:]
     group = max(1, _BLOCK_BYTES // (height * width * planes.itemsize))

@@ -4,7 +4,8 @@
 `fveseg.model.reference_v2.pipeline`, one batch of slices at a time:
 
 * slicing axis by the reference's shape rule (`reference_axis`) when ``axis="auto"``;
-* intensities mapped to 0-255 (`fveseg.normalize`; a uint8 volume passes unchanged, as the public code
+* intensities mapped to 0-255 (`fveseg.normalize.intensity`; a uint8 volume passes unchanged, as the public
+code
   expects), zero-padded to a centred square and bicubic-resized to 512 (`pad_and_resize`);
 * order-1 encoding (slice, previous, next) with reflection at the volume's ends, exactly as
   ``ReferenceV2.pack_order1`` on the whole volume; one grey mean/std (``ReferenceV2.normalize``);
@@ -31,6 +32,9 @@ import torch
 from torch.nn import functional as F
 
 from fveseg.errors import Cancelled, InputError
+from fveseg.inference._checks import check_intensity_range, check_slices
+from fveseg.inference._outputs import allocate_outputs, finish_zarr
+from fveseg.inference.gate import SegmentationResult, label_dtype, put_slab
 from fveseg.model.reference_v2.pipeline import (
     gate_or_nms,
     merge_classes,
@@ -39,10 +43,7 @@ from fveseg.model.reference_v2.pipeline import (
     restore_geometry,
     upsample_probabilities,
 )
-from fveseg.normalize import apply_range
-from fveseg.postprocess import SegmentationResult, label_dtype, put_slab
-from fveseg.segment_checks import check_intensity_range, check_slices
-from fveseg.segment_outputs import allocate_outputs, finish_zarr
+from fveseg.normalize.intensity import apply_range
 
 __all__ = [
     "ARCHITECTURE",
@@ -160,7 +161,7 @@ def segment_reference(
 
     Parameters
     ----------
-    segmenter : fveseg.inference.Segmenter
+    segmenter : fveseg.inference.segmenter.Segmenter
         Supplies the model, device, batch size, seed, autocast and output allocation.
     volume : array-like (D, H, W)
         numpy, zarr or dask; integers or floats.
@@ -186,7 +187,7 @@ def segment_reference(
         ``probabilities`` and ``edges`` (P, ...) float16 ungated, in the input's geometry (nearest from
         512); ``existence`` (P, n) float32; ``semantic`` the reference's labels.
     """
-    from fveseg.normalize import intensity_range as volume_intensity_range
+    from fveseg.normalize.intensity import intensity_range as volume_intensity_range
 
     if order not in (None, 1):
         raise InputError(

@@ -64,7 +64,7 @@ def _split_block(
     of them reach an end of the slab that is not an end of the volume (cut by the margin)."""
     import zarr
 
-    from fveseg.instances import split_instances
+    from fveseg.instances.split import split_instances
 
     read = slice(block.read_start, block.read_stop)
     inputs = zarr.open_group(source, mode="r")
@@ -148,7 +148,7 @@ def merge_block_labels(present: list[np.ndarray], pairs: list[np.ndarray]) -> li
 
 def _drop_specks(tables, present, counts, fraction):
     """Apply the speck filter on global object sizes; renumber the survivors 1..K in the same order."""
-    from fveseg.instances import speck_mask
+    from fveseg.instances.split import speck_mask
 
     n_global = max((int(table.max(initial=0)) for table in tables), default=0)
     sizes = np.zeros(n_global + 1, np.int64)
@@ -207,7 +207,7 @@ def split_instances_in_blocks(
         Core slices per block and context slices on each side (see the module docstring).
 
     min_relative_size : float
-        The speck filter of `fveseg.instances.split_instances`, applied to the merged objects' global
+        The speck filter of `fveseg.instances.split.split_instances`, applied to the merged objects' global
         sizes (so it equals the single-process result).
     max_margin : int, optional
         When some object in a block's core reaches the end of its margin (it is taller than the margin,

@@ -1,7 +1,15 @@
-"""One volume through the whole pipeline: read → segment → instances → write, with stage timings.
+"""One volume through the whole product: read → segment → label layers → write.
 
-`run_segment_job` is what ``fveseg segment`` runs for each input, in this process or (pickled by reference)
-on a dask worker; the worker keeps one loaded model per process (`fveseg.distributed.load_segmenter`).
+Every door calls this module: ``fveseg segment`` (`segment_file` per input), the dask workers
+(`fveseg.distributed`), the napari widget (`instance_labels` for its layers) and the training checks
+(`segment_volume`). `SegmentParams` holds every option and its default, once.
+
+Example
+-------
+>>> from fveseg import load_segmenter, read_volume, segment_volume  # doctest: +SKIP
+>>> volume = read_volume("stack.tif")  # doctest: +SKIP
+>>> layers = segment_volume(load_segmenter(), volume.data, volume.spacing)  # doctest: +SKIP
+>>> labels, _ = layers["nuclei"]  # (D, H, W) uint32 instance ids  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -11,36 +19,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cc3d
 import numpy as np
 
-from fveseg.cli.common import slug
+from fveseg import io
 from fveseg.errors import InputError, OutputExistsError
-from fveseg.focus import FOCUS_FRACTION
-from fveseg.instances import SPECK_FRACTION
+from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
+from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
+from fveseg.instances.split import instances_from_prediction
+from fveseg.normalize.noise import NOISY_LEVEL
+from fveseg.params import SegmentParams, slug
 
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """Everything about *how* to segment, shared by all volumes of one command (picklable)."""
-
-    prompts: tuple[str, ...] = ("nuclei",)
-    instances: bool = True
-    min_size: float = 0.0
-    min_relative_size: float = SPECK_FRACTION
-    instance_method: str = "watershed"
-    focus_fraction: float = FOCUS_FRACTION  # instances: drop cross-sections dimmer than this (0: keep all)
-    checkpoint: str | None = None
-    device: str = "auto"
-    batch_size: int = 8
-    order: int | None = None
-    mask_threshold: float | None = None
-    exist_threshold: float | None = None
-    exist_low: float | None = None  # hysteresis of the existence gate; None: the Segmenter's default
-    axis: str | int = "auto"
-    resize: float | str = "auto"  # in-plane factor for slices before the network (Segmenter ``scale``)
-    spacing: tuple[float, float, float] | None = None
-    with_image: bool = True
-    channel: int | str | None = None
+__all__ = [
+    "SegmentParams",
+    "SegmentJob",
+    "JobSummary",
+    "slug",
+    "segment_array",
+    "instance_labels",
+    "label_layers",
+    "segment_volume",
+    "write_layers",
+    "segment_file",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class SegmentJob:
 
 @dataclass
 class JobSummary:
+    """What one finished volume reports: objects, seconds per stage, outputs and advice."""
+
     volume: str
     prompts: str
     objects: int
@@ -67,21 +70,12 @@ class JobSummary:
 
     @classmethod
     def of(
-        cls,
-        volume,
-        job: SegmentJob,
-        options: SegmentOptions,
-        objects,
-        start,
-        written,
-        stages,
-        resize,
-        notes=(),
+        cls, volume, job: SegmentJob, params: SegmentParams, objects, start, written, stages, resize, notes=()
     ):
         """The summary of one finished job (``start``: its `time.perf_counter` start)."""
         return cls(
             volume=volume.name or job.source.name,
-            prompts=", ".join(options.prompts),
+            prompts=", ".join(params.prompts),
             objects=objects,
             seconds=time.perf_counter() - start,
             output=", ".join(str(p) for p in written),
@@ -101,37 +95,18 @@ class JobSummary:
         }
 
 
-def segment_array(segmenter, data, options: SegmentOptions, spacing, progress=None, cancel=None, **extra):
-    """Run the Segmenter on a (D, H, W) array with the options' thresholds; return its SegmentationResult."""
-    keywords = dict(spacing=spacing, axis=options.axis, progress=progress, cancel=cancel)
-    if options.order is not None:
-        keywords["order"] = options.order
-    keywords["scale"] = options.resize
-    keywords.update(gate_keywords(options))
+def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None, cancel=None, **extra):
+    """Run the Segmenter on a (D, H, W) array with the params' thresholds; return its SegmentationResult."""
+    keywords = dict(spacing=spacing, axis=params.axis, progress=progress, cancel=cancel, scale=params.resize)
+    if params.order is not None:
+        keywords["order"] = params.order
+    keywords.update(params.gate_keywords())
     keywords.update(extra)
-    return segmenter.segment(data, list(options.prompts), **keywords)
-
-
-def gate_keywords(options: SegmentOptions) -> dict[str, float]:
-    """The options' mask and existence thresholds that are set (the Segmenter's defaults otherwise)."""
-    names = ("mask_threshold", "exist_threshold", "exist_low")
-    return {name: getattr(options, name) for name in names if getattr(options, name) is not None}
-
-
-def gate_values(options: SegmentOptions) -> tuple[float, float, float]:
-    """``(mask_threshold, exist_threshold, exist_low)`` with the Segmenter's defaults filled in."""
-    from fveseg.postprocess import EXIST_LOW
-
-    given = gate_keywords(options)
-    mask, threshold = given.get("mask_threshold", 0.5), given.get("exist_threshold", 0.5)
-    return mask, threshold, given.get("exist_low", EXIST_LOW)
+    return segmenter.segment(data, list(params.prompts), **keywords)
 
 
 def model_notes(model: str | None, noise: float | None, name: str) -> list[str]:
-    """Say so when the measured noise chose the noise-robust model (`fveseg.auto_model.AutoSegmenter`)."""
-    from fveseg.auto_model import NOISY_MODEL
-    from fveseg.noise import NOISY_LEVEL
-
+    """Say so when the measured noise chose the noise-robust model (`fveseg.inference.model_choice`)."""
     if model != NOISY_MODEL or noise is None:
         return []
     return [
@@ -140,12 +115,10 @@ def model_notes(model: str | None, noise: float | None, name: str) -> list[str]:
     ]
 
 
-def existence_notes(result, options: SegmentOptions, name: str) -> list[str]:
+def existence_notes(result: SegmentationResult, params: SegmentParams, name: str) -> list[str]:
     """Advice when a raised ``exist_low`` let the existence gate empty slices inside a run of slices where
-    a prompt was found (`fveseg.postprocess.doubtful_slices`): objects may be missing there."""
-    from fveseg.postprocess import EXIST_LOW, doubtful_slices
-
-    _, threshold, low = gate_values(options)
+    a prompt was found (`fveseg.inference.gate.doubtful_slices`): objects may be missing there."""
+    threshold, low = params.exist_threshold, params.exist_low
     counts = doubtful_slices(result.existence, threshold, EXIST_LOW, low)
     total = result.existence.shape[1]
     return [
@@ -157,45 +130,61 @@ def existence_notes(result, options: SegmentOptions, name: str) -> list[str]:
     ]
 
 
-def label_layers(result, options: SegmentOptions, spacing, image=None) -> dict[str, tuple[np.ndarray, dict]]:
+def instance_labels(
+    result: SegmentationResult, index: int, params: SegmentParams, spacing, image=None, semantic=None
+) -> np.ndarray:
+    """Instance labels (D, H, W) uint32 of prompt ``index`` as every door writes them: the edge-based
+    split of its mask, specks dropped and, with the ``image``, out-of-focus cross-sections trimmed.
+    ``semantic``: the class map to split (default ``result.semantic``; the widget passes a re-thresholded
+    one)."""
+    semantic = np.asarray(result.semantic if semantic is None else semantic)
+    return instances_from_prediction(
+        semantic == index + 1,
+        np.asarray(result.edges[index]),
+        image,
+        spacing,
+        result.axis,
+        method=params.instance_method,
+        min_size=params.min_size,
+        min_relative_size=params.min_relative_size,
+        focus_fraction=params.focus_fraction,
+    )
+
+
+def label_layers(result, params: SegmentParams, spacing, image=None) -> dict[str, tuple[np.ndarray, dict]]:
     """Label volumes to write, by layer name → ``(labels, class_names)``.
 
     One prompt without instances: the binary mask named after the prompt. Several prompts: the semantic
-    map (``semantic``, class i + 1 = prompt i). With ``instances``: one instance volume per prompt, its
-    out-of-focus cross-sections trimmed (`fveseg.focus`) when the ``image`` is given.
+    map (``semantic``, class i + 1 = prompt i). With ``instances``: one instance volume per prompt
+    (`instance_labels`).
     """
-    from fveseg.instances import instances_from_prediction
-
     semantic = np.asarray(result.semantic)
     layers: dict[str, tuple[np.ndarray, dict]] = {}
-    names = {i + 1: p for i, p in enumerate(options.prompts)}
-    if len(options.prompts) > 1:
+    names = {i + 1: p for i, p in enumerate(params.prompts)}
+    if len(params.prompts) > 1:
         layers["semantic"] = (semantic.astype(np.uint32, copy=False), names)
-    for index, prompt in enumerate(options.prompts):
-        if options.instances:
-            labels = instances_from_prediction(
-                semantic == index + 1,
-                np.asarray(result.edges[index]),
-                image,
-                spacing,
-                result.axis,
-                method=options.instance_method,
-                min_size=options.min_size,
-                min_relative_size=options.min_relative_size,
-                focus_fraction=options.focus_fraction,
-            )
-            layers[slug(prompt)] = (labels, {})
-        elif len(options.prompts) == 1:
+    for index, prompt in enumerate(params.prompts):
+        if params.instances:
+            layers[slug(prompt)] = (instance_labels(result, index, params, spacing, image, semantic), {})
+        elif len(params.prompts) == 1:
             layers[slug(prompt)] = ((semantic == 1).astype(np.uint32), {1: prompt})
     return layers
+
+
+def segment_volume(
+    segmenter, data, spacing=None, params: SegmentParams | None = None, progress=None, cancel=None
+) -> dict[str, tuple[np.ndarray, dict]]:
+    """Segment a (D, H, W) array and return the label layers `segment_file` would write (`label_layers`)."""
+    params = params or SegmentParams()
+    spacing = params.spacing or spacing
+    result = segment_array(segmenter, data, params, spacing, progress=progress, cancel=cancel)
+    return label_layers(result, params, spacing, image=np.asarray(data))
 
 
 def count_objects(layers: dict[str, tuple[np.ndarray, dict]], instances: bool) -> int:
     """Instances found, or (semantic runs) 3D connected components of every class."""
     if instances:
         return sum(int(labels.max(initial=0)) for name, (labels, _) in layers.items() if name != "semantic")
-    import cc3d
-
     total = 0
     for name, (labels, _) in layers.items():
         if name == "semantic" and len(layers) > 1:
@@ -206,8 +195,6 @@ def count_objects(layers: dict[str, tuple[np.ndarray, dict]], instances: bool) -
 
 def write_layers(job: SegmentJob, layers, spacing, image=None) -> list[Path]:
     """Write every layer; a new OME-Zarr or TIFF set appears complete or not at all."""
-    from fveseg import io
-
     if job.fmt == "zarr":
         if job.into_source:
             return [
@@ -254,46 +241,44 @@ def tiff_paths(output: Path, names: list[str]) -> dict[str, Path]:
     return {name: output.with_name(f"{base}_{name}{output.suffix or '.tif'}") for name in names}
 
 
-def run_segment_job(
+def segment_file(
     job: SegmentJob,
-    options: SegmentOptions,
+    params: SegmentParams,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> JobSummary:
     """Segment one volume file and write its labels; return a summary with per-stage seconds."""
-    from fveseg import io
-    from fveseg.distributed import load_segmenter
-
     stages: dict[str, float] = {}
     start = time.perf_counter()
+    params.layer_names()  # refuse clashing layer names before reading anything
     if job.into_source and job.fmt != "zarr":
         raise InputError("--into-source writes into an OME-Zarr image group (fix: drop --format tiff)")
-    volume = io.read_volume(job.source, channel=options.channel)
+    volume = io.read_volume(job.source, channel=params.channel)
     if job.into_source and not Path(job.source).name.lower().endswith(".zarr"):
         raise InputError(
             f"--into-source needs an OME-Zarr input, {job.source.name} is not one "
             "(fix: drop --into-source or convert the input to OME-Zarr)"
         )
     data = np.asarray(volume.data)
-    spacing = options.spacing or volume.spacing
+    spacing = params.spacing or volume.spacing
     stages["read"] = time.perf_counter() - start
 
     mark = time.perf_counter()
-    segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
+    segmenter = load_segmenter(params.checkpoint, params.device, params.batch_size)
     stages["load model"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    result = segment_array(segmenter, data, options, spacing, progress=progress, cancel=cancel)
+    result = segment_array(segmenter, data, params, spacing, progress=progress, cancel=cancel)
     stages["segment"] = time.perf_counter() - mark
     notes = model_notes(result.model, result.noise, job.source.name)
-    notes += existence_notes(result, options, job.source.name)
+    notes += existence_notes(result, params, job.source.name)
 
     mark = time.perf_counter()
-    layers = label_layers(result, options, spacing, image=data)
-    objects = count_objects(layers, options.instances)
-    stages["instances" if options.instances else "labels"] = time.perf_counter() - mark
+    layers = label_layers(result, params, spacing, image=data)
+    objects = count_objects(layers, params.instances)
+    stages["instances" if params.instances else "labels"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    image = data if options.with_image and job.fmt == "zarr" and not job.into_source else None
+    image = data if params.with_image and job.fmt == "zarr" and not job.into_source else None
     written = write_layers(job, layers, spacing, image=image)
     stages["write"] = time.perf_counter() - mark
-    return JobSummary.of(volume, job, options, objects, start, written, stages, result.scale, notes)
+    return JobSummary.of(volume, job, params, objects, start, written, stages, result.scale, notes)

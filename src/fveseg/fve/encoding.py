@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fveseg import _pyramid
-from fveseg._pixel_pairs import fill_planes, gather, pairs_apply
-from fveseg._pyramid import compiled as _compiled
+import fveseg.fve._pyramid as _pyramid
 from fveseg.errors import InputError
+from fveseg.fve._pixel_pairs import fill_planes, gather, pairs_apply
+from fveseg.fve._pyramid import compiled as _compiled
 
 PAD_MODES = ("edge", "reflect")
 DOWNSAMPLE_MODES = ("mean", "stride")

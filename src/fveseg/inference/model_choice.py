@@ -3,18 +3,22 @@
 The default network is best on clean data; on stacks whose noise is a sizeable part of the signal it
 merges and misses nuclei, where the network trained on noisy images holds up (docs/model-card.md,
 "Choosing the model from the measured noise"). `AutoSegmenter` measures each volume's noise
-(`fveseg.noise.noise_level`, a few slices) and runs the one that suits it. The choice depends on the
+(`fveseg.normalize.noise_level`, a few slices) and runs the one that suits it. The choice depends on the
 whole volume only, so every slice range (block) of a volume gets the same network.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from fveseg.noise import NOISY_LEVEL, noise_level
-from fveseg.segment_checks import check_volume
+from fveseg.errors import CheckpointError
+from fveseg.inference._checks import check_volume
+from fveseg.inference.segmenter import Segmenter
+from fveseg.model.checkpoint import checkpoint_paths
+from fveseg.normalize.noise import NOISY_LEVEL, noise_level
 
-#: The bundled model run on volumes measuring at least `fveseg.noise.NOISY_LEVEL`.
+#: The bundled model run on volumes measuring at least `fveseg.normalize.noise.NOISY_LEVEL`.
 NOISY_MODEL = "noise-robust"
 #: The name under which the default network is reported (and can be forced: ``--model default``).
 CLEAN_MODEL = "default"
@@ -60,8 +64,6 @@ class AutoSegmenter:
         self.threshold = float(threshold)
 
     def _load(self, source):
-        from fveseg.inference import Segmenter
-
         return source if hasattr(source, "segment") else Segmenter(source, **self._options)
 
     def choose(self, volume) -> tuple[str, object, float]:
@@ -94,8 +96,6 @@ class AutoSegmenter:
 def segmenter_for(checkpoint=None, **options):
     """What a run without a model gets: None, the bundled models chosen by noise (`AutoSegmenter`);
     anything else, ``Segmenter(checkpoint)``. ``options``: ``device``, ``batch_size``, ``seed``."""
-    from fveseg.inference import Segmenter
-
     return AutoSegmenter(**options) if checkpoint is None else Segmenter(checkpoint, **options)
 
 
@@ -103,3 +103,31 @@ def _name(source, default: str) -> str:
     if source is None or not isinstance(source, str | Path):
         return default
     return Path(source).name
+
+
+def load_segmenter(checkpoint: str | None = None, device: str = "auto", batch_size: int = 8):
+    """The Segmenter for this checkpoint (`segmenter_for`), loaded once per process and reused while the
+    checkpoint file is unchanged: the CLI, every dask worker and the napari widget load models here."""
+    return _cached_segmenter(checkpoint, device, batch_size, _modified_time(checkpoint))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_segmenter(checkpoint, device, batch_size, modified):
+    return segmenter_for(checkpoint, device=device, batch_size=batch_size)
+
+
+load_segmenter.cache_clear = _cached_segmenter.cache_clear  # type: ignore[attr-defined]
+
+
+def _modified_time(checkpoint: str | None) -> float | None:
+    """The checkpoint's weights file time (a changed file is loaded again); None when it cannot be found
+    (the Segmenter then reports it with the fix)."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if path.suffix == ".ckpt" and path.is_file():  # the released BiomedParse v2 weights
+        return path.stat().st_mtime
+    try:
+        return checkpoint_paths(checkpoint)[1].stat().st_mtime
+    except (CheckpointError, OSError):
+        return None

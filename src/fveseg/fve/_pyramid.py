@@ -1,10 +1,11 @@
-"""Downsampling pyramid of a slab of slices for `fveseg.fve`: each level half the previous one's size.
+"""Downsampling pyramid of a slab of slices for `fveseg.fve.encoding`: each level half the previous one's
+size.
 
 Level 0 is the slab as read; level l is level l - 1 halved in y and x to (ceil(h / 2), ceil(w / 2)).
 "mean" is the 2x2 area mean: a level with an odd height or width is edge-padded by one pixel first, so a
 partial border block averages the pixels it has; integer means are summed exactly in a wider integer
 type and rounded half to even (as ``np.round``); floats stay float (float16 summed in float32). "stride"
-keeps the top-left pixel of each 2x2 block. When numba is usable, `fveseg._fve_numba` halves in one
+keeps the top-left pixel of each 2x2 block. When numba is usable, `fveseg.fve._numba` halves in one
 pass with bit-identical results (`compiled`).
 """
 
@@ -24,8 +25,8 @@ def wider(dtype: np.dtype) -> np.dtype:
 
 
 def compiled():
-    """`fveseg._fve_numba` when its kernels are usable (imported on first use: numba is optional)."""
-    from fveseg import _fve_numba
+    """`fveseg.fve._numba` when its kernels are usable (imported on first use: numba is optional)."""
+    import fveseg.fve._numba as _fve_numba
 
     return _fve_numba if _fve_numba.enabled() else None
 
@@ -129,7 +130,7 @@ def slab_levels(
 
     Level 0 is read from ``volume`` (moved so the slices lie along axis 0). Levels >= 1 of slices
     already in ``cache`` (the previous batch's slab, which overlaps this one by up to 2N slices) are
-    reused, so across `fveseg.fve.encode_volume` every slice is downsampled once per level.
+    reused, so across `fveseg.fve.encoding.encode_volume` every slice is downsampled once per level.
 
     Parameters
     ----------

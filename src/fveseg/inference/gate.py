@@ -256,8 +256,8 @@ class SegmentationResult:
     scale : float
         In-plane scale the slices were resampled by before the network (``scale="auto"`` resolved).
     model, noise : str and float, or None
-        Set by `fveseg.auto_model.AutoSegmenter`: the bundled model that ran and the volume's measured
-        noise (`fveseg.noise.noise_level`) that chose it.
+        Set by `fveseg.inference.AutoSegmenter`: the bundled model that ran and the volume's measured
+        noise (`fveseg.normalize.noise_level`) that chose it.
     """
 
     probabilities: Any

@@ -1,0 +1,102 @@
+"""`SegmentParams`: every option of the pipeline and its default, defined once.
+
+Kept apart from `fveseg.pipeline` so that the napari widget and the CLI's argument parser read the
+defaults without importing torch (the model stack takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fveseg.errors import InputError
+from fveseg.inference.gate import EXIST_LOW
+from fveseg.instances.haze import FOCUS_FRACTION
+from fveseg.instances.split import SPECK_FRACTION
+
+__all__ = ["SegmentParams", "slug"]
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """How to segment: every option of the pipeline with its default (picklable, shared by all volumes).
+
+    Attributes
+    ----------
+    prompts : tuple of str
+        Text prompts; one label layer each.
+    instances : bool
+        Split each prompt's mask into instances (`fveseg.instances`).
+    min_size : float
+        Smallest instance kept, in physical units (µm³ with µm spacing).
+    min_relative_size : float
+        Drop specks under this fraction of the typical object size (0: keep all).
+    instance_method : {"watershed", "reference"}
+    focus_fraction : float
+        Drop each instance's cross-sections dimmer than this fraction of its brightest (0: keep all).
+    checkpoint : str or None
+        A checkpoint path or bundled model name; None: chosen per volume from its noise.
+    device, batch_size, order
+        Torch device ("auto"), slices per network call, FVE order (None: the checkpoint's).
+    mask_threshold, exist_threshold, exist_low : float
+        Mask probability, slice existence and the existence gate's hysteresis (`fveseg.inference.gate`).
+    axis : "auto" or int
+        Slicing axis (`fveseg.fve.select_view` when "auto").
+    resize : float or "auto"
+        In-plane factor for slices before the network (`fveseg.inference.auto_scale`).
+    spacing : (dz, dy, dx) or None
+        Voxel size overriding the file's.
+    with_image : bool
+        New OME-Zarr outputs hold the image too.
+    channel : int, str or None
+        Channel of a multi-channel input.
+    """
+
+    prompts: tuple[str, ...] = ("nuclei",)
+    instances: bool = True
+    min_size: float = 0.0
+    min_relative_size: float = SPECK_FRACTION
+    instance_method: str = "watershed"
+    focus_fraction: float = FOCUS_FRACTION
+    checkpoint: str | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    order: int | None = None
+    mask_threshold: float = 0.5
+    exist_threshold: float = 0.5
+    exist_low: float = EXIST_LOW
+    axis: str | int = "auto"
+    resize: float | str = "auto"
+    spacing: tuple[float, float, float] | None = None
+    with_image: bool = True
+    channel: int | str | None = None
+
+    def gate_keywords(self) -> dict[str, float]:
+        """The thresholds as `fveseg.inference.Segmenter.segment` keywords."""
+        return {
+            "mask_threshold": self.mask_threshold,
+            "exist_threshold": self.exist_threshold,
+            "exist_low": self.exist_low,
+        }
+
+    def layer_names(self) -> list[str]:
+        """The label layers this run writes, in order; a clash of two prompts is refused here, before any
+        work (two prompts whose names would be one layer would overwrite each other)."""
+        owners = [("semantic", "all prompts")] if len(self.prompts) > 1 else []
+        if self.instances or len(self.prompts) == 1:
+            owners += [(slug(prompt), prompt) for prompt in self.prompts]
+        seen: dict[str, str] = {}
+        for name, prompt in owners:
+            if name in seen:
+                raise InputError(
+                    f'"{seen[name]}" and "{prompt}" would both be written as the label layer "{name}" '
+                    "(fix: reword one prompt so that their names differ)"
+                )
+            seen[name] = prompt
+        names = list(seen)
+        return names
+
+
+def slug(text: str) -> str:
+    """A prompt as a file-system and zarr friendly name: ``"cell membranes"`` → ``cell-membranes``."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", text.strip()).strip("-").lower() or "labels"

@@ -1,0 +1,96 @@
+"""One pipeline for every door: defaults defined once, label names checked up front, the CLI writes what
+`fveseg.pipeline.segment_volume` returns."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import tifffile
+from tests.test_cli import micro_checkpoint, write_zyx
+
+from fveseg.cli import build_parser, main
+from fveseg.errors import InputError
+from fveseg.params import SegmentParams
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return micro_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+def test_cli_widget_and_params_share_every_default():
+    from napari_fveseg._results import Thresholds
+    from napari_fveseg._settings import WidgetSettings
+
+    defaults = SegmentParams()
+    args = build_parser().parse_args(["segment", "in.tif"])
+    cli_names = {  # SegmentParams field -> argparse destination
+        "instances": "instances",
+        "min_size": "min_size",
+        "min_relative_size": "min_relative_size",
+        "instance_method": "instance_method",
+        "focus_fraction": "focus_fraction",
+        "device": "device",
+        "batch_size": "batch_size",
+        "mask_threshold": "mask_threshold",
+        "exist_threshold": "exist_threshold",
+        "exist_low": "exist_low",
+        "resize": "resize",
+    }
+    for field, dest in cli_names.items():
+        assert getattr(args, dest) == getattr(defaults, field), field
+    assert args.axis == str(defaults.axis)
+    thresholds = Thresholds()
+    assert thresholds.params(["nuclei"]) == SegmentParams(prompts=("nuclei",))
+    settings = WidgetSettings()
+    assert (settings.mask_threshold, settings.existence_threshold) == (
+        defaults.mask_threshold,
+        defaults.exist_threshold,
+    )
+    assert settings.split_instances == defaults.instances and settings.min_size == defaults.min_size
+    assert {f.name for f in fields(SegmentParams)} >= set(cli_names)
+
+
+@pytest.mark.parametrize(
+    "prompts",
+    [("nuclei", "semantic"), ("核", "🔬"), ("cell membranes", "cell/membranes"), ("Nuclei", "nuclei")],
+)
+def test_prompts_that_would_share_a_layer_are_refused_before_any_work(prompts):
+    with pytest.raises(InputError, match="would both be written as the label layer"):
+        SegmentParams(prompts=prompts).layer_names()
+
+
+def test_distinct_prompts_name_distinct_layers():
+    assert SegmentParams(prompts=("nuclei", "cell membranes")).layer_names() == [
+        "semantic",
+        "nuclei",
+        "cell-membranes",
+    ]
+    assert SegmentParams(prompts=("nuclei",), instances=False).layer_names() == ["nuclei"]
+
+
+def test_cli_refuses_a_layer_clash_without_reading_the_input(tmp_path, capsys):
+    missing = tmp_path / "never-read.tif"
+    write_zyx(missing, np.zeros((4, 16, 16), np.uint16))
+    code = main(["segment", str(missing), "-p", "nuclei", "-p", "semantic", "-o", str(tmp_path / "o.zarr")])
+    assert code != 0
+    assert "would both be written" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_cli_writes_what_segment_volume_returns(tmp_path, checkpoint):
+    from fveseg import load_segmenter, segment_volume
+    from fveseg.synthetic import make_nuclei_volume
+
+    volume = make_nuclei_volume((8, 32, 32), seed=3)
+    source = tmp_path / "vol.tif"
+    write_zyx(source, volume.image)
+    out = tmp_path / "labels.tif"
+    spacing = ("1", "0.5", "0.5")
+    assert main(["segment", str(source), "--model", str(checkpoint), "-o", str(out), "--quiet", "--device",
+                 "cpu", "--scale", *spacing]) == 0  # fmt: skip
+    params = SegmentParams(checkpoint=str(checkpoint), device="cpu")
+    layers = segment_volume(load_segmenter(str(checkpoint), "cpu"), volume.image, (1.0, 0.5, 0.5), params)
+    np.testing.assert_array_equal(tifffile.imread(out), layers["nuclei"][0])
