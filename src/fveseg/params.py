@@ -44,6 +44,10 @@ class SegmentParams:
         Slicing axis (`fveseg.fve.select_view` when "auto").
     resize : float or "auto"
         In-plane factor for slices before the network (`fveseg.inference.auto_scale`).
+    isotropic : bool
+        Resample z to the in-plane pixel size before the network and back after it, so that each
+        slice's 3D context covers the same physical distance on every microscope
+        (`fveseg.inference.resample`); needs the spacing.
     spacing : (dz, dy, dx) or None
         Voxel size overriding the file's.
     with_image : bool
@@ -67,6 +71,7 @@ class SegmentParams:
     exist_low: float = EXIST_LOW
     axis: str | int = "auto"
     resize: float | str = "auto"
+    isotropic: bool = False
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True
     channel: int | str | None = None

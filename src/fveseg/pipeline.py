@@ -98,6 +98,7 @@ class JobSummary:
 def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None, cancel=None, **extra):
     """Run the Segmenter on a (D, H, W) array with the params' thresholds; return its SegmentationResult."""
     keywords = dict(spacing=spacing, axis=params.axis, progress=progress, cancel=cancel, scale=params.resize)
+    keywords["isotropic"] = params.isotropic
     if params.order is not None:
         keywords["order"] = params.order
     keywords.update(params.gate_keywords())

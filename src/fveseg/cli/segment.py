@@ -129,6 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "was trained on, enlarge them 1.25x when clearly smaller; see docs/model-card.md)",
     )
     group.add_argument(
+        "--isotropic",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS.isotropic,
+        help="resample z to the in-plane pixel size before the network and back after it (needs the "
+        "voxel size: from the file or --scale)",
+    )
+    group.add_argument(
         "--scale",
         type=float,
         nargs=3,
@@ -203,6 +210,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentParams:
         exist_low=args.exist_low,
         axis=args.axis if args.axis == "auto" else int(args.axis),
         resize=args.resize,
+        isotropic=args.isotropic,
         spacing=parse_spacing(args.scale),
         with_image=not args.no_image,
         channel=_channel(args.channel),

@@ -40,6 +40,7 @@ from fveseg.inference._checks import check_intensity_range, check_prompts, check
 from fveseg.inference._outputs import allocate_outputs, finish_zarr
 from fveseg.inference.auto_scale import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, put_slab, regate, semantic_labels
+from fveseg.inference.resample import resample_z, result_on_grid, z_factor
 from fveseg.inference.tiling import SliceTiler
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
 from fveseg.normalize.intensity import apply_range
@@ -167,6 +168,7 @@ class Segmenter:
         stop: int | None = None,
         intensity_range: tuple[float, float] | None = None,
         exist_low: float | None = EXIST_LOW,
+        isotropic: bool = False,
     ) -> SegmentationResult:
         """Segment ``prompts`` in a (D, H, W) volume (numpy, zarr or dask; 2D is taken as D = 1).
 
@@ -215,6 +217,10 @@ class Segmenter:
             the whole volume with the checkpoint's modality rules (`fveseg.normalize.intensity_range`),
             which subsamples all of it; pass the value computed once to segment blocks cheaply (the
             volume is then not checked for being all NaN).
+        isotropic : bool
+            With a known ``spacing`` whose z step differs from the pixel size, resample z to the pixel
+            size before the network and sample the outputs back at the volume's slices
+            (`fveseg.inference.resample`); the whole volume only (no ``start``/``stop``/``out``).
 
         Returns
         -------
@@ -239,6 +245,16 @@ class Segmenter:
             axis = fve.select_view(shape, spacing) if not self._is_reference else "auto"
         elif not isinstance(axis, int | np.integer) or not 0 <= axis < 3:
             raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
+        factor = z_factor(spacing) if isotropic and not self._is_reference else None
+        if factor is not None and start is None and stop is None and out is None:
+            even = (min(spacing[1:]), float(spacing[1]), float(spacing[2]))
+            result = self.segment(
+                resample_z(volume, factor), canonical, spacing=even, axis=axis, order=order,
+                mask_threshold=mask_threshold, exist_threshold=exist_threshold, scale=scale,
+                progress=progress, cancel=cancel, intensity_range=self._value_range(volume, intensity_range),
+                exist_low=exist_low,
+            )  # fmt: skip
+            return result_on_grid(result, shape[0], factor)
         if self._is_reference:  # the released BiomedParse v2 weights: the public code's own pipeline
             from fveseg.inference.reference_engine import segment_reference
 
