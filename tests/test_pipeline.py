@@ -94,3 +94,23 @@ def test_cli_writes_what_segment_volume_returns(tmp_path, checkpoint):
     params = SegmentParams(checkpoint=str(checkpoint), device="cpu")
     layers = segment_volume(load_segmenter(str(checkpoint), "cpu"), volume.image, (1.0, 0.5, 0.5), params)
     np.testing.assert_array_equal(tifffile.imread(out), layers["nuclei"][0])
+
+
+def test_trust_notes_say_what_looks_wrong_and_what_to_try():
+    from fveseg.pipeline import trust_notes
+
+    params = SegmentParams()
+    empty = {"nuclei": (np.zeros((8, 16, 16), np.uint32), {})}
+    notes = trust_notes(empty, params, (1.0, 0.5, 0.5), "a.tif")
+    assert len(notes) == 1 and 'no "nuclei" found' in notes[0] and "--resize" in notes[0]
+    assert any("voxel size is unknown" in n for n in trust_notes(empty, params, None, "a.tif"))
+    assert any("coarser than any" in n for n in trust_notes(empty, params, (5.0, 0.5, 0.5), "a.tif"))
+    caps = np.zeros((8, 16, 16), np.uint32)
+    for i in range(3):  # four objects, three of them only at the stack's ends
+        caps[0 if i < 2 else 7, i * 4 : i * 4 + 2, :2] = i + 1
+    caps[3, 0:2, 8:10] = 4
+    notes = trust_notes({"nuclei": (caps, {})}, params, (1.0, 1.0, 1.0), "a.tif")
+    assert len(notes) == 1 and "75% of the" in notes[0]
+    fine = np.zeros((8, 16, 16), np.uint32)
+    fine[2:5, :4, :4], fine[3:6, 8:12, 8:12] = 1, 2
+    assert trust_notes({"nuclei": (fine, {})}, params, (1.0, 1.0, 1.0), "a.tif") == []

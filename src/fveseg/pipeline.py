@@ -276,6 +276,7 @@ def segment_file(
     mark = time.perf_counter()
     layers = label_layers(result, params, spacing, image=data)
     objects = count_objects(layers, params.instances)
+    notes += trust_notes(layers, params, spacing, job.source.name)
     stages["instances" if params.instances else "labels"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -283,3 +284,54 @@ def segment_file(
     written = write_layers(job, layers, spacing, image=image)
     stages["write"] = time.perf_counter() - mark
     return JobSummary.of(volume, job, params, objects, start, written, stages, result.scale, notes)
+
+
+#: More objects than this in one stack usually means noise or texture cut into pieces.
+MANY_OBJECTS = 2000
+#: Anisotropy (z step / pixel size) beyond which the model was not measured (docs/model-card.md).
+MEASURED_ANISOTROPY = 4.0
+
+
+def trust_notes(
+    layers: dict[str, tuple[np.ndarray, dict]], params: SegmentParams, spacing, name: str
+) -> list[str]:
+    """Warnings, in words, when a result looks wrong or the stack lies outside what the model was
+    measured on; each names what to try."""
+    notes = []
+    known = spacing is not None and all(np.isfinite(s) and s > 0 for s in spacing)
+    depth = next(iter(layers.values()))[0].shape[0] if layers else 0
+    if depth > 1 and not known:
+        notes.append(
+            f"{name}: the voxel size is unknown, so z is taken to be as fine as x and y; pass --scale Z Y X "
+            "(µm) for correct 3D shapes and sizes"
+        )
+    elif depth > 1 and spacing[0] / min(spacing[1:]) > MEASURED_ANISOTROPY:
+        notes.append(
+            f"{name}: its z step is {spacing[0] / min(spacing[1:]):.1f}× the pixel size, coarser than any "
+            f"stack the model was measured on (up to {MEASURED_ANISOTROPY:g}×); check the result, or try "
+            "--isotropic"
+        )
+    for prompt in params.prompts if params.instances else ():
+        labels = layers.get(slug(prompt), (None,))[0]
+        if labels is None:
+            continue
+        count = int(labels.max(initial=0))
+        if count == 0:
+            notes.append(
+                f'{name}: no "{prompt}" found; if the stack has them, check the voxel size (--scale), try '
+                "--resize 0.5 (large objects) or 2 (small ones), or --model noise-robust (noisy stacks)"
+            )
+        elif count > MANY_OBJECTS:
+            notes.append(
+                f'{name}: {count} "{prompt}" objects: noise or texture may have been cut into pieces; try '
+                "--model noise-robust, --resize 0.5 or a larger --min-size"
+            )
+        elif depth > 4 and count >= 4:
+            ends = np.union1d(np.unique(labels[0]), np.unique(labels[-1]))
+            touching = np.count_nonzero(ends) / count
+            if touching > 0.5:
+                notes.append(
+                    f'{name}: {touching:.0%} of the "{prompt}" objects touch the first or last slice, so '
+                    "caps may be counted as objects; check the voxel size (--scale) or try --isotropic"
+                )
+    return notes
