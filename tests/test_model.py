@@ -151,3 +151,14 @@ def test_minilm_encoder_tokens():
     assert a.mask.sum(1).tolist() == [3, 4]  # [CLS] nuclei [SEP]; [CLS] cell membranes [SEP]
     b = enc.encode(["nuclei"])
     assert torch.equal(b.tokens[0, :3], a.tokens[0, :3])
+
+
+def test_trained_prompts_are_answered_from_the_shipped_table_without_the_text_model():
+    from fveseg.model import build_model
+    from fveseg.model.text_encoder import BUNDLED_TEXT_TABLE, PrecomputedTextEncoder
+
+    model = build_model("tiny")
+    tokens = model.encode_text(["nuclei", "Cell nuclei"])
+    table = PrecomputedTextEncoder.from_file(BUNDLED_TEXT_TABLE)
+    assert torch.equal(tokens.tokens, table.encode(["nuclei", "cell nuclei"]).tokens)
+    assert model.text_encoder.fallback._model is None  # MiniLM was never loaded

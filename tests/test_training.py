@@ -258,7 +258,9 @@ def test_loss_ignores_masks_of_negative_pairs():
 def _table_tokens(prompts):
     from fveseg.model.text_encoder import PrecomputedTextEncoder
 
-    encoder = PrecomputedTextEncoder.from_file(ROOT / "training" / "prompt_embeddings.safetensors")
+    encoder = PrecomputedTextEncoder.from_file(
+        ROOT / "src" / "fveseg" / "weights" / "prompt_embeddings.safetensors"
+    )
     return encoder, encoder.encode(prompts)
 
 

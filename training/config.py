@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fveseg.errors import InputError
+from fveseg.model.text_encoder import BUNDLED_TEXT_TABLE
 from training.augment import AugmentConfig
 from training.data import SampleConfig, SyntheticSpec
 from training.dataset import MixConfig
@@ -53,7 +54,7 @@ class TrainConfig:
     synthetic_pool: int = 4
     synthetic_uses: int = 12
     augment: dict = field(default_factory=dict)  # AugmentConfig fields
-    text_table: str = "training/prompt_embeddings.safetensors"
+    text_table: str = str(BUNDLED_TEXT_TABLE)  # the table shipped with the model
 
     def sample_config(self) -> SampleConfig:
         return SampleConfig(

@@ -1,6 +1,6 @@
 """Write the prompt-embedding table the trainer uses on machines without the MiniLM weights.
 
-    python -m training.precompute_text [--out training/prompt_embeddings.safetensors] [--extra "a" "b"]
+    python -m training.precompute_text [--out TABLE] [--extra "a" "b"]   (default TABLE: the shipped one)
 
 The table holds the token embeddings of every training prompt plus the evaluation-only prompts
 (held-out paraphrases and held-out negatives: embedding them is harmless, they are never trained on),
@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fveseg.model.text_encoder import BUNDLED_TEXT_TABLE
 from training.prompts import all_prompts
 
-DEFAULT_TABLE = Path(__file__).with_name("prompt_embeddings.safetensors")
+DEFAULT_TABLE = BUNDLED_TEXT_TABLE
 
 
 def write_table(

@@ -27,7 +27,13 @@ from torch.nn import functional as F
 from fveseg.model.backbone import FocalNetBackbone
 from fveseg.model.decoder import BoltzFormerDecoder
 from fveseg.model.pixel_decoder import PixelDecoder, PixelFeatures
-from fveseg.model.text_encoder import MiniLMTextEncoder, TextEncoder, TextTokens
+from fveseg.model.text_encoder import (
+    BUNDLED_TEXT_TABLE,
+    MiniLMTextEncoder,
+    PrecomputedTextEncoder,
+    TextEncoder,
+    TextTokens,
+)
 
 __all__ = ["BiomedParseV"]
 
@@ -98,7 +104,10 @@ class BiomedParseV(nn.Module):
                 raise ValueError(
                     f"text encoder {self.config.text_encoder!r} has no default; call set_text_encoder()"
                 )
-            self._text_encoder = MiniLMTextEncoder()
+            # the shipped table answers the trained prompts; MiniLM loads only for a new prompt
+            self._text_encoder = PrecomputedTextEncoder.from_file(
+                BUNDLED_TEXT_TABLE, fallback=MiniLMTextEncoder()
+            )
         return self._text_encoder
 
     def set_text_encoder(self, encoder: TextEncoder) -> None:

@@ -115,6 +115,11 @@ class TextEncoder:
         raise NotImplementedError
 
 
+#: Token embeddings of every trained prompt and its paraphrases, computed once by `MiniLMTextEncoder`
+#: (``python -m training.precompute_text``): a run with these prompts never loads the text model.
+BUNDLED_TEXT_TABLE = Path(__file__).resolve().parent.parent / "weights" / "prompt_embeddings.safetensors"
+
+
 class MiniLMTextEncoder(TextEncoder):
     """Frozen all-MiniLM-L6-v2 token embeddings (384-d), cached per canonical prompt.
 
