@@ -478,33 +478,6 @@ def test_hard_examples_command_scores_every_file_and_never_overwrites(tmp_path, 
     assert "exists; choose another --out" in capsys.readouterr().err
 
 
-def test_resampled_cells3d_check_subsamples_z_and_zooms_in_plane():
-    from training.check_resampled import RESAMPLINGS, resample
-
-    image = np.arange(6 * 8 * 8, dtype=np.uint16).reshape(6, 8, 8)
-    labels = np.zeros(image.shape, np.uint16)
-    labels[:, 2:6, 2:6] = 7
-    out_image, out_labels, spacing = resample(image, labels, (0.29, 0.26, 0.26), 3, 0.5)
-    assert out_image.shape == out_labels.shape == (2, 4, 4) and out_image.dtype == np.uint16
-    np.testing.assert_array_equal(np.unique(out_labels), [0, 7])  # nearest neighbour: ids stay ids
-    assert spacing == pytest.approx((0.87, 0.52, 0.52))
-    same = resample(image, labels, (1.0, 1.0, 1.0), 1, 1.0)
-    np.testing.assert_array_equal(same[0], image)
-    assert len(RESAMPLINGS) == 8 and (1, 1.0) in RESAMPLINGS
-
-
-def test_noise_check_adds_noise_scaled_to_the_signal_range():
-    from training.check_noise import add_noise
-
-    image = np.tile(np.arange(101, dtype=np.uint16), (200, 50))  # 99th percentile 99, median 50
-    noisy = add_noise(image, 0.5, seed=3)
-    assert noisy.dtype == np.float32 and noisy.shape == image.shape
-    difference = noisy - image
-    assert abs(difference.mean()) < 0.2 and abs(difference.std() - 0.5 * 49) < 0.25
-    assert np.array_equal(noisy, add_noise(image, 0.5, seed=3))  # seeded
-    assert np.array_equal(add_noise(image, 0.0, seed=3), image)
-
-
 def test_averaged_checkpoint_holds_the_weighted_mean_and_both_lineages(tmp_path):
     from training.average_checkpoints import main as average
 

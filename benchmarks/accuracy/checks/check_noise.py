@@ -1,7 +1,8 @@
 """Noisy copies of the real data: the default pipeline on cells3d and the 53 validation images plus noise.
 
-    PYTHONPATH=src:. python -m training.check_noise [CHECKPOINT [--noisy-checkpoint NOISY]] \
-        [--data-root /work/shared/data]
+    PYTHONPATH=src:. python -m benchmarks.accuracy.checks.check_noise \
+        [CHECKPOINT [--noisy-checkpoint NOISY]] \
+        --data-root DATA
 
 Stacks from dimmer or faster acquisitions are noisier than the cells3d confocal stack and the DSB images.
 Each check adds Gaussian noise whose standard deviation is a fraction (the level) of the image's signal
@@ -48,16 +49,17 @@ def add_noise(image: np.ndarray, level: float, seed: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fveseg.metrics import instance_scores
     from training.data import load_volume_file
     from training.validation import build_segmenter, segment_like_cli
+
+    from fveseg.metrics import instance_scores
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "checkpoint", nargs="?", default=None, help="default: the bundled models chosen by noise, as the CLI"
     )
     parser.add_argument("--noisy-checkpoint", default=None, help="choose by noise: CHECKPOINT or this")
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument("--data-root", required=True, help="the folder holding nuclei3d/")
     args = parser.parse_args(argv)
     root = Path(args.data_root)
     cells3d = root / "nuclei3d" / "cells3d_nuclei.npz"

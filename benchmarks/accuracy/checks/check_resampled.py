@@ -1,7 +1,8 @@
 """cells3d resampled like stacks from other microscopes: the default pipeline on each resampling.
 
-    PYTHONPATH=src:. python -m training.check_resampled [CHECKPOINT [--noisy-checkpoint NOISY]] \
-        [--data-root /work/shared/data]
+    PYTHONPATH=src:. python -m benchmarks.accuracy.checks.check_resampled \
+        [CHECKPOINT [--noisy-checkpoint NOISY]] \
+        --data-root DATA
 
 The real cells3d stack is sampled every 1st to 4th slice along z and zoomed in-plane (1, 0.7, 0.5 or
 0.35×, labels with nearest neighbour), so that its nuclei look like those of coarser or smaller stacks.
@@ -33,16 +34,17 @@ def resample(image: np.ndarray, labels: np.ndarray, spacing, z_step: int, zoom: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fveseg.metrics import dice, instance_scores
     from training.data import load_volume_file
     from training.validation import build_segmenter, segment_like_cli
+
+    from fveseg.metrics import dice, instance_scores
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "checkpoint", nargs="?", default=None, help="default: the bundled models chosen by noise, as the CLI"
     )
     parser.add_argument("--noisy-checkpoint", default=None, help="choose by noise: CHECKPOINT or this")
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument("--data-root", required=True, help="the folder holding nuclei3d/")
     args = parser.parse_args(argv)
     path = Path(args.data_root) / "nuclei3d" / "cells3d_nuclei.npz"
     if not path.is_file():

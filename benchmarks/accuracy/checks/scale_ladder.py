@@ -1,6 +1,7 @@
 """F1 of a checkpoint at a ladder of fixed in-plane scales, with what a scale rule could measure.
 
-    PYTHONPATH=src:. python -m training.scale_ladder --checkpoint src/fveseg/weights/default \\
+    PYTHONPATH=src:. python -m benchmarks.accuracy.checks.scale_ladder \
+        --checkpoint src/fveseg/weights/default \\
         --data-root DATA --out ladder.jsonl
 
 One JSON line per (image, scale): instance F1@0.5 and Dice of the labels the CLI would write, the
@@ -51,10 +52,11 @@ def ladder_items(data_root: str | Path):
 
 def measure(segmenter, image, labels, spacing, scale: float) -> dict:
     """One rung: segment at ``scale`` and score what the CLI would write."""
+    from training.validation import instances_from, predict
+
     from fveseg.fve.encoding import select_view
     from fveseg.inference.auto_scale import ambiguous_fraction, typical_diameter
     from fveseg.metrics import dice, instance_scores
-    from training.validation import instances_from, predict
 
     axis = select_view(image.shape, spacing) if spacing is not None else 0
     start = time.time()
@@ -74,11 +76,14 @@ def measure(segmenter, image, labels, spacing, scale: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fveseg.inference.segmenter import Segmenter
-    from fveseg.model.checkpoint import load_checkpoint
     from training.cli_args import checkpoint_parser, output_is_free
 
-    parser = checkpoint_parser("python -m training.scale_ladder", __doc__, "JSON-lines file to write")
+    from fveseg.inference.segmenter import Segmenter
+    from fveseg.model.checkpoint import load_checkpoint
+
+    parser = checkpoint_parser(
+        "python -m benchmarks.accuracy.checks.scale_ladder", __doc__, "JSON-lines file to write"
+    )
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     args = parser.parse_args(argv)
     out = Path(args.out)

@@ -1,8 +1,9 @@
 """Compare instance post-processing variants on several datasets (the network runs once per volume).
 
-    PYTHONPATH=src:. python -m training.compare_postprocessing CHECKPOINT [DATA_ROOT [RESIZE]]
+    PYTHONPATH=src:. python -m benchmarks.accuracy.checks.compare_postprocessing \
+        CHECKPOINT [DATA_ROOT [RESIZE]]
 
-DATA_ROOT (default /work/shared/data) holds val/dsb2018_stage1test_fluo, nuclei2d and nuclei3d. Prints the
+DATA_ROOT (required) holds val/dsb2018_stage1test_fluo, nuclei2d and nuclei3d. Prints the
 mean instance F1@0.5 per set for each variant ("default" is what the CLI writes: speck filter, edge
 threshold 0.2, focus trimming), the Dice of the default labels and the mean in-plane scale used;
 docs/model-card.md records the result. RESIZE (default "auto") is the Segmenter's in-plane ``scale``
@@ -55,7 +56,9 @@ def datasets(root):
 
 def main(argv):
     checkpoint = argv[0] if argv else None
-    root = argv[1] if len(argv) > 1 else "/work/shared/data"
+    if len(argv) < 2:
+        raise SystemExit("usage: compare_postprocessing CHECKPOINT DATA_ROOT [RESIZE]")
+    root = argv[1]
     resize = argv[2] if len(argv) > 2 else "auto"
     resize = resize if resize == "auto" else float(resize)
     segmenter = Segmenter(checkpoint=checkpoint)

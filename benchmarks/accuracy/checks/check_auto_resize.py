@@ -1,6 +1,6 @@
 """Does the automatic resize keep accuracy when nuclei are larger than in training? (docs/model-card.md)
 
-    PYTHONPATH=src:. python -m training.check_auto_resize [CHECKPOINT]
+    PYTHONPATH=src:. python -m benchmarks.accuracy.checks.check_auto_resize [CHECKPOINT]
 
 Two procedural volumes (anisotropic and isotropic presets, unseen seeds) are zoomed 1×, 2× and 2.5×
 in-plane (labels with nearest neighbour) and segmented with ``scale="auto"`` and ``scale=1``; the
