@@ -13,9 +13,9 @@ import resource
 import time
 
 import torch
+from tests._reference_v2_fixture import fill_model, fixture_dir
 
 from fveseg.model.reference_v2 import build_reference_v2
-from fveseg.model.reference_v2.fixture import fill_model, fixture_dir
 
 PROMPTS = ["nuclei in fluorescence microscopy", "liver in abdominal CT", "cells", "spots"]
 

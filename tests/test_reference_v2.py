@@ -12,10 +12,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from tests._reference_v2_fixture import fixture_dir, read_manifest, unpack_attention_mask
 
 from fveseg.errors import CheckpointError
 from fveseg.model.reference_v2 import ClipTokenizer, load_official_state_dict
-from fveseg.model.reference_v2.fixture import fixture_dir, read_manifest, unpack_attention_mask
 from fveseg.model.reference_v2.loading import read_official_state_dict
 from fveseg.model.reference_v2.model import ReferenceV2
 from fveseg.model.reference_v2.names import to_module_name, to_official_name
@@ -155,8 +155,9 @@ def test_gating_and_argmax_against_background():
 # -- equivalence with the public code (fixture) ----------------------------------------------------
 @pytest.fixture(scope="module")
 def reference():
+    from tests._reference_v2_fixture import fill_model
+
     from fveseg.model.reference_v2 import build_reference_v2
-    from fveseg.model.reference_v2.fixture import fill_model
 
     model = build_reference_v2(empty=True)
     fill_model(model, FIXTURE / "state_dict_manifest.tsv", check_sums=True)  # asserts every sum

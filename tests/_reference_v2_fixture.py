@@ -29,7 +29,9 @@ __all__ = [
     "unpack_attention_mask",
 ]
 
-DEFAULT_FIXTURE_DIR = Path(__file__).resolve().parents[5] / "shared" / "reference-v2"
+DEFAULT_FIXTURE_DIR = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference-v2"
+)  # ../shared beside the repo
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def fixture_dir() -> Path | None:
     """The fixture folder: ``$FVESEG_REFERENCE_V2_DIR`` or ``../shared/reference-v2``; None if absent."""
     env = os.environ.get("FVESEG_REFERENCE_V2_DIR")
     candidates = [Path(env)] if env else []
-    candidates += [DEFAULT_FIXTURE_DIR, Path("/work/shared/reference-v2")]
+    candidates += [DEFAULT_FIXTURE_DIR]
     for path in candidates:
         if (path / "state_dict_manifest.tsv").is_file():
             return path
