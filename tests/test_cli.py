@@ -68,9 +68,9 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 # -- errors and exit codes ------------------------------------------------------------------------------
 
 
-def test_missing_input_exits_1_with_one_line_and_no_traceback(tmp_path):
+def test_missing_input_exits_2_with_one_line_and_no_traceback(tmp_path):
     done = run_cli("segment", str(tmp_path / "missing.tif"))
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "does not exist" in done.stderr and "fix:" in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
 
@@ -91,7 +91,7 @@ def test_subprocess_unknown_subcommand_exits_2():
 def test_bad_checkpoint_is_a_user_error(tmp_path, volume_tif, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert main(["segment", str(volume_tif), "--model", str(bad), "--quiet"]) == 1
+    assert main(["segment", str(volume_tif), "--model", str(bad), "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "vol.fveseg.ome.zarr").exists()
 
@@ -125,8 +125,9 @@ def test_existence_gaps_inside_the_stack_print_advice(tmp_path, volume_tif, chec
     monkeypatch.setattr(fveseg.pipeline, "segment_array", weak_middle)
     output = tmp_path / "out.tif"
     command = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]
+    command += ["--scale", "1", "0.5", "0.5"]  # a known voxel size: no note about it
     assert main(command) == 0  # the default gate's hysteresis keeps those slices: nothing to advise
-    assert "note:" not in capsys.readouterr().err
+    assert "was dropped from" not in capsys.readouterr().err
     assert main([*command, "--overwrite", "--exist-low", "0.5"]) == 0  # hysteresis off
     err = capsys.readouterr().err
     assert 'note: vol.tif: "nuclei" was dropped from 2 of 8 slices' in err
@@ -134,15 +135,18 @@ def test_existence_gaps_inside_the_stack_print_advice(tmp_path, volume_tif, chec
     assert output.is_file()
 
 
-def test_bugs_are_not_swallowed(monkeypatch, volume_tif):
+def test_bugs_exit_1_with_one_line_and_a_log_file(monkeypatch, volume_tif, tmp_path, capsys):
     import fveseg.cli.segment
 
     def broken(args):
         raise RuntimeError("a bug")
 
+    monkeypatch.setenv("FVESEG_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setattr(fveseg.cli.segment, "run", broken)
-    with pytest.raises(RuntimeError, match="a bug"):
-        main(["segment", str(volume_tif)])
+    assert main(["segment", str(volume_tif)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("internal error: RuntimeError: a bug") and "Traceback" not in err
+    assert "a bug" in next((tmp_path / "logs").iterdir()).read_text()
 
 
 # -- segment ----------------------------------------------------------------------------------------------
@@ -173,7 +177,7 @@ def test_segment_writes_zarr_refuses_existing_and_overwrites(tmp_path, volume_ti
     assert labels.shape == (8, 32, 32) and labels.dtype == np.uint32
     first = np.asarray(labels)
 
-    assert main(argv) == 1  # refuses to replace
+    assert main(argv) == 2  # refuses to replace
     assert "already exists" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0  # replaces, same deterministic result
     assert np.array_equal(np.asarray(read_labels(output, "nuclei")[0]), first)
@@ -268,7 +272,7 @@ def test_encode_slice_range_and_existing_output(tmp_path):
     encoded = tifffile.imread(output)
     assert encoded.shape == (2, 8, 8, 3) and encoded.dtype == np.uint16
     assert np.array_equal(encoded[0, ..., 1], volume[0]) and np.array_equal(encoded[1, ..., 2], volume[3])
-    assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--quiet"]) == 1
+    assert main(["encode", str(tmp_path / "v.tif"), "-o", str(output), "--quiet"]) == 2
 
 
 def test_evaluate_hand_made_case(tmp_path, capsys):
@@ -319,7 +323,7 @@ def test_evaluate_counts_must_match(tmp_path, capsys):
                 str(tmp_path / "a.tif"),
             ]
         )
-        == 1
+        == 2
     )
     assert "2 predictions but 1 ground truths" in capsys.readouterr().err
     assert main(["evaluate", "--pred", str(tmp_path / "a.tif"), "--gt", str(tmp_path / "a.tif")]) == 0
@@ -343,7 +347,7 @@ def test_demo_says_default_model_is_missing(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(checkpoint_module, "default_checkpoint_path", lambda: tmp_path / "none" / "default")
     monkeypatch.chdir(tmp_path)
-    assert main(["demo", "--quiet"]) == 1
+    assert main(["demo", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the default model is missing") and "--model" in err
     assert not (tmp_path / "fveseg-demo.zarr").exists()
@@ -362,16 +366,16 @@ def test_demo_runs_end_to_end_with_a_given_model(tmp_path, checkpoint, monkeypat
     assert "objects found" in out and "dice" in out and "f1@0.5" in out and "segment" in out
     assert np.array_equal(np.asarray(read_volume(output).data), small.image)
     assert read_labels(output, "nuclei")[0].shape == small.image.shape
-    assert main(argv) == 1  # refuses to overwrite
+    assert main(argv) == 2  # refuses to overwrite
     assert main(argv + ["--overwrite"]) == 0
 
 
 def test_convert_errors_are_one_line(tmp_path, capsys):
-    assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 1
+    assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "does not exist" in err and "\n" not in err
     (tmp_path / "out.json").write_text("{}")  # refused before the (large) source is read
-    assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 1
+    assert main(["convert", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "absent.ckpt")]) == 2  # DST missing: usage error
 

@@ -202,7 +202,7 @@ def test_nifti_is_transposed_to_zyx(tmp_path, volume, suffix):
     nibabel.save(image, tmp_path / f"ct{suffix}")
     read = read_volume(tmp_path / f"ct{suffix}")
     np.testing.assert_array_equal(read.data, volume.astype(np.int16))
-    assert read.spacing == pytest.approx((3.0, 0.8, 0.7)) and read.unit == "millimeter"
+    assert read.spacing == pytest.approx((3000.0, 800.0, 700.0)) and read.unit == "micrometer"  # mm -> µm
     assert read.name == "ct"
 
 

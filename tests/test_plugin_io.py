@@ -148,7 +148,7 @@ def test_nifti_and_plain_tiff_open_as_images(tmp_path):
     nifti = str(tmp_path / "ct.nii.gz")
     ((nifti_data, nifti_kwargs, nifti_type),) = get_reader(nifti)(nifti)
     assert nifti_type == "image" and np.asarray(nifti_data).size == volume.size
-    assert sorted(nifti_kwargs["scale"]) == [1.0, 1.0, 2.0]
+    assert sorted(nifti_kwargs["scale"]) == [1000.0, 1000.0, 2000.0]  # NIfTI mm shown in µm
 
 
 def test_reader_declines_other_files(tmp_path):

@@ -54,7 +54,9 @@ from fveseg.instances.blocks import (
     split_instances_in_blocks,
 )
 from fveseg.instances.haze import trim_out_of_focus_in_blocks
-from fveseg.io.atomic import remove_path, temporary_sibling
+from fveseg.io import preflight
+from fveseg.io.atomic import discard, temporary_sibling
+from fveseg.io.volume import spacing_in_micrometer
 from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
 from fveseg.normalize import intensity_range, noise_level
 from fveseg.pipeline import (
@@ -77,6 +79,10 @@ __all__ = [
 ]
 
 
+#: Seconds to wait for a ``--scheduler`` to answer before saying it cannot be reached.
+CONNECT_TIMEOUT = "20s"
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, **cluster_options) -> Iterator:
     """A dask `Client`: to ``scheduler`` if given, else to a new local cluster of ``workers`` processes.
@@ -86,7 +92,14 @@ def connect(scheduler: str | None = None, workers: int | None = None, **cluster_
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as error:  # unreachable, refused, malformed address
+            raise InputError(
+                f"cannot reach the dask scheduler at {scheduler} ({type(error).__name__}: {error}) (fix: "
+                "check the address and that the scheduler runs, or use --workers N for a local cluster)"
+            ) from error
+        with client:
             yield client
         return
     options = dict(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
@@ -100,6 +113,8 @@ def segment_jobs(client, jobs, params: SegmentParams, on_done=None) -> list:
     ``on_done()`` is called as each volume finishes (a progress bar's update)."""
     from distributed import as_completed
 
+    for job in jobs:  # the checks segment_file makes first, here before any worker starts on a volume
+        preflight_job(job, params)
     futures = client.map(segment_file, jobs, params=params, pure=False)
     order = {future.key: i for i, future in enumerate(futures)}
     summaries: list = [None] * len(futures)
@@ -112,6 +127,18 @@ def segment_jobs(client, jobs, params: SegmentParams, on_done=None) -> list:
         client.cancel(futures)
         raise
     return summaries
+
+
+def preflight_job(job, params: SegmentParams) -> list[str]:
+    """The checks that need no volume data or network (`fveseg.io.preflight`); returns the layer names."""
+    names = params.layer_names()
+    preflight.check_params(params)
+    if job.into_source and job.fmt != "zarr":
+        raise InputError("--into-source writes into an OME-Zarr image group (fix: drop --format tiff)")
+    preflight.check_output(job, names)
+    if job.into_source:
+        io.check_into_image(job.source, names, job.overwrite)
+    return names
 
 
 def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
@@ -261,8 +288,11 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
 
     start = time.perf_counter()
     stages: dict[str, float] = {}
+    names = preflight_job(job, options)
     volume = io.read_volume(job.source, channel=options.channel)
-    data, spacing = volume.data, options.spacing or volume.spacing
+    if job.into_source:
+        io.check_into_image(job.source, names, job.overwrite, shape=tuple(volume.data.shape))
+    data, spacing = volume.data, options.spacing or spacing_in_micrometer(volume.spacing, volume.unit)
     axis = fve.select_view(tuple(data.shape), spacing) if options.axis == "auto" else int(options.axis)
     if axis != 0 and options.instances:
         raise InputError(
@@ -362,7 +392,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         objects = objects if options.instances else -1  # counting components needs the whole volume
         stages["write"] = time.perf_counter() - mark
     finally:
-        remove_path(scratch)
+        discard(scratch)
     return JobSummary.of(volume, job, options, objects, start, written, stages, options.resize, notes)
 
 

@@ -31,7 +31,8 @@ class SegmentParams:
         Smallest instance kept, in physical units (µm³ with µm spacing).
     min_relative_size : float
         Drop specks under this fraction of the typical object size (0: keep all).
-    instance_method : {"watershed", "reference"}
+    instance_method : {"watershed", "distance", "reference"}
+        How masks become instances (`fveseg.instances.split.split_instances`).
     focus_fraction : float
         Drop each instance's cross-sections dimmer than this fraction of its brightest (0: keep all).
     checkpoint : str or None

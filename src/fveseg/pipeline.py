@@ -27,6 +27,8 @@ from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
 from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
 from fveseg.instances.split import instances_from_prediction
+from fveseg.io import preflight
+from fveseg.io.volume import spacing_in_micrometer
 from fveseg.normalize.noise import NOISY_LEVEL
 from fveseg.params import SegmentParams, slug
 
@@ -195,20 +197,17 @@ def count_objects(layers: dict[str, tuple[np.ndarray, dict]], instances: bool) -
 
 
 def write_layers(job: SegmentJob, layers, spacing, image=None) -> list[Path]:
-    """Write every layer; a new OME-Zarr or TIFF set appears complete or not at all."""
+    """Write every layer, all or nothing: a new OME-Zarr or TIFF set appears complete or not at all, and
+    labels added to the source (``into_source``) appear together or leave it byte-identical.
+
+    ``into_source`` adds only ``labels/<layer>`` groups to the source's OME-Zarr image group (refused for
+    anything else); ``overwrite`` then replaces only those label groups, never the image. ``spacing`` is
+    in micrometres.
+    """
     if job.fmt == "zarr":
         if job.into_source:
-            return [
-                io.write_labels_zarr(
-                    job.source,
-                    labels,
-                    name,
-                    spacing=spacing,
-                    class_names=names or None,
-                    overwrite=job.overwrite,
-                )
-                for name, (labels, names) in layers.items()
-            ]
+            io.add_labels_to_image(job.source, layers, spacing=spacing, overwrite=job.overwrite)
+            return [job.source]
         with io.atomic_path(job.output, overwrite=job.overwrite) as tmp:
             first = True
             for name, (labels, names) in layers.items():
@@ -226,12 +225,12 @@ def write_layers(job: SegmentJob, layers, spacing, image=None) -> list[Path]:
     for path in paths.values():  # check all first so a clash on the second file cannot leave half a set
         if path.exists() and not job.overwrite:
             raise OutputExistsError(f"{path} already exists (fix: pass --overwrite or choose another -o)")
-    return [
-        io.write_labels_tiff(
-            paths[name], labels, spacing=spacing, class_names=names or None, overwrite=job.overwrite
-        )
-        for name, (labels, names) in layers.items()
-    ]
+    names = list(layers)
+    with io.atomic_paths([paths[name] for name in names], overwrite=job.overwrite) as temporaries:
+        for temporary, name in zip(temporaries, names):  # each file written, then all renamed together
+            labels, classes = layers[name]
+            io.write_labels_tiff(temporary, labels, spacing=spacing, class_names=classes or None)
+    return [paths[name] for name in names]
 
 
 def tiff_paths(output: Path, names: list[str]) -> dict[str, Path]:
@@ -251,17 +250,20 @@ def segment_file(
     """Segment one volume file and write its labels; return a summary with per-stage seconds."""
     stages: dict[str, float] = {}
     start = time.perf_counter()
-    params.layer_names()  # refuse clashing layer names before reading anything
+    # Every check that needs no network runs here, before the model loads: nothing is written on refusal.
+    names = params.layer_names()  # refuse clashing layer names before reading anything
+    preflight.check_params(params)
     if job.into_source and job.fmt != "zarr":
         raise InputError("--into-source writes into an OME-Zarr image group (fix: drop --format tiff)")
+    preflight.check_output(job, names)
+    if job.into_source:  # an OME-Zarr image group whose labels/ does not hold these names (or --overwrite)
+        io.check_into_image(job.source, names, job.overwrite)
     volume = io.read_volume(job.source, channel=params.channel)
-    if job.into_source and not Path(job.source).name.lower().endswith(".zarr"):
-        raise InputError(
-            f"--into-source needs an OME-Zarr input, {job.source.name} is not one "
-            "(fix: drop --into-source or convert the input to OME-Zarr)"
-        )
+    preflight.check_memory(volume.data.shape, job.source.name)
+    if job.into_source:
+        io.check_into_image(job.source, names, job.overwrite, shape=tuple(volume.data.shape))
     data = np.asarray(volume.data)
-    spacing = params.spacing or volume.spacing
+    spacing = params.spacing or spacing_in_micrometer(volume.spacing, volume.unit)
     stages["read"] = time.perf_counter() - start
 
     mark = time.perf_counter()

@@ -7,26 +7,43 @@
 ``demo``      the README's main job: segment the bundled synthetic sample end to end and score it
 ``convert``   the released BiomedParse v2 ``.ckpt`` once into fveseg's ``.safetensors`` + ``.json``
 
-Exit codes: 0 success; 1 a user error at run time (any `fveseg.errors.FvesegError`: missing file, output
-exists, bad checkpoint); 2 a usage error (unknown option, bad value); 130 interrupted (Ctrl-C), with no
-partial output left behind. User errors print one line ``error: ...`` without a traceback; a bug still
-prints its traceback so it can be reported.
+Exit codes: 0 success; 2 a user error — a usage mistake (unknown option, bad value) or any
+`fveseg.errors.FvesegError` at run time (missing file, output exists, bad checkpoint) —, printed as one
+line ``error: <problem> (fix: <what to do>)``; 1 an internal error (a bug, or an environment failure such
+as a full disk), printed as one line naming a log file that holds the traceback; 130 interrupted by
+Ctrl-C (SIGINT) and 143 by SIGTERM, printed as one line. No traceback ever reaches the terminal, and an
+interrupted run leaves either the old outputs or the new ones (`fveseg.io.atomic`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from fveseg import __version__
 from fveseg.errors import FvesegError
 
 __all__ = ["main", "build_parser", "UsageError"]
 
-EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 1
+EXIT_USER_ERROR = 2
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+#: OSError numbers that describe the user's machine, not a bug: full disk, quota, read-only, no permission.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup path that handles an interrupt handles it too."""
 
 
 class UsageError(Exception):
@@ -63,11 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fveseg`` with `argv` (default ``sys.argv[1:]``); return the exit code.
+    """Run ``fveseg`` with `argv` (default ``sys.argv[1:]``); return the exit code (see the module doc).
 
-    User mistakes print ``error: <problem> (fix: <what to do>)`` on stderr; unexpected exceptions propagate
-    with their traceback.
+    User mistakes print ``error: <problem> (fix: <what to do>)`` on stderr; unexpected exceptions print
+    one line with the path of a log file holding the traceback.
     """
+    previous = _handle_sigterm()
+    try:
+        return _run(argv)
+    except Terminated:
+        print(
+            "terminated (SIGTERM): outputs already finished were kept, unfinished ones removed",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        # Outputs are written to temporary paths and renamed only when complete: nothing partial is left.
+        print("interrupted: outputs already finished were kept, unfinished ones removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as error:
@@ -75,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as done:  # --help and --version exit 0 through argparse
         return int(done.code or 0)
+    except Exception as error:
+        return _internal_error(error)
     try:
         return int(args.run(args) or 0)
     except FvesegError as error:
@@ -83,10 +121,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        # Outputs are written to temporary paths and renamed only when complete, so nothing partial is left.
-        print("interrupted: no partial output was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(error)
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"error: {error.strerror or error}{where}; nothing partial was kept "
+            "(fix: free disk space, or choose a writable output folder with -o)",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except MemoryError as error:
+        print(
+            f"error: out of memory ({error or 'MemoryError'}) (fix: segment in blocks with --workers N "
+            "--block-slices 64, or free memory)",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except Exception as error:
+        return _internal_error(error)
+
+
+def _handle_sigterm():
+    """Make SIGTERM raise `Terminated` (a KeyboardInterrupt) in the main thread; return the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+        return None
+
+
+def log_folder() -> Path:
+    """Where tracebacks of internal errors go: ``$FVESEG_LOG_DIR``, else the user cache folder."""
+    configured = os.environ.get("FVESEG_LOG_DIR")
+    if configured:
+        return Path(configured)
+    cache = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(cache) / "fveseg" / "logs"
+
+
+def _internal_error(error: BaseException) -> int:
+    """Write the traceback to a log file and print one line naming it and the error."""
+    import datetime
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    where = None
+    for folder in (log_folder(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f"fveseg-{stamp}-", suffix=".log", dir=folder)
+            with os.fdopen(handle, "w") as log:
+                log.write(f"fveseg {__version__}\nargv: {sys.argv!r}\n\n{text}")
+            where = name
+            break
+        except OSError:
+            continue
+    summary = f"{type(error).__name__}: {error}".splitlines()[0][:300] if str(error) else type(error).__name__
+    detail = f"the traceback is in {where}" if where else "no log file could be written"
+    print(f"internal error: {summary} ({detail}; please report it with that file)", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
 
 
 def entry_point() -> None:  # pragma: no cover - thin wrapper for console scripts

@@ -16,6 +16,7 @@ import numpy as np
 
 from fveseg.cli.common import ProgressBar, format_table
 from fveseg.errors import CheckpointError
+from fveseg.instances.split import INSTANCE_METHODS
 
 NAME = "demo"
 HELP = "segment the bundled synthetic sample and score it (the README's main job)"
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per network batch")
-    parser.add_argument("--instance-method", choices=("watershed", "reference"), default="watershed")
+    parser.add_argument("--instance-method", choices=INSTANCE_METHODS, default="watershed")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -24,6 +24,7 @@ from fveseg.cli.common import (
 )
 from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
 from fveseg.errors import InputError, OutputExistsError
+from fveseg.instances.split import INSTANCE_METHODS
 from fveseg.normalize import NOISY_LEVEL
 from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
 
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--instance-method",
-        choices=("watershed", "reference"),
+        choices=INSTANCE_METHODS,
         default=DEFAULTS.instance_method,
         help="watershed: every mask voxel labelled; reference: the BiomedParse v2 recipe",
     )

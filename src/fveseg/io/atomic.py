@@ -1,7 +1,10 @@
 """Atomic output: write to a hidden temporary sibling, then rename it into place.
 
-A crash or an exception mid-write leaves neither a half-written output nor the temporary path behind,
-and an existing output is only replaced when the caller asked for it.
+A crash, an exception, Ctrl-C or SIGTERM mid-write leaves neither a half-written output nor the
+temporary path behind, and an existing output is only replaced when the caller asked for it. The final
+renames (`commit_all`) run with SIGINT and SIGTERM deferred, so an interrupt there lands after them:
+the user finds either every old output or every new one, never a mix, and no hidden ``.old-*`` or
+``.tmp-*`` sibling.
 """
 
 from __future__ import annotations
@@ -9,11 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from fveseg.errors import InputError, OutputExistsError
+
+
+def _rename(source: Path, target: Path) -> None:
+    """`os.replace`, the one step every commit is made of (tests interrupt it here)."""
+    os.replace(source, target)
 
 
 def temporary_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
@@ -30,6 +41,68 @@ def remove_path(path: str | os.PathLike) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def discard(path: str | os.PathLike, settle: float = 0.05, tries: int = 20) -> None:
+    """Delete `path` for good, with SIGINT/SIGTERM deferred: a second Ctrl-C cannot leave half of it.
+
+    Writer threads still finishing a chunk (zarr's I/O pool) can recreate files right after a delete, so
+    the path is checked again after `settle` seconds and deleted again, up to `tries` times.
+    """
+    path = Path(path)
+    interrupted: BaseException | None = None
+    with deferred_signals(deliver=False):
+        for _ in range(tries):
+            try:
+                remove_path(path)
+            except KeyboardInterrupt as error:  # raised from inside the delete: finish it, then go on
+                interrupted = error
+                continue
+            time.sleep(settle if path.parent.exists() else 0)
+            if not path.exists() and not path.is_symlink():
+                break
+    if interrupted is not None:
+        raise interrupted
+
+
+_deferring = False
+
+
+@contextlib.contextmanager
+def deferred_signals(deliver: bool = True) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them (as `KeyboardInterrupt`).
+
+    Only the main thread can handle signals; elsewhere this does nothing. With `deliver` false, or when
+    the block raised, a signal that arrived meanwhile is dropped in favour of the exception already
+    under way (the run ends either way).
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield  # nested: the outermost block holds the signals
+        return
+    _deferring = True
+    pending: list[int] = []
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[number] = signal.signal(number, lambda signum, frame: pending.append(signum))
+        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+            pass
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        _deferring = False
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        handler = previous.get(pending[0]) if pending and deliver and not failed else signal.SIG_IGN
+        if handler is not signal.SIG_IGN:
+            if callable(handler):
+                handler(pending[0], None)
+            raise KeyboardInterrupt
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -49,30 +122,51 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def commit(temporary: Path, target: Path, overwrite: bool) -> None:
-    """Move the finished `temporary` onto `target` (file or directory).
+    """Move the finished `temporary` onto `target` (file or directory); see `commit_all`."""
+    commit_all([(Path(temporary), Path(target))], overwrite)
 
-    An existing target is moved aside first and deleted only after the new output is in place, so a
-    failure at any step leaves either the old or the new output, never neither.
+
+def commit_all(
+    pairs: Sequence[tuple[Path, Path]], overwrite: bool, then: Callable[[], None] | None = None
+) -> None:
+    """Move every finished ``temporary`` onto its ``target``, all or none.
+
+    Existing targets are moved aside first and deleted only once every new output is in place; a
+    failure at any step (a full disk, a refused rename, a KeyboardInterrupt raised inside it) puts
+    the old outputs back, so the caller sees either all old or all new outputs. SIGINT/SIGTERM are
+    deferred meanwhile. ``then`` runs after the renames, before the old outputs are deleted: when it fails
+    the renames are undone too. The temporaries of a failed commit are left for the caller to discard.
     """
-    if target.exists():
-        if not overwrite:
-            remove_path(temporary)
+    pairs = [(Path(t), Path(p)) for t, p in pairs]
+    with deferred_signals():
+        clashes = [target for _, target in pairs if target.exists() or target.is_symlink()]
+        if clashes and not overwrite:
             raise OutputExistsError(
-                f"{target} appeared while it was being written. Pass overwrite=True (--overwrite) to "
+                f"{clashes[0]} appeared while it was being written. Pass overwrite=True (--overwrite) to "
                 "replace it, or choose another path."
             )
-        if target.is_dir() or temporary.is_dir():
-            # os.replace cannot put a directory over a non-empty directory: swap through a trash name.
-            trash = temporary_sibling(target, "old")
-            os.replace(target, trash)
-            try:
-                os.replace(temporary, target)
-            except BaseException:
-                os.replace(trash, target)
-                raise
-            remove_path(trash)
-            return
-    os.replace(temporary, target)
+        aside: list[tuple[Path, Path]] = []  # (target, where its old content went)
+        placed: list[tuple[Path, Path]] = []  # (temporary, target) renames attempted
+        try:
+            for temporary, target in pairs:
+                if target.exists() or target.is_symlink():
+                    trash = temporary_sibling(target, "old")
+                    aside.append((target, trash))
+                    _rename(target, trash)
+                placed.append((temporary, target))
+                _rename(temporary, target)
+            if then is not None:
+                then()
+        except BaseException:
+            for temporary, target in reversed(placed):  # undo the renames that happened
+                if not temporary.exists() and target.exists():
+                    _rename(target, temporary)
+            for target, trash in reversed(aside):
+                if trash.exists() or trash.is_symlink():
+                    _rename(trash, target)
+            raise
+        for _, trash in aside:
+            discard(trash)
 
 
 @contextlib.contextmanager
@@ -102,15 +196,28 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     >>> target.read_text()
     'done'
     """
-    target = check_writable(path, overwrite)
-    suffix = "".join(target.suffixes)
-    temporary = temporary_sibling(target)
-    temporary = temporary.with_name(temporary.name + suffix)
-    try:
+    with atomic_paths([path], overwrite) as (temporary,):
         yield temporary
-        if not temporary.exists():
-            raise FileNotFoundError(f"nothing was written to the temporary path {temporary}")
-        commit(temporary, target, overwrite)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike], overwrite: bool = False) -> Iterator[list[Path]]:
+    """`atomic_path` for a set of outputs that appear together or not at all (`commit_all`).
+
+    Every existing path is refused (without `overwrite`) before anything is written.
+    """
+    targets = [check_writable(path, overwrite) for path in paths]
+    temporaries = []
+    for target in targets:
+        temporary = temporary_sibling(target)
+        temporaries.append(temporary.with_name(temporary.name + "".join(target.suffixes)))
+    try:
+        yield temporaries
+        for temporary in temporaries:
+            if not temporary.exists():
+                raise FileNotFoundError(f"nothing was written to the temporary path {temporary}")
+        commit_all(list(zip(temporaries, targets)), overwrite)
     except BaseException:
-        remove_path(temporary)
+        for temporary in temporaries:
+            discard(temporary)
         raise

@@ -12,7 +12,7 @@ from typing import Any
 
 from fveseg.errors import InputError
 from fveseg.io.labels_meta import parse_image_label
-from fveseg.io.volume import Volume, check_volume, stem, to_zyx
+from fveseg.io.volume import Volume, check_volume, stem, to_zyx, unit_factor
 
 #: Marks the all-zero, chunk-less image we put in a labels-only container (see `zarr_io`).
 PLACEHOLDER_KEY = "fveseg"
@@ -39,8 +39,14 @@ def ome_attrs(group) -> tuple[dict, str]:
     attrs = group.attrs.asdict()
     if "ome" in attrs and isinstance(attrs["ome"], dict):
         return attrs["ome"], str(attrs["ome"].get("version", "0.5"))
-    multiscales = attrs.get("multiscales") or [{}]
-    version = attrs.get("image-label", {}).get("version") or multiscales[0].get("version") or "0.4"
+    multiscales = attrs.get("multiscales")
+    first = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+    image_label = attrs.get("image-label")
+    version = (
+        (image_label.get("version") if isinstance(image_label, dict) else None)
+        or (first.get("version") if isinstance(first, dict) else None)
+        or "0.4"
+    )
     return attrs, str(version)
 
 
@@ -110,7 +116,10 @@ def _spatial_spacing(axes: list[dict], scale: list[float]) -> tuple[tuple | None
     spacing = (float(values["z"]), float(values["y"]), float(values["x"]))
     if unit is None and spacing == (1.0, 1.0, 1.0):
         return None, None  # no unit and unit scale: the file does not know its voxel size
-    return spacing, unit
+    factor = unit_factor(unit)
+    if factor is None:
+        return spacing, unit  # no or an unknown unit: the numbers as stored
+    return tuple(s * factor for s in spacing), "micrometer"  # converted, not relabelled
 
 
 def read_zarr(path: Path, channel: int | str | None = None) -> Volume:
@@ -136,7 +145,7 @@ def read_zarr(path: Path, channel: int | str | None = None) -> Volume:
             f"{path} is a Zarr group without OME 'multiscales' metadata, so it holds no image we can "
             f"read. Open the image inside it instead (entries: {', '.join(children) or 'none'})."
         )
-    multiscale = attrs["multiscales"][0]
+    multiscale = _first_multiscale(attrs["multiscales"], path)
     level0 = _lazy_level(node, multiscale)
     axes = multiscale_axes(multiscale, level0.ndim)
     channel_names = [c.get("label", str(i)) for i, c in enumerate(attrs.get("omero", {}).get("channels", []))]
@@ -159,6 +168,19 @@ def read_zarr(path: Path, channel: int | str | None = None) -> Volume:
     )
 
 
+def _first_multiscale(multiscales: Any, source: Any) -> dict:
+    """The first entry of OME ``multiscales``, checked: a non-empty list whose first dict has datasets."""
+    first = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+    datasets = first.get("datasets") if isinstance(first, dict) else None
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
+        raise InputError(
+            f"{source}: its OME 'multiscales' metadata is malformed ({str(multiscales)[:80]!r}); expected a "
+            "list whose first entry lists 'datasets' (fix: write the OME-Zarr again, e.g. with fveseg or "
+            "bioformats2raw)."
+        )
+    return first
+
+
 def label_names(image_group) -> list[str]:
     """Names listed in the image group's ``labels`` group (empty when it has none)."""
     if "labels" not in image_group:
@@ -172,7 +194,7 @@ def read_label_group(group) -> tuple[Any, dict]:
     attrs, version = ome_attrs(group)
     if "multiscales" not in attrs:
         raise InputError(f"{group.store} is not an OME-Zarr label image (no 'multiscales').")
-    multiscale = attrs["multiscales"][0]
+    multiscale = _first_multiscale(attrs["multiscales"], group.store)
     level0 = _lazy_level(group, multiscale)
     axes = multiscale_axes(multiscale, level0.ndim)
     data, _ = to_zyx(level0, _axes_letters(axes), str(group.name), None)

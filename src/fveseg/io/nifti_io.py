@@ -2,7 +2,8 @@
 
 NIfTI stores voxels as (x, y, z[, t]); we transpose to (z, y, x) in the file's own voxel order (no
 reorientation, so voxel indices match other tools that read the same file) and take the spacing from
-the header zooms, in millimetres.
+the header zooms, converted from the header's unit (millimetres when it says none) to micrometres, the
+unit of every `Volume`: 0.5 mm becomes 500 µm, never 0.5 µm.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from fveseg.io.volume import Volume, check_volume, clean_spacing, stem, to_micro
 
 
 def read_nifti(path: Path, channel: int | str | None = None) -> Volume:
-    """Read a NIfTI image as a (z, y, x) `Volume` with spacing (z, y, x) in millimetres."""
+    """Read a NIfTI image as a (z, y, x) `Volume` with spacing (z, y, x) converted to micrometres
+    (the header's ``xyzt_units``; a header without one is taken as millimetres)."""
     import nibabel
 
     try:
@@ -38,13 +40,13 @@ def read_nifti(path: Path, channel: int | str | None = None) -> Volume:
     zooms = list(image.header.get_zooms())[:3] + [1.0] * (3 - min(3, len(image.header.get_zooms())))
     spatial_unit = image.header.get_xyzt_units()[0] if hasattr(image.header, "get_xyzt_units") else "mm"
     known = spatial_unit in ("meter", "mm", "micron")  # nibabel's names; "unknown" is read as mm
-    factor = to_micrometer(1.0, spatial_unit) / 1000.0 if known else 1.0  # -> millimetres
+    factor = to_micrometer(1.0, spatial_unit if known else "mm")  # -> micrometres, like every reader
     spacing = clean_spacing([zooms[2] * factor, zooms[1] * factor, zooms[0] * factor])
     return Volume(
         data=check_volume(np.ascontiguousarray(data), path.name),
         spacing=spacing,
         name=stem(path),
         path=path,
-        unit="millimeter" if spacing else None,
+        unit="micrometer" if spacing else None,
         channel_names=names,
     )

@@ -53,6 +53,11 @@ def _existing(path: str | os.PathLike) -> Path:
     kind = file_kind(path)  # unknown extensions are reported before missing files
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path (it is read relative to {Path.cwd()}).")
+    if not path.is_dir() and not path.is_file():  # a FIFO, socket or device would block or never end
+        raise InputError(
+            f"{path} is not a regular file (a pipe, socket or device), so it cannot be read as a "
+            f"{kind} volume (fix: save the volume to a file and point at that file)."
+        )
     if kind != "zarr" and path.is_dir():
         raise InputError(f"{path} is a folder, not a {kind} file; point at the file itself.")
     return path

@@ -26,6 +26,8 @@ _TO_MICROMETER = {
     "micrometer": 1.0,
     "\\u00b5m": 1.0,
     "μm": 1.0,
+    "inch": 25400.0,
+    "in": 25400.0,
     "nm": 1e-3,
     "nanometer": 1e-3,
     "pm": 1e-6,
@@ -55,7 +57,9 @@ class Volume:
     path : Path
         The file or folder read.
     unit : str or None
-        Unit of `spacing`: "micrometer" (TIFF, Zarr) or "millimeter" (NIfTI, medical npz).
+        Unit of `spacing`: "micrometer" whenever the file names a known unit (TIFF, OME-Zarr and NIfTI
+        are converted to µm, e.g. 0.5 mm → 500 µm); "millimeter" for challenge npz (kept as stored, see
+        `spacing_in_micrometer`); None when unknown.
     instance_label : bool
         True when `labels` hold instance ids of one class (challenge `instance_label` = 1).
     channel_names : list[str]
@@ -232,11 +236,23 @@ def plain_zyx(array: Any, source: str, channel: int | str | None = None) -> Any:
     )
 
 
+def unit_factor(unit: str | None) -> float | None:
+    """Micrometres in one `unit` (``"millimeter"`` → 1000); None for a missing or unknown unit."""
+    if unit is None:
+        return None
+    return _TO_MICROMETER.get(str(unit).strip().lower())
+
+
+def spacing_in_micrometer(spacing, unit: str | None) -> tuple[float, float, float] | None:
+    """A `Volume`'s spacing in micrometres (unknown units are taken as micrometres)."""
+    if spacing is None:
+        return None
+    return tuple(to_micrometer(s, unit) for s in spacing)
+
+
 def to_micrometer(value: float, unit: str | None) -> float:
     """Convert a length to micrometres; unknown or missing units are taken as micrometres."""
-    if unit is None:
-        return float(value)
-    return float(value) * _TO_MICROMETER.get(str(unit).strip().lower(), 1.0)
+    return float(value) * (unit_factor(unit) or 1.0)
 
 
 def clean_spacing(values: Sequence[float] | None) -> tuple[float, float, float] | None:

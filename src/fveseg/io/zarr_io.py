@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fveseg.errors import InputError, OutputExistsError
-from fveseg.io.atomic import atomic_path, commit, remove_path, temporary_sibling
+from fveseg.io.atomic import atomic_path, commit_all, deferred_signals, discard, temporary_sibling
 from fveseg.io.labels_meta import MAX_DEFAULT_COLORED_IDS, as_label_ids, image_label_metadata
 from fveseg.io.ngff import (
     PLACEHOLDER_KEY,
@@ -32,9 +32,8 @@ from fveseg.io.ngff import (
     level_scale,
     multiscale_axes,
     ome_attrs,
-    open_group,
 )
-from fveseg.io.volume import check_dtype, clean_spacing
+from fveseg.io.volume import check_dtype, clean_spacing, unit_factor
 
 DEFAULT_CHUNKS = (8, 256, 256)
 #: Uncompressed bytes of one block read, converted and written at a time.
@@ -158,52 +157,182 @@ def _as_zyx_labels(labels: Any) -> Any:
 
 
 def _add_to_image_group(path: Path, labels: Any, name: str, spacing, overwrite: bool, options: dict) -> Path:
+    layers = {name: (labels, options["class_names"])}
+    return add_labels_to_image(path, layers, spacing=spacing, overwrite=overwrite, options=options)
+
+
+def _check_label_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise InputError(f"Label name {name!r} is not usable; give a plain name such as 'nuclei'.")
+
+
+def check_into_image(
+    path: str | os.PathLike, names, overwrite: bool = False, shape: tuple | None = None
+) -> tuple[Any, dict]:
+    """Refuse, reading only, every reason `add_labels_to_image` would stop part-way.
+
+    `path` must be an OME-Zarr image group with a readable level 0 (a plain Zarr array, a group without
+    ``multiscales`` or broken metadata is refused: its image is never replaced); every name must be
+    new under ``labels/`` unless `overwrite`; `shape` (z, y, x), when given, must match the image.
+    Returns the opened group and its first multiscale.
+    """
     import zarr
 
-    root = open_group(path, mode="r+")
-    attrs, version = ome_attrs(root)
-    version = "0.5" if root.metadata.zarr_format == 3 else "0.4"
-    multiscale = attrs["multiscales"][0]
+    path = Path(path)
+    how = (
+        "(fix: drop --into-source and write a new OME-Zarr, e.g. -o result.ome.zarr, or convert the "
+        "input to an OME-Zarr image first)"
+    )
+    if not path.is_dir() or not any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray")):
+        raise InputError(f"{path} is not an OME-Zarr image group, so labels cannot be added to it {how}")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as error:
+        raise InputError(
+            f"{path} is not a readable Zarr store ({type(error).__name__}: {error}) {how}"
+        ) from error
+    if isinstance(node, zarr.Array):
+        raise InputError(
+            f"{path} is a plain Zarr array, not an OME-Zarr image group: adding labels would mean "
+            f"replacing the image itself, which fveseg never does {how}"
+        )
+    attrs, _ = ome_attrs(node)
+    multiscales = attrs.get("multiscales")
+    valid = isinstance(multiscales, list) and multiscales and isinstance(multiscales[0], dict)
+    datasets = multiscales[0].get("datasets") if valid else None
+    level = (
+        datasets[0].get("path")
+        if isinstance(datasets, list) and datasets and isinstance(datasets[0], dict)
+        else None
+    )
+    if level is None:
+        raise InputError(f"{path} has no usable OME 'multiscales' metadata, so it is no image group {how}")
+    try:
+        level0 = node[str(level)]
+    except Exception as error:
+        raise InputError(f"{path} lists image level {level!r}, which it does not hold {how}") from error
+    if not isinstance(level0, zarr.Array):
+        raise InputError(f"{path}: image level {level!r} is not an array {how}")
+    if shape is not None:
+        axes = multiscale_axes(multiscales[0], level0.ndim)
+        spatial = {a.get("name"): size for a, size in zip(axes, level0.shape)}
+        if (spatial.get("z", 1), spatial.get("y"), spatial.get("x")) != tuple(shape):
+            raise InputError(
+                f"Labels shape {tuple(shape)} does not match the image in {path} "
+                f"(shape {tuple(level0.shape)}); segment that image or write to a new path."
+            )
+    names = list(names)
+    for name in names:
+        _check_label_name(name)
+    if "labels" in node and not isinstance(node["labels"], zarr.Group):
+        raise InputError(f"{path}/labels is not a group, so no label image can be added {how}")
+    existing = [n for n in names if (path / "labels" / n).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{path} already holds label images {', '.join(existing)}; nothing was written "
+            "(fix: pass overwrite=True, --overwrite on the command line, to replace those label images — "
+            "the image itself is never replaced — or choose other prompts)"
+        )
+    return node, multiscales[0]
+
+
+#: Metadata files an added label image changes; saved before and restored when the addition fails.
+_METADATA_FILES = (
+    ".zmetadata",
+    "zarr.json",
+    ".zattrs",
+    "labels/.zattrs",
+    "labels/.zgroup",
+    "labels/zarr.json",
+)
+
+
+def add_labels_to_image(
+    path: str | os.PathLike,
+    layers: Mapping[str, tuple[Any, Mapping[int, str] | None]],
+    *,
+    spacing=None,
+    overwrite: bool = False,
+    options: dict | None = None,
+) -> Path:
+    """Add label images ``labels/<name>`` to an existing OME-Zarr image group, all or none.
+
+    Everything is checked first (`check_into_image`); each label image is written to a hidden sibling
+    inside ``labels/`` and renamed into place only when all are complete, and the ``labels`` listing
+    is updated last. A failure or an interrupt leaves the group as it was, byte for byte; `overwrite`
+    replaces only the label images named in `layers`, never the image. `spacing` is in micrometres and
+    is written in the image's own unit (millimetres for a CT image).
+    """
+    import zarr
+
+    path = Path(path)
+    options = {
+        "class_names": None,
+        "colors": None,
+        "chunks": None,
+        "max_levels": None,
+        "unit": "micrometer",
+        "block_bytes": DEFAULT_BLOCK_BYTES,
+        **(options or {}),
+    }
+    checked = {name: _as_zyx_labels(labels) for name, (labels, _) in layers.items()}
+    shapes = {tuple(labels.shape) for labels in checked.values()}
+    if len(shapes) > 1:
+        raise InputError(f"label images to add differ in shape ({sorted(shapes)}); they must match.")
+    root, multiscale = check_into_image(path, list(layers), overwrite, shape=next(iter(shapes), None))
+    zarr_format = root.metadata.zarr_format
+    version = "0.5" if zarr_format == 3 else "0.4"
     level0 = root[multiscale["datasets"][0]["path"]]
     axes = multiscale_axes(multiscale, level0.ndim)
-    spatial = {a.get("name"): size for a, size in zip(axes, level0.shape)}
-    if (spatial.get("z", 1), spatial.get("y"), spatial.get("x")) != tuple(labels.shape):
-        raise InputError(
-            f"Labels shape {tuple(labels.shape)} does not match the image in {path} "
-            f"(shape {tuple(level0.shape)}); segment that image or write to a new path."
-        )
+    image_unit = next((a.get("unit") for a in axes if a.get("name") == "x" and a.get("unit")), None)
     if spacing is None:
         scale = dict(zip((a.get("name") for a in axes), level_scale(multiscale, 0, level0.ndim)))
-        unit = next((a.get("unit") for a in axes if a.get("name") == "x" and a.get("unit")), None)
-        if unit:
+        if image_unit:
             spacing = (scale.get("z", scale.get("y", 1.0)), scale.get("y", 1.0), scale.get("x", 1.0))
-            options = {**options, "unit": unit}
+            options["unit"] = image_unit
+    elif image_unit and unit_factor(image_unit) and unit_factor(options["unit"]):
+        factor = unit_factor(options["unit"]) / unit_factor(image_unit)
+        spacing = tuple(float(s) * factor for s in spacing)  # same lengths, in the image's unit
+        options["unit"] = image_unit
+    snapshot = {name: (path / name).read_bytes() for name in _METADATA_FILES if (path / name).is_file()}
     labels_dir = path / "labels"
-    target = labels_dir / name
-    if target.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{target} already exists. Pass overwrite=True (--overwrite) to replace it, "
-            "or choose another name."
-        )
-    created_labels_group = "labels" not in root
-    labels_group = root.require_group("labels")
-    if created_labels_group:
-        _set_ome(labels_group, version, {"labels": []})
-    temporary = temporary_sibling(target)
+    new_group = not labels_dir.exists()
+    staged: list[tuple[Path, Path]] = []
     try:
-        group = zarr.open_group(str(temporary), mode="w", zarr_format=root.metadata.zarr_format)
-        _write_label_image(group, labels, spacing, version, options)
-        commit(temporary, target, overwrite)
+        if new_group:  # the whole labels group is built aside and appears in one rename
+            temporary = temporary_sibling(labels_dir)
+            staged.append((temporary, labels_dir))
+            group = zarr.open_group(str(temporary), mode="w", zarr_format=zarr_format)
+            _set_ome(group, version, {"labels": []})
+            for name, labels in checked.items():
+                layer = {**options, "class_names": layers[name][1] or None}
+                _write_label_image(group.create_group(name), labels, spacing, version, layer)
+        else:
+            for name, labels in checked.items():
+                temporary = temporary_sibling(labels_dir / name)
+                staged.append((temporary, labels_dir / name))
+                group = zarr.open_group(str(temporary), mode="w", zarr_format=zarr_format)
+                layer = {**options, "class_names": layers[name][1] or None}
+                _write_label_image(group, labels, spacing, version, layer)
+
+        def publish() -> None:  # the listing last: readers never see a name whose data is incomplete
+            labels_group = zarr.open_group(str(labels_dir), mode="r+")
+            names, _ = ome_attrs(labels_group)
+            listed = [n for n in names.get("labels", []) if n not in layers] + list(layers)
+            _set_ome(labels_group, version, {"labels": listed})
+            _reconsolidate(path, zarr_format)
+
+        commit_all(staged, overwrite, then=publish)
     except BaseException:
-        remove_path(temporary)
-        if created_labels_group:
-            remove_path(labels_dir)
+        with deferred_signals(deliver=False):
+            for temporary, _ in staged:
+                discard(temporary)
+            for name, content in snapshot.items():
+                if (path / name).parent.is_dir() and (
+                    not (path / name).is_file() or (path / name).read_bytes() != content
+                ):
+                    (path / name).write_bytes(content)
         raise
-    # The listing is updated last: readers never see a name whose data is not complete.
-    names, _ = ome_attrs(labels_group)
-    listed = [n for n in names.get("labels", []) if n != name] + [name]
-    _set_ome(labels_group, version, {"labels": listed})
-    _reconsolidate(path, root.metadata.zarr_format)
     return path
 
 
