@@ -190,6 +190,7 @@ def test_errors_are_notifications_with_the_fix(make_napari_viewer, qtbot, tmp_pa
     widget.prompts_edit.setPlainText("nuclei")
     widget.checkpoint_edit.setText(str(tmp_path / "missing.json"))
     widget.run()
+    _wait_idle(qtbot, widget)  # the model is checked in the worker, off the GUI thread
     assert "not found" in seen[-1] and "Browse" in seen[-1]
 
     broken = tmp_path / "broken"
@@ -282,3 +283,32 @@ def test_an_empty_model_field_runs_the_noise_robust_model_on_a_noisy_layer_and_s
     widget.run()
     _wait_idle(qtbot, widget)
     assert "the noise-robust model ran" in widget.status.text()
+
+
+def test_the_run_click_returns_without_importing_torch_or_loading_a_model(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    """The Run click only checks the form and starts the worker: the torch stack's import, the model
+    check and the model load happen in other threads (`_runtime.import_core`, `get_segmenter`)."""
+    import threading
+
+    import napari_fveseg._widget as widget_module
+
+    gui = threading.current_thread()
+    threads = []
+    monkeypatch.setattr(widget_module, "import_core", lambda: threads.append(threading.current_thread()))
+
+    def no_model(checkpoint, device):
+        threads.append(threading.current_thread())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(widget_module, "get_segmenter", no_model)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 8, 8), dtype=np.uint8), name="img")
+    widget = SegmentationWidget(viewer)
+    widget.layer_box.setCurrentText("img")
+    widget.checkpoint_edit.setText("")
+    widget.run()
+    assert threads == []  # nothing of the kind ran in the click handler
+    _wait_idle(qtbot, widget)
+    assert len(threads) == 2 and all(thread is not gui for thread in threads)

@@ -27,8 +27,8 @@ def is_loaded(checkpoint: str | None, device: str) -> bool:
     return (checkpoint, device) in _LOADED
 
 
-def import_core_in_gui_thread() -> None:
-    """Import the torch stack here, once, so the worker thread never runs a first import.
+def guard_against_llvm_clash() -> None:
+    """Call in the GUI thread before anything imports torch (cheap: reads /proc/self/maps once).
 
     On Linux with Mesa's software OpenGL (llvmpipe: VMs, remote desktops, CI) the canvas has loaded
     Mesa's libLLVM; importing triton afterwards (torchvision -> torch._dynamo -> triton) loads a second
@@ -37,8 +37,13 @@ def import_core_in_gui_thread() -> None:
     """
     if "triton" not in sys.modules and _llvm_already_loaded():
         sys.modules["triton"] = None  # type: ignore[assignment]
-    import fveseg.inference.segmenter  # noqa: F401
-    import fveseg.instances.split  # noqa: F401
+
+
+def import_core() -> None:
+    """Import the torch stack (seconds): in the worker, after `guard_against_llvm_clash`, so the window
+    never freezes on it."""
+    guard_against_llvm_clash()
+    import fveseg.pipeline  # noqa: F401
 
 
 def _llvm_already_loaded() -> bool:

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from fveseg.errors import CheckpointError
 from fveseg.normalize.noise import NOISY_LEVEL
 from napari_fveseg._existence_plot import ExistencePlot
 from napari_fveseg._results import Placement, Thresholds, result_layers
@@ -39,7 +40,8 @@ from napari_fveseg._runtime import (
     available_devices,
     checkpoint_exists,
     get_segmenter,
-    import_core_in_gui_thread,
+    guard_against_llvm_clash,
+    import_core,
     is_loaded,
 )
 from napari_fveseg._settings import WidgetSettings, load_settings, save_settings
@@ -253,15 +255,9 @@ class SegmentationWidget(QWidget):
             show_error("No prompt given: type what to segment, one prompt per line (e.g. 'nuclei').")
             return
         checkpoint = self.checkpoint_edit.text().strip() or None
-        # before any check that imports torch: the guard against the Mesa/triton clash must come first
-        import_core_in_gui_thread()
-        if checkpoint is not None and not checkpoint_exists(checkpoint):
-            show_error(
-                f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
-                "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, type a "
-                "bundled model's name (noise-robust), or clear the box to use the default model."
-            )
-            return
+        # torch is imported and the model checked in the worker (`_segment_steps`), after this guard:
+        # the click returns at once and the Mesa/triton clash cannot happen
+        guard_against_llvm_clash()
         save_settings(self.settings())
         layer = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
@@ -317,6 +313,13 @@ class SegmentationWidget(QWidget):
 
         def segment() -> None:  # the network runs here; the generator relays its progress
             try:
+                import_core()
+                if checkpoint is not None and not checkpoint_exists(checkpoint):
+                    raise CheckpointError(
+                        f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
+                        "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, type "
+                        "a bundled model's name (noise-robust), or clear the box to use the default model."
+                    )
                 segmenter = get_segmenter(checkpoint, device)
                 result = segmenter.segment(
                     data,
