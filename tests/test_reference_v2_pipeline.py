@@ -197,7 +197,7 @@ def test_convert_round_trips_and_refuses_to_overwrite(fake_ckpt, tmp_path, capsy
         assert ends.tolist() == pytest.approx([value, value], abs=1e-7), name
     del segmenter, state
 
-    assert main(["convert", str(ckpt), str(tmp_path / "bp2")]) == 1
+    assert main(["convert", str(ckpt), str(tmp_path / "bp2")]) == 2  # a user error
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "already exists" in err and "\n" not in err
 

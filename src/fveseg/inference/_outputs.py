@@ -17,9 +17,54 @@ from typing import Any
 import numpy as np
 
 from fveseg.errors import OutputExistsError
-from fveseg.inference.gate import SegmentationResult, label_dtype
+from fveseg.inference.gate import SegmentationResult, label_dtype, put_slab
 
-__all__ = ["allocate_outputs", "finish_zarr"]
+__all__ = ["SliceOutputs", "allocate_outputs", "finish_zarr"]
+
+
+class SliceOutputs:
+    """The outputs one run fills batch by batch, for both engines (`fveseg.inference.Segmenter` and the
+    released v2 weights' `fveseg.inference.reference_engine`): probabilities, edges, labels and
+    existence of ``shape[axis]`` slices, in memory or in a zarr group at a temporary path (see the
+    module docstring). Used as a context manager: a run that fails leaves no temporary group.
+    """
+
+    def __init__(self, out, overwrite: bool, num_prompts: int, shape: tuple[int, int, int], axis: int,
+                 batch_size: int):  # fmt: skip
+        self.store, self.final, self.tmp = allocate_outputs(
+            out, overwrite, num_prompts, shape, axis, batch_size
+        )
+        self.existence = np.zeros((num_prompts, shape[axis]), dtype=np.float32)
+        self.axis, self.overwrite = axis, overwrite
+
+    def put(self, at: int, probabilities, edges, semantic, existence: np.ndarray) -> None:
+        """Write ``existence.shape[1]`` slices from slice ``at`` on: maps (P, ...) float16, labels."""
+        self.existence[:, at : at + existence.shape[1]] = existence
+        put_slab(self.store["probabilities"], self.axis, at, probabilities, 1)
+        put_slab(self.store["edges"], self.axis, at, edges, 1)
+        put_slab(self.store["semantic"], self.axis, at, semantic, 0)
+
+    def __enter__(self) -> SliceOutputs:
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        if kind is not None and self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+    def result(self, prompts: list[str], start: int, scale: float = 1.0) -> SegmentationResult:
+        """The finished result (a zarr output is completed and moved to its path: `finish_zarr`)."""
+        if self.tmp is None:
+            arrays = (
+                self.store["probabilities"],
+                self.store["edges"],
+                self.existence,
+                self.store["semantic"],
+            )
+            return SegmentationResult(*arrays, prompts, self.axis, None, start, scale)
+        return finish_zarr(
+            self.store, self.existence, prompts, self.axis, start, self.tmp, self.final, self.overwrite, scale
+        )
 
 
 def allocate_outputs(

@@ -24,7 +24,6 @@ and ``seed=0``, the result equals `segment_volume_reference(..., seed=0)` on the
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,8 @@ from torch.nn import functional as F
 
 from fveseg.errors import Cancelled, InputError
 from fveseg.inference._checks import check_intensity_range, check_slices
-from fveseg.inference._outputs import allocate_outputs, finish_zarr
-from fveseg.inference.gate import SegmentationResult, label_dtype, put_slab
+from fveseg.inference._outputs import SliceOutputs
+from fveseg.inference.gate import SegmentationResult, label_dtype
 from fveseg.model.reference_v2.pipeline import (
     gate_or_nms,
     merge_classes,
@@ -213,11 +212,9 @@ def segment_reference(
     mode = getattr(model, "attention_mode", "boltz")
     depth, num, count = shape[axis], len(prompts), stop - start
     out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
-    store, final_path, tmp_path = allocate_outputs(out, overwrite, num, out_shape, axis, step)
-    existence = np.zeros((num, count), dtype=np.float32)
     generator = torch.Generator(device=device)
     dtype = label_dtype(num)
-    try:
+    with SliceOutputs(out, overwrite, num, out_shape, axis, step) as outputs:
         if cancel is not None and cancel():  # before the text tower runs
             raise Cancelled("Segmentation cancelled; no output was kept.")
         with torch.inference_mode():
@@ -247,19 +244,15 @@ def segment_reference(
             keep = slice(max(start, first) - first, min(stop, last) - first)
             at = max(start, first) - start
             kept = keep.stop - keep.start
-            existence[:, at : at + kept] = exist_logits.sigmoid()[:, keep].cpu().numpy()
-            put_slab(store["probabilities"], axis, at, _restore_maps(probs[:, keep], pad, side), 1)
-            put_slab(store["edges"], axis, at, _restore_maps(edges[:, keep], pad, side), 1)
-            put_slab(store["semantic"], axis, at, labels[keep].astype(dtype), 0)
+            outputs.put(
+                at,
+                _restore_maps(probs[:, keep], pad, side),
+                _restore_maps(edges[:, keep], pad, side),
+                labels[keep].astype(dtype),
+                exist_logits.sigmoid()[:, keep].cpu().numpy(),
+            )
             del probs, edges, gated, decoded
             if progress is not None:
                 progress(at + kept, count)
             first = last
-    except BaseException:
-        if tmp_path is not None:
-            shutil.rmtree(tmp_path, ignore_errors=True)
-        raise
-    if tmp_path is None:
-        arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
-        return SegmentationResult(*arrays, list(prompts), axis, None, start)
-    return finish_zarr(store, existence, list(prompts), axis, start, tmp_path, final_path, overwrite)
+    return outputs.result(list(prompts), start)

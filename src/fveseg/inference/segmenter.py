@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,9 @@ from torch.nn import functional as F
 from fveseg import fve
 from fveseg.errors import Cancelled, InputError
 from fveseg.inference._checks import check_intensity_range, check_prompts, check_slices, check_volume
-from fveseg.inference._outputs import allocate_outputs, finish_zarr
+from fveseg.inference._outputs import SliceOutputs
 from fveseg.inference.auto_scale import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
-from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, put_slab, regate, semantic_labels
+from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, regate, semantic_labels
 from fveseg.inference.resample import resample_z, result_on_grid, z_factor
 from fveseg.inference.tiling import SliceTiler
 from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
@@ -294,11 +293,9 @@ class Segmenter:
             text = self.model.encode_text(canonical).to(self.device)  # once per call
         num, count = len(canonical), stop - start
         out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
-        store, final_path, tmp_path = allocate_outputs(out, overwrite, num, out_shape, axis, self.batch_size)
-        existence = np.zeros((num, count), dtype=np.float32)
         generator = torch.Generator(device=self.device)
         step = self.batch_size
-        try:
+        with SliceOutputs(out, overwrite, num, out_shape, axis, step) as outputs:
             if progress is not None:
                 progress(0, count)
             batches = fve.encode_volume(
@@ -321,27 +318,15 @@ class Segmenter:
                 keep = slice(max(start, first) - first, min(stop, first + len(images)) - first)
                 at = max(start, first) - start
                 exist = exist[:, keep]
-                existence[:, at : at + exist.shape[1]] = exist
                 probs = probs[:, keep].astype(np.float16)  # labels from the stored values: rethreshold agrees
-                put_slab(store["probabilities"], axis, at, probs, 1)
-                put_slab(store["edges"], axis, at, edges[:, keep].astype(np.float16), 1)
                 labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
-                put_slab(store["semantic"], axis, at, labels, 0)
+                outputs.put(at, probs, edges[:, keep].astype(np.float16), labels, exist)
                 if progress is not None:
                     progress(at + exist.shape[1], count)
             # the hysteresis needs every slice's existence: relabel the few slices it decides otherwise
-            regate(store["probabilities"], store["semantic"], existence, axis, mask_threshold,
-                   exist_threshold, exist_low)  # fmt: skip
-        except BaseException:
-            if tmp_path is not None:
-                shutil.rmtree(tmp_path, ignore_errors=True)
-            raise
-        if tmp_path is None:
-            arrays = (store["probabilities"], store["edges"], existence, store["semantic"])
-            return SegmentationResult(*arrays, canonical, axis, None, start, float(scale))
-        return finish_zarr(
-            store, existence, canonical, axis, start, tmp_path, final_path, overwrite, scale=float(scale)
-        )
+            regate(outputs.store["probabilities"], outputs.store["semantic"], outputs.existence, axis,
+                   mask_threshold, exist_threshold, exist_low)  # fmt: skip
+        return outputs.result(canonical, start, float(scale))
 
     def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
         """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
