@@ -1,104 +1,106 @@
-"""End to end: a 64×256×256 TIFF → nuclei instance labels in OME-Zarr, timed per stage, with peak RSS.
+"""What a user waits for: `fveseg segment` end to end beside the classical baseline, with a stage breakdown.
 
-Stages: read (TIFF → numpy), encode (FVE of every slice, measured alone), network (segment minus encode:
-model forward, tiling, thresholds), instances (split_instances), write (OME-Zarr image + labels).
+For each stack (the bundled sample, cells3d from ``--data-root``, and with ``--large`` a procedural
+64×512×512 stack) one fresh process runs what ``fveseg segment STACK -p nuclei --instances`` runs
+(`fveseg.pipeline.segment_file`, imports included), and the same process times the classical
+Voronoi-Otsu baseline (Gaussian blur, Otsu mask, seeded watershed, one sigma, scikit-image) on the same
+array. Printed per stack: wall seconds of both, their ratio, the stage shares (imports, read, model
+load, segment = probe + network, instances, write) and the process's peak memory. The two timings come
+from one process, side by side, so a loaded machine moves both.
 
-    .venv/bin/python benchmarks/bench_end_to_end.py [--model CHECKPOINT] [--shape 64 256 256]
-
-Without ``--model`` it uses the installed default model; when that is missing it says so and measures a
-randomly initialised ``tiny`` model (same architecture and cost as a trained ``tiny``, meaningless masks,
-so ``--mask-threshold`` is set to the median probability to give the instance stage real work).
+    PYTHONPATH=src:. .venv/bin/python benchmarks/bench_end_to_end.py [--data-root ../shared/data] [--large]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
+CHILD = r"""
+import json, resource, sys, time
+start = time.perf_counter()
+from pathlib import Path
+import fveseg.pipeline as pipeline
+from fveseg.params import SegmentParams
+imports = time.perf_counter() - start
+source, out, spacing = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+params = SegmentParams(spacing=tuple(spacing) if spacing else None)
+summary = pipeline.segment_file(pipeline.SegmentJob(source, out, "tiff"), params)
+total = time.perf_counter() - start
+
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
+from fveseg.io import read_volume
+volume = read_volume(source)
+image = np.asarray(volume.data, np.float32)
+sp = np.asarray(params.spacing or volume.spacing or (1.0, 1.0, 1.0), float)
+mark = time.perf_counter()
+sigma = 2.0 / (sp / sp.min())
+blurred = ndi.gaussian_filter(image, sigma)
+mask = blurred > threshold_otsu(blurred)
+peaks = peak_local_max(blurred, labels=mask.astype(int), exclude_border=False, min_distance=1)
+markers = np.zeros(image.shape, np.int32)
+markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+watershed(-blurred, markers, mask=mask)
+baseline = time.perf_counter() - mark
+print(json.dumps({"total": total, "imports": imports, "stages": summary.stages, "objects": summary.objects,
+                  "resize": summary.resize, "baseline": baseline, "voxels": int(image.size),
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def stacks(data_root: str | None, large: bool, work: Path) -> list[tuple[str, Path, list | None]]:
+    import numpy as np
+    import tifffile
+
+    from fveseg.synthetic import make_nuclei_volume, make_sample_volume
+
+    out = []
+    sample = make_sample_volume()
+    tifffile.imwrite(work / "sample.tif", sample.image, metadata={"axes": "ZYX"})
+    out.append(("sample 32×128×128", work / "sample.tif", list(sample.spacing)))
+    if data_root:
+        cells3d = np.load(Path(data_root) / "nuclei3d" / "cells3d_nuclei.npz")
+        tifffile.imwrite(work / "cells3d.tif", cells3d["image"], metadata={"axes": "ZYX"})
+        out.append(("cells3d 60×256×256", work / "cells3d.tif", [float(s) for s in cells3d["spacing_zyx"]]))
+    if large:
+        volume = make_nuclei_volume((64, 512, 512), seed=5)
+        tifffile.imwrite(work / "large.tif", volume.image, metadata={"axes": "ZYX"})
+        out.append(("procedural 64×512×512", work / "large.tif", list(volume.spacing)))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model")
-    parser.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256))
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--data-root", help="the folder holding nuclei3d/cells3d_nuclei.npz")
+    parser.add_argument("--large", action="store_true", help="also a procedural 64×512×512 stack")
     args = parser.parse_args()
-
-    import tifffile
-    import torch
-
-    from fveseg import fve, io
-    from fveseg.inference.segmenter import Segmenter
-    from fveseg.instances.split import split_instances
-    from fveseg.model.checkpoint import default_checkpoint_path, save_checkpoint
-    from fveseg.synthetic import make_nuclei_volume
-
-    work = Path(tempfile.mkdtemp(prefix="fveseg-bench-"))
-    model, note = args.model, "given checkpoint"
-    if model is None:
-        if default_checkpoint_path().with_suffix(".json").is_file():
-            model, note = str(default_checkpoint_path()), "default model"
-        else:
-            from fveseg.model import build_model
-
-            torch.manual_seed(0)
-            model = str(save_checkpoint(build_model("tiny"), work / "tiny"))
-            note = "default model MISSING: randomly initialised 'tiny' model"
-    sample = make_nuclei_volume(tuple(args.shape), seed=0)
-    source = work / "volume.tif"
-    tifffile.imwrite(source, sample.image, metadata={"axes": "ZYX"})
-    times: dict[str, float] = {}
-    mark = time.perf_counter()
-    volume = io.read_volume(source)
-    data = np.asarray(volume.data)
-    times["read"] = time.perf_counter() - mark
-
-    segmenter = Segmenter(model, "cpu", args.batch_size)
-    segmenter.model.encode_text(["nuclei"])  # text model loaded outside the timed stages
-    mark = time.perf_counter()
-    for _ in fve.encode_volume(data, order=1, batch_size=args.batch_size):
-        pass
-    times["encode"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    probe = segmenter.segment(data, ["nuclei"], spacing=sample.spacing, axis=0)
-    segment_seconds = time.perf_counter() - mark
-    times["network"] = segment_seconds - times["encode"]
-    threshold = (
-        0.5
-        if args.model or "default model" == note
-        else float(np.median(np.asarray(probe.probabilities, np.float32)))
-    )
-    semantic = probe.semantic if threshold == 0.5 else probe.rethreshold(threshold, 0.0)
-
-    mark = time.perf_counter()
-    labels = split_instances(semantic == 1, np.asarray(probe.edges[0]), spacing=sample.spacing)
-    times["instances"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    io.write_labels_zarr(work / "out.ome.zarr", labels, "nuclei", spacing=sample.spacing, image=data)
-    times["write"] = time.perf_counter() - mark
-    # The encode stage ran once alone and again inside segment; the pipeline total counts it once.
-    total = sum(times.values())
-
-    print(
-        f"model: {note} ({model}); volume {tuple(args.shape)} uint16; batch {args.batch_size}; "
-        f"torch threads {torch.get_num_threads()}; objects found {int(labels.max())}"
-    )
-    print("| stage | seconds | share |")
-    print("|---|---|---|")
-    for stage, seconds in times.items():
-        print(f"| {stage} | {seconds:.2f} | {seconds / total:.0%} |")
-    print(f"| **total** | **{total:.2f}** | {segment_seconds / args.shape[0]:.3f} s per slice (segment) |")
-    print(f"peak RSS: {peak_rss_mib():.0f} MiB")
+    work = Path(tempfile.mkdtemp(prefix="fveseg-e2e-"))
+    print("| stack | fveseg segment (s) | baseline (s) | ratio | imports | read | model | segment | "
+          "instances | write | resize | objects | peak MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, path, spacing in stacks(args.data_root, args.large, work):
+        run = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path), str(work / f"{path.stem}-out.tif"), json.dumps(spacing)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        stages = r["stages"]
+        share = {key: f"{value / r['total']:.0%}" for key, value in stages.items()}
+        cells = [share.get(key, "-") for key in ("read", "load model", "segment", "instances", "write")]
+        print(
+            f"| {name} | {r['total']:.1f} | {r['baseline']:.2f} | {r['total'] / r['baseline']:.0f}× | "
+            f"{r['imports'] / r['total']:.0%} | {' | '.join(cells)} | "
+            f"{r['resize']:g} | {r['objects']} | {r['peak_mib']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
