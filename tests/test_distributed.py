@@ -206,8 +206,9 @@ def test_z_blocks_equal_single_process(client, checkpoint, zarr_volume, whole, t
     from fveseg.io import read_labels
     from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
 
-    options = SegmentParams(
+    options = SegmentParams(  # the block mode's exactness holds for the edge-based watershed
         prompts=("nuclei", "cells"),
+        instance_method="watershed",
         instances=True,
         checkpoint=str(checkpoint),
         device="cpu",
@@ -318,7 +319,14 @@ def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(clie
     image += np.random.default_rng(0).normal(0, 0.4 * signal, image.shape).astype(np.float32)
     path = tmp_path / "noisy.ome.zarr"
     write_labels_zarr(path, sample.labels, "truth", image=image, spacing=sample.spacing)
-    options = SegmentParams(prompts=("nuclei",), device="cpu", batch_size=4, axis=0, exist_threshold=0.0)
+    options = SegmentParams(
+        prompts=("nuclei",),
+        device="cpu",
+        batch_size=4,
+        axis=0,
+        exist_threshold=0.0,
+        instance_method="watershed",
+    )
     blocks = segment_zarr_in_blocks(
         client,
         SegmentJob(path, tmp_path / "blocks.zarr", "zarr"),
@@ -331,3 +339,14 @@ def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(clie
     segment_file(SegmentJob(path, tmp_path / "forced.zarr", "zarr"), forced)
     semantic = [np.asarray(read_labels(tmp_path / f"{n}.zarr", "nuclei")[0]) for n in ("blocks", "forced")]
     assert np.array_equal(*semantic)
+
+
+def test_block_mode_says_when_it_splits_with_the_watershed(
+    client, checkpoint, zarr_volume, tmp_path, one_thread
+):
+    from fveseg.distributed import segment_zarr_in_blocks
+    from fveseg.pipeline import SegmentJob, SegmentParams
+
+    options = SegmentParams(checkpoint=str(checkpoint), device="cpu", batch_size=4, axis=0)  # method "auto"
+    summary = segment_zarr_in_blocks(client, SegmentJob(zarr_volume, tmp_path / "b.zarr", "zarr"), options, 8)
+    assert any("block mode splits instances with the edge-based watershed" in note for note in summary.notes)

@@ -303,3 +303,20 @@ def test_distance_split_keeps_one_ball_whole_and_an_empty_mask_empty():
     mask = _balls((30, 30, 30), [(15, 15, 15)], 10.0, (1.0, 1.0, 1.0))
     assert split_instances(mask, None, method="distance").max() == 1
     assert split_instances(np.zeros((5, 8, 8), bool), None, method="distance").max() == 0
+
+
+def test_auto_method_is_distance_for_volumes_and_watershed_for_one_slice():
+    from fveseg.instances.split import split_instances
+
+    spacing = (1.0, 1.0, 1.0)
+    volume = _balls((30, 30, 50), [(15, 15, 15), (15, 15, 31)], 8.0, spacing)
+    np.testing.assert_array_equal(
+        split_instances(volume, None, spacing=spacing, method="auto"),
+        split_instances(volume, None, spacing=spacing, method="distance"),
+    )
+    image = volume[15]
+    edges = np.zeros(image.shape)
+    edges[:, 23] = 1.0  # the network's edge between the two discs
+    watershed = split_instances(image, edges, method="watershed")
+    np.testing.assert_array_equal(split_instances(image, edges, method="auto"), watershed)
+    assert watershed.max() == 2

@@ -309,6 +309,9 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         noise = noise_level(data)
         options = replace(options, checkpoint=model_for_noise(noise))
     value_range = _volume_range(data, options.checkpoint)
+    # blocks are split one by one and joined where they overlap, which the edge-based watershed supports
+    # exactly; the distance method ("auto" on volumes) needs the whole volume's distance map
+    block_method = "watershed" if options.instance_method in ("auto", "distance") else options.instance_method
     stages["plan"] = time.perf_counter() - start
 
     scratch = temporary_sibling(job.output if not job.into_source else Path(job.source), "blocks")
@@ -358,6 +361,12 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         layers, objects, notes = {}, 0, []
         if noise is not None:
             notes += model_notes(options.checkpoint, noise, job.source.name)
+        if options.instances and block_method != options.instance_method:
+            notes.append(
+                f"{job.source.name}: block mode splits instances with the edge-based watershed (instance "
+                f"method {options.instance_method} needs the whole volume at once); without --block-slices "
+                "the whole-volume method runs"
+            )
         names = {i + 1: p for i, p in enumerate(options.prompts)}
         if len(options.prompts) > 1:
             layers["semantic"] = (semantic.astype(np.uint32), names)
@@ -371,7 +380,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                     block_slices,
                     instance_margin,
                     spacing=spacing,
-                    method=options.instance_method,
+                    method=block_method,
                     min_size=options.min_size,
                     min_relative_size=options.min_relative_size,
                     max_margin=MARGIN_GROWTH * instance_margin,

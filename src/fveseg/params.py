@@ -31,7 +31,7 @@ class SegmentParams:
         Smallest instance kept, in physical units (µm³ with µm spacing).
     min_relative_size : float
         Drop specks under this fraction of the typical object size (0: keep all).
-    instance_method : {"watershed", "distance", "reference"}
+    instance_method : {"auto", "watershed", "distance", "reference"}
         How masks become instances (`fveseg.instances.split.split_instances`).
     focus_fraction : float
         Drop each instance's cross-sections dimmer than this fraction of its brightest (0: keep all).
@@ -61,7 +61,7 @@ class SegmentParams:
     instances: bool = True
     min_size: float = 0.0
     min_relative_size: float = SPECK_FRACTION
-    instance_method: str = "watershed"
+    instance_method: str = "auto"
     focus_fraction: float = FOCUS_FRACTION
     checkpoint: str | None = None
     device: str = "auto"

@@ -17,6 +17,7 @@ import numpy as np
 from fveseg.cli.common import ProgressBar, format_table
 from fveseg.errors import CheckpointError
 from fveseg.instances.split import INSTANCE_METHODS
+from fveseg.params import SegmentParams
 
 NAME = "demo"
 HELP = "segment the bundled synthetic sample and score it (the README's main job)"
@@ -29,9 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint path, or a bundled model's name: noise-robust for very noisy stacks "
         "(default: the default model)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per network batch")
-    parser.add_argument("--instance-method", choices=INSTANCE_METHODS, default="watershed")
+    parser.add_argument("--device", default=SegmentParams().device, help="auto, cpu, cuda, mps")
+    parser.add_argument(
+        "--batch-size", type=int, default=SegmentParams().batch_size, help="slices per network batch"
+    )
+    parser.add_argument(
+        "--instance-method", choices=INSTANCE_METHODS, default=SegmentParams().instance_method
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -57,7 +62,7 @@ def resolve_model(model: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from fveseg import io, metrics
     from fveseg.inference import load_segmenter
-    from fveseg.pipeline import SegmentParams, label_layers, segment_array
+    from fveseg.pipeline import label_layers, segment_array
     from fveseg.synthetic import make_sample_volume
 
     if args.output.exists() and not args.overwrite:

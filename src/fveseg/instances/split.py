@@ -1,13 +1,19 @@
 """Instance labels from a foreground mask and an edge (boundary) probability map.
 
-Two methods:
+Methods (``"auto"``, the pipeline's default, takes ``"distance"`` for volumes and ``"watershed"`` for
+one-slice images):
+
+``"distance"``
+    Objects formed in 3D from the mask's shape, in physical units: the mask smoothed in 3D, seeds at
+    the maxima of its distance map at least a typical nucleus radius apart (`distance_split`). Needs
+    no edges, so slice-wise masks that flicker along z or edges missing under noise do not merge nuclei.
 
 ``"reference"``
     The public BiomedParse v2 recipe, exactly: ``mask > 0.5``; zero where ``edge >= 0.5``; 3D connected
     components (6-connectivity); expand labels by 2 voxels; multiply by the mask. Kept so results can be
     compared; it loses objects the edge map covers and mask voxels farther than 2 voxels from a seed.
 
-``"watershed"`` (default)
+``"watershed"``
     Seeds are the 6-connected components of ``mask & (edge < edge_threshold)``, split at narrow
     necks of their anisotropic distance transform. Seeds are grown over the **whole** mask by a seeded
     flood in physical (``spacing``-weighted) geodesic distance, so every mask voxel gets a label; a mask
@@ -48,7 +54,7 @@ SPECK_FRACTION = 0.1
 #: 0.761-0.768 anywhere from 0.1 to 0.3 (docs/instances.md); 0.2 is the middle of that plateau.
 EDGE_THRESHOLD = 0.2
 #: The ways `split_instances` forms instances (``method``).
-INSTANCE_METHODS = ("watershed", "distance", "reference")
+INSTANCE_METHODS = ("auto", "watershed", "distance", "reference")
 
 
 def split_instances(
@@ -76,8 +82,10 @@ def split_instances(
         Edge (object boundary) probability. ``None``: no edges (components of the mask).
     spacing : tuple of float or None
         Physical voxel size per axis (z, y, x) or (y, x), e.g. µm. ``None``: isotropic unit voxels.
-    method : {"watershed", "reference"}
-        See the module docstring.
+    method : {"auto", "watershed", "distance", "reference"}
+        See the module docstring; ``"distance"``: `distance_split`; ``"auto"``: ``"distance"`` for a
+        volume of several slices, ``"watershed"`` for one slice (a 2D image), because the network's
+        in-plane edges separate touching objects within a slice but not along z.
     min_size : float
         Smallest object kept, in physical units (µm³ for 3D, µm² for 2D when ``spacing`` is in µm;
         voxels when ``spacing`` is None). Smaller objects merge into the neighbour they share most
@@ -127,6 +135,8 @@ def split_instances(
     2
     """
     fg, edge_map, spacing3, squeeze = _check_inputs(mask, edges, spacing)
+    if method == "auto":  # in-plane edges separate objects within a slice, not along z
+        method = "distance" if fg.shape[0] > 1 else "watershed"
     if method == "reference":
         labels = reference_split(fg, edge_map, 0.5 if edge_threshold is None else edge_threshold)
     elif method == "distance":
@@ -143,10 +153,10 @@ def split_instances(
                 labels, spacing3, fragment_slices, fragment_fraction, fragment_contact, merge_z_splits
             )
     else:
-        raise InputError(f"Unknown instance method {method!r}: use 'watershed', 'distance' or 'reference'.")
+        raise InputError(f"Unknown instance method {method!r}: use one of {', '.join(INSTANCE_METHODS)}.")
     if min_size > 0:
         labels = _remove_small(labels, spacing3, float(min_size))
-    if method in ("watershed", "distance") and min_relative_size > 0:
+    if method != "reference" and min_relative_size > 0:
         labels = _remove_specks(labels, float(min_relative_size))
     labels, _ = fastremap.renumber(labels, in_place=True)
     labels = labels.astype(np.uint32, copy=False)
