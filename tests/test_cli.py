@@ -126,9 +126,9 @@ def test_existence_gaps_inside_the_stack_print_advice(tmp_path, volume_tif, chec
     output = tmp_path / "out.tif"
     command = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(output), "--quiet"]
     command += ["--scale", "1", "0.5", "0.5"]  # a known voxel size: no note about it
-    assert main(command) == 0  # the default gate's hysteresis keeps those slices: nothing to advise
+    assert main([*command, "--exist-low", "0.1"]) == 0  # the hysteresis keeps those slices: no advice
     assert "was dropped from" not in capsys.readouterr().err
-    assert main([*command, "--overwrite", "--exist-low", "0.5"]) == 0  # hysteresis off
+    assert main([*command, "--overwrite"]) == 0  # the default, plain per-slice gate drops them
     err = capsys.readouterr().err
     assert 'note: vol.tif: "nuclei" was dropped from 2 of 8 slices' in err
     assert "--exist-low 0.1" in err
@@ -431,7 +431,7 @@ def test_focus_fraction_reaches_the_trimming_and_is_checked(
     assert "below 1" in capsys.readouterr().err
 
 
-def test_segment_without_model_picks_the_noise_robust_one_for_a_noisy_volume_and_says_so(
+def test_model_auto_picks_the_noise_robust_one_for_a_noisy_volume_and_says_so(
     tmp_path, checkpoint, monkeypatch, capsys
 ):
     import shutil
@@ -453,6 +453,7 @@ def test_segment_without_model_picks_the_noise_robust_one_for_a_noisy_volume_and
         for name, image in (("clean", clean), ("noisy", clean + rng.normal(0, 30, clean.shape))):
             write_zyx(tmp_path / f"{name}.tif", image.astype(np.float32))
             argv = ["segment", str(tmp_path / f"{name}.tif"), "-o", str(tmp_path / f"{name}-labels.tif")]
+            argv += ["--model", "auto"]
             assert main(argv + ["--quiet"]) == 0
             err = capsys.readouterr().err
             assert ("noise-robust model segmented it" in err) == (name == "noisy"), err

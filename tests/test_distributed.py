@@ -321,6 +321,7 @@ def test_z_blocks_without_a_model_run_the_network_the_driver_chose_by_noise(clie
     write_labels_zarr(path, sample.labels, "truth", image=image, spacing=sample.spacing)
     options = SegmentParams(
         prompts=("nuclei",),
+        checkpoint="auto",
         device="cpu",
         batch_size=4,
         axis=0,

@@ -114,3 +114,16 @@ def test_trust_notes_say_what_looks_wrong_and_what_to_try():
     fine = np.zeros((8, 16, 16), np.uint32)
     fine[2:5, :4, :4], fine[3:6, 8:12, 8:12] = 1, 2
     assert trust_notes({"nuclei": (fine, {})}, params, (1.0, 1.0, 1.0), "a.tif") == []
+
+
+def test_widget_notes_use_the_widgets_words():
+    from napari_fveseg._results import Placement, Thresholds, result_notes
+
+    empty = np.zeros((6, 16, 16), np.uint32)
+    layers = [(empty, {"name": "liver instances", "metadata": {"class_name": "liver"}}, "labels")]
+    place = Placement((1.0, 0.5, 0.5), (0.0, 0.0, 0.0), (1.0, 0.5, 0.5))
+    notes = result_notes(layers, ["liver"], Thresholds(), place)
+    assert len(notes) == 1 and notes[0].startswith('no "liver" found')
+    assert "--" not in notes[0] and "resize" in notes[0]
+    unknown = Placement((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), None)
+    assert any("the layer's scale" in n for n in result_notes(layers, ["liver"], Thresholds(), unknown))

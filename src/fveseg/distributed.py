@@ -44,7 +44,7 @@ import numpy as np
 from fveseg import fve, io
 from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import gate_changes, presence, put_slab, regate, take_slab
-from fveseg.inference.model_choice import load_segmenter, model_for_noise
+from fveseg.inference.model_choice import AUTO_MODEL, load_segmenter, model_for_noise
 from fveseg.instances.blocks import (
     MARGIN_GROWTH,
     Block,
@@ -305,7 +305,7 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
     block_slices = -(-block_slices // step) * step
     blocks = plan_blocks(int(data.shape[axis]), block_slices, 0)
     noise = None
-    if options.checkpoint is None:  # choose the bundled model once here; every block loads it by name
+    if options.checkpoint in (None, AUTO_MODEL):  # choose the model once here; blocks load it by name
         noise = noise_level(data)
         options = replace(options, checkpoint=model_for_noise(noise))
     value_range = _volume_range(data, options.checkpoint)

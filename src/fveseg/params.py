@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 
 from fveseg.errors import InputError
-from fveseg.inference.gate import EXIST_LOW
 from fveseg.instances.haze import FOCUS_FRACTION
 from fveseg.instances.split import SPECK_FRACTION
 
@@ -36,11 +35,15 @@ class SegmentParams:
     focus_fraction : float
         Drop each instance's cross-sections dimmer than this fraction of its brightest (0: keep all).
     checkpoint : str or None
-        A checkpoint path or bundled model name; None: chosen per volume from its noise.
+        A checkpoint path or bundled model name (``"default"``, ``"noise-robust"``); ``"auto"`` or None:
+        chosen per volume from its measured noise (`fveseg.inference.model_choice`). The default model
+        runs by default: the choice by noise changed no row of the evaluation protocol.
     device, batch_size, order
         Torch device ("auto"), slices per network call, FVE order (None: the checkpoint's).
     mask_threshold, exist_threshold, exist_low : float
-        Mask probability, slice existence and the existence gate's hysteresis (`fveseg.inference.gate`).
+        Mask probability, slice existence and the existence gate's hysteresis (`fveseg.inference.gate`);
+        ``exist_low`` equal to ``exist_threshold`` (the default) is the plain per-slice gate: the
+        hysteresis changed no worst row of the evaluation protocol.
     axis : "auto" or int
         Slicing axis (`fveseg.fve.select_view` when "auto").
     resize : float or "auto"
@@ -63,13 +66,13 @@ class SegmentParams:
     min_relative_size: float = SPECK_FRACTION
     instance_method: str = "auto"
     focus_fraction: float = FOCUS_FRACTION
-    checkpoint: str | None = None
+    checkpoint: str | None = "default"
     device: str = "auto"
     batch_size: int = 8
     order: int | None = None
     mask_threshold: float = 0.5
     exist_threshold: float = 0.5
-    exist_low: float = EXIST_LOW
+    exist_low: float = 0.5
     axis: str | int = "auto"
     resize: float | str = "auto"
     isotropic: bool = False

@@ -119,8 +119,9 @@ def model_notes(model: str | None, noise: float | None, name: str) -> list[str]:
 
 
 def existence_notes(result: SegmentationResult, params: SegmentParams, name: str) -> list[str]:
-    """Advice when a raised ``exist_low`` let the existence gate empty slices inside a run of slices where
-    a prompt was found (`fveseg.inference.gate.doubtful_slices`): objects may be missing there."""
+    """Advice when the existence gate (``exist_low`` above `EXIST_LOW`; the plain gate by default) emptied
+    slices inside a run of slices where a prompt was found (`fveseg.inference.gate.doubtful_slices`):
+    objects may be missing there."""
     threshold, low = params.exist_threshold, params.exist_low
     counts = doubtful_slices(result.existence, threshold, EXIST_LOW, low)
     total = result.existence.shape[1]

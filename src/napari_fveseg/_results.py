@@ -90,7 +90,9 @@ def result_layers(
 
     if semantic is None:
         semantic = result.rethreshold(
-            mask_threshold=thresholds.mask_threshold, exist_threshold=thresholds.existence_threshold
+            mask_threshold=thresholds.mask_threshold,
+            exist_threshold=thresholds.existence_threshold,
+            exist_low=thresholds.params(prompts).exist_low,
         )
     semantic = np.asarray(semantic)
     existence = {prompt: np.asarray(result.existence[i]).tolist() for i, prompt in enumerate(prompts)}
@@ -145,3 +147,32 @@ def result_layers(
 
 def _fit(labels: np.ndarray, place: Placement) -> np.ndarray:
     return labels[0] if place.squeeze else labels
+
+
+def result_notes(
+    layers: list[LayerData], prompts: list[str], thresholds: Thresholds, place: Placement
+) -> list[str]:
+    """The pipeline's warnings for these instance layers (`fveseg.pipeline.trust_notes`): no object,
+    thousands of objects, objects at the stack's ends, an unknown or very coarse voxel size."""
+    from fveseg.params import slug
+    from fveseg.pipeline import trust_notes
+
+    instances = {kwargs.get("metadata", {}).get("class_name"): data for data, kwargs, _ in layers
+                 if kwargs["name"].endswith(" instances")}  # fmt: skip
+    if not instances:
+        return []
+    named = {slug(prompt): (np.asarray(data)[None] if place.squeeze else np.asarray(data), {})
+             for prompt, data in instances.items()}  # fmt: skip
+    notes = trust_notes(named, thresholds.params(prompts), place.spacing, "the image")
+    # the CLI's words for the widget's fields
+    words = {
+        "the image: ": "",
+        "--scale Z Y X": "the layer's scale",
+        "--scale": "the layer's scale",
+        "--resize": "resize",
+        "--model": "model",
+        "--isotropic": "fveseg segment --isotropic",
+    }
+    for cli, field in words.items():
+        notes = [note.replace(cli, field) for note in notes]
+    return notes

@@ -68,7 +68,9 @@ def available_devices() -> list[str]:
 
 def checkpoint_exists(checkpoint: str) -> bool:
     """True for a file or folder here (the BiomedParse v2 ``.ckpt`` included) or what the core resolves
-    (`fveseg.model.checkpoint.checkpoint_exists`: any spelling of a checkpoint, a bundled model's name)."""
+    (`fveseg.model.checkpoint.checkpoint_exists`: any spelling of a checkpoint, a bundled model's name),
+    and ``"auto"``, the bundled models chosen by noise."""
+    from fveseg.inference.model_choice import AUTO_MODEL
     from fveseg.model.checkpoint import checkpoint_exists as core_checkpoint_exists
 
-    return Path(checkpoint).exists() or core_checkpoint_exists(checkpoint)
+    return checkpoint == AUTO_MODEL or Path(checkpoint).exists() or core_checkpoint_exists(checkpoint)

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from fveseg.errors import CheckpointError
 from fveseg.normalize.noise import NOISY_LEVEL
 from napari_fveseg._existence_plot import ExistencePlot
-from napari_fveseg._results import Placement, Thresholds, result_layers
+from napari_fveseg._results import DEFAULTS, Placement, Thresholds, result_layers, result_notes
 from napari_fveseg._runtime import (
     available_devices,
     checkpoint_exists,
@@ -88,11 +88,11 @@ class SegmentationWidget(QWidget):
         self.prompts_edit.setPlaceholderText("one prompt per line, e.g.\nnuclei\ncell membranes")
         self.prompts_edit.setMaximumHeight(70)
         self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("bundled models, chosen by the stack's noise")
+        self.checkpoint_edit.setPlaceholderText("the bundled default model")
         self.checkpoint_edit.setToolTip(
-            f"Empty: the bundled default model, or 'noise-robust' for a stack whose noise measures "
-            f"{NOISY_LEVEL:g} of its signal range or more. Or an fveseg checkpoint (.json / .safetensors), "
-            "a bundled model's name ('default', 'noise-robust') or the BiomedParse v2 .ckpt you downloaded "
+            "Empty: the bundled default model. Or a bundled model's name ('noise-robust'; 'auto' chooses "
+            f"'noise-robust' for a stack whose noise measures {NOISY_LEVEL:g} of its signal range or more), "
+            "an fveseg checkpoint (.json / .safetensors) or the BiomedParse v2 .ckpt you downloaded "
             "(see docs/reference-v2.md)."
         )
         browse = QPushButton("Browse…")
@@ -104,8 +104,7 @@ class SegmentationWidget(QWidget):
         self.device_box.addItems(available_devices())
         self.mask_box = _probability_box("Voxels with a mask probability above this are foreground.")
         self.exist_box = _probability_box(
-            "Slices whose existence probability is above this keep their mask; so do slices above "
-            "0.1 that continue a run of such slices along the stack."
+            "Slices whose existence probability is above this keep their mask (0: every slice keeps it)."
         )
         self.split_check = QCheckBox("split into instances")
         self.min_size_box = QDoubleSpinBox()
@@ -254,7 +253,7 @@ class SegmentationWidget(QWidget):
         if not prompts:
             show_error("No prompt given: type what to segment, one prompt per line (e.g. 'nuclei').")
             return
-        checkpoint = self.checkpoint_edit.text().strip() or None
+        checkpoint = self.checkpoint_edit.text().strip() or DEFAULTS.checkpoint
         # torch is imported and the model checked in the worker (`_segment_steps`), after this guard:
         # the click returns at once and the Mesa/triton clash cannot happen
         guard_against_llvm_clash()
@@ -328,6 +327,7 @@ class SegmentationWidget(QWidget):
                     axis=axis,
                     mask_threshold=thresholds.mask_threshold,
                     exist_threshold=thresholds.existence_threshold,
+                    exist_low=thresholds.params(prompts).exist_low,
                     scale=resize,
                     progress=lambda done, total: updates.put((done, total)),
                     cancel=self._cancel.is_set,
@@ -336,6 +336,7 @@ class SegmentationWidget(QWidget):
                     result, prompts, thresholds, place, result.semantic, image=data
                 )
                 outcome["result"] = result
+                outcome["notes"] = result_notes(outcome["layers"], prompts, thresholds, place)
             except BaseException as error:  # reported in the GUI thread as a notification
                 outcome["error"] = error
             finally:
@@ -370,10 +371,16 @@ class SegmentationWidget(QWidget):
         if getattr(self.result, "model", None) == NOISY_MODEL:
             noise = self.result.noise
             resized += f"; a noisy stack (noise {noise:.2f} of the signal range): the {NOISY_MODEL} model ran"
+        notes = outcome.get("notes") or []
+        found = f"Done: {', '.join(self._run_context['prompts'])}{resized}."
         self.status.setText(
-            f"Done: {', '.join(self._run_context['prompts'])}{resized}. Change a threshold to update "
-            "the layers without running the network again."
-        )
+            " ".join([found, *notes]) if notes
+            else f"{found} Change a threshold to update the layers without running the network again."
+        )  # fmt: skip
+        if notes:
+            from napari.utils.notifications import show_warning
+
+            show_warning(" ".join(notes))
 
     def _on_finished(self) -> None:
         self.worker = None

@@ -86,9 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        help="checkpoint path, or a bundled model's name: default, or noise-robust for very noisy stacks "
-        f"(default: chosen per volume from its measured noise, noise-robust from {NOISY_LEVEL:g} of the "
-        "signal range)",
+        help=f"checkpoint path, or a bundled model's name: default (the default), noise-robust for very "
+        f"noisy stacks, or auto (chosen per volume from its measured noise, noise-robust from "
+        f"{NOISY_LEVEL:g} of the signal range)",
     )
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:1, mps")
     group.add_argument(
@@ -112,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_probability,
         default=DEFAULTS.exist_low,
         help="slices with existence above this still keep a prompt when they continue a run of slices "
-        "above --exist-threshold (hysteresis; set it to the threshold to turn it off)",
+        "above --exist-threshold (hysteresis; the default, equal to the threshold, is the plain gate)",
     )
     group.add_argument(
         "--axis",
@@ -202,7 +202,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentParams:
         min_relative_size=args.min_relative_size,
         instance_method=args.instance_method,
         focus_fraction=args.focus_fraction,
-        checkpoint=args.model,
+        checkpoint=args.model or DEFAULTS.checkpoint,
         device=args.device,
         batch_size=args.batch_size,
         order=args.order,

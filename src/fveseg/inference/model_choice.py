@@ -22,6 +22,8 @@ from fveseg.normalize.noise import NOISY_LEVEL, noise_level
 NOISY_MODEL = "noise-robust"
 #: The name under which the default network is reported (and can be forced: ``--model default``).
 CLEAN_MODEL = "default"
+#: The model name that asks for the choice by noise (``--model auto``).
+AUTO_MODEL = "auto"
 
 
 def model_for_noise(noise: float, threshold: float = NOISY_LEVEL) -> str:
@@ -106,8 +108,10 @@ def _name(source, default: str) -> str:
 
 
 def load_segmenter(checkpoint: str | None = None, device: str = "auto", batch_size: int = 8):
-    """The Segmenter for this checkpoint (`segmenter_for`), loaded once per process and reused while the
-    checkpoint file is unchanged: the CLI, every dask worker and the napari widget load models here."""
+    """The Segmenter for this checkpoint (`segmenter_for`; None or ``"auto"``: the bundled models chosen
+    by noise), loaded once per process and reused while the checkpoint file is unchanged: the CLI, every
+    dask worker and the napari widget load models here."""
+    checkpoint = None if checkpoint == AUTO_MODEL else checkpoint
     return _cached_segmenter(checkpoint, device, batch_size, _modified_time(checkpoint))
 
 

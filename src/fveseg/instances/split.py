@@ -220,9 +220,11 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     smoothed in 3D with a Gaussian of R / 4 (physical units, so anisotropic voxels are handled) and
     thresholded at 0.5; seeds are the maxima of its distance map (physical units) that are the largest
     within a box of ±R, one per plateau; each seed grows over the smoothed mask by watershed on the
-    negated distance. Two nucleus centres closer than a typical radius are one nucleus.
+    negated distance, and the labels go back onto the mask itself (voxels the smoothing dropped join
+    their nearest object, `grow_in_mask`). Two nucleus centres closer than a typical radius are one
+    nucleus.
 
-    Returns uint32 labels (not renumbered) on the smoothed mask.
+    Returns uint32 labels (not renumbered) covering exactly ``fg``.
     """
     from fveseg.inference.auto_scale import typical_diameter
 
@@ -236,7 +238,9 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     box = tuple(2 * max(1, int(round(radius / s))) + 1 for s in steps)
     peaks = smooth & (distance >= ndi.maximum_filter(distance, size=box, mode="nearest"))
     markers = cc3d.connected_components(peaks, connectivity=26, out_dtype=np.uint32)
-    return watershed(-distance, markers, mask=smooth).astype(np.uint32)
+    labels = watershed(-distance, markers, mask=smooth).astype(np.uint32)
+    # back onto the mask itself: the instances cover exactly the foreground the semantic map shows
+    return grow_in_mask(np.where(fg, labels, 0).astype(np.uint32), fg, spacing)
 
 
 def reference_split(fg: np.ndarray, edges: np.ndarray | None, edge_threshold: float = 0.5) -> np.ndarray:
