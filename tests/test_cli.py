@@ -335,7 +335,7 @@ def test_info_lists_models_devices_versions(checkpoint, capsys):
     assert "models:" in out and "default:" in out and "devices: cpu" in out
     assert "versions: fveseg 0.1.0" in out and "torch" in out
     assert str(checkpoint) in out and "micro" in out  # the given checkpoint's config is described
-    assert "model choice: without --model, noise-robust segments volumes whose noise measures" in out
+    assert "model choice: without --model, default segments every volume; with --model auto" in out
     assert main(["info", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["versions"]["fveseg"] == "0.1.0" and "cpu" in report["devices"]

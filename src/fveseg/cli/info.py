@@ -153,12 +153,12 @@ def collect(extra_models: list[Path] | None = None) -> dict:
             ("distributed", "distributed"),
         )
     }
-    from fveseg.inference.model_choice import CLEAN_MODEL, NOISY_MODEL
+    from fveseg.inference.model_choice import AUTO_MODEL, CLEAN_MODEL, NOISY_MODEL
     from fveseg.normalize.noise import NOISY_LEVEL
 
     choice = (
-        f"without --model, {NOISY_MODEL} segments volumes whose noise measures at least {NOISY_LEVEL:g} of "
-        f"their signal range, {CLEAN_MODEL} the others"
+        f"without --model, {CLEAN_MODEL} segments every volume; with --model {AUTO_MODEL}, {NOISY_MODEL} "
+        f"segments volumes whose noise measures at least {NOISY_LEVEL:g} of their signal range"
     )
     return {
         "models": models,
