@@ -29,6 +29,7 @@ from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
 from fveseg.instances.split import instances_from_prediction
 from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
+from fveseg.io.writers import tiff_paths
 from fveseg.normalize.noise import NOISY_LEVEL
 from fveseg.params import SegmentParams, slug
 
@@ -232,14 +233,6 @@ def write_layers(job: SegmentJob, layers, spacing, image=None) -> list[Path]:
             labels, classes = layers[name]
             io.write_labels_tiff(temporary, labels, spacing=spacing, class_names=classes or None)
     return [paths[name] for name in names]
-
-
-def tiff_paths(output: Path, names: list[str]) -> dict[str, Path]:
-    """One TIFF per layer: the output itself for one layer, ``<stem>_<layer>.tif`` beside it for several."""
-    if len(names) == 1:
-        return {names[0]: output}
-    base = output.name[: -len(output.suffix)] if output.suffix else output.name
-    return {name: output.with_name(f"{base}_{name}{output.suffix or '.tif'}") for name in names}
 
 
 def segment_file(

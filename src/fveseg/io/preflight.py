@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fveseg.errors import InputError
+from fveseg.io.writers import tiff_paths
 
 #: Suffixes a ``-o`` output may have, by format ("" also: a bare name gets the format's files).
 OUTPUT_SUFFIXES = {"zarr": (".zarr",), "tiff": (".tif", ".tiff")}
@@ -48,8 +49,6 @@ def check_output(job, names: list[str]) -> None:
             f"the output folder {output.parent} does not exist (fix: create it first, or choose another -o)"
         )
     if job.fmt == "tiff":
-        from fveseg.pipeline import tiff_paths
-
         outputs = list(tiff_paths(output, names).values())
     else:
         outputs = [output]

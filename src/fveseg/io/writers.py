@@ -30,3 +30,11 @@ def write_labels(
             path, labels, name, spacing=spacing, class_names=class_names, overwrite=overwrite
         )
     return write_labels_tiff(path, labels, spacing=spacing, class_names=class_names, overwrite=overwrite)
+
+
+def tiff_paths(output: Path, names: list[str]) -> dict[str, Path]:
+    """One TIFF per layer: the output itself for one layer, ``<stem>_<layer>.tif`` beside it for several."""
+    if len(names) == 1:
+        return {names[0]: output}
+    base = output.name[: -len(output.suffix)] if output.suffix else output.name
+    return {name: output.with_name(f"{base}_{name}{output.suffix or '.tif'}") for name in names}
