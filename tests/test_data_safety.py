@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -453,3 +454,27 @@ def test_existing_label_clash_error_type_for_the_api(tmp_path, image):
     source = ome_image(tmp_path / "img.ome.zarr", image, "cells")
     with pytest.raises(OutputExistsError, match="nothing was written"):
         add_labels_to_image(source, {"cells": (np.ones(image.shape, np.uint32), None)})
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:7", "mps"])
+def test_unusable_devices_are_user_errors(device):
+    import torch
+
+    from fveseg.inference.segmenter import select_device
+
+    if device == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(InputError, match="fix|GPU"):
+        select_device(device)
+
+
+def test_an_order_too_high_for_the_slices_is_refused_before_the_network():
+    from tests.test_cli import micro_checkpoint
+
+    from fveseg.inference import Segmenter
+
+    segmenter = Segmenter(micro_checkpoint(Path(tempfile.mkdtemp())), device="cpu")
+    with pytest.raises(InputError, match="--order 1"):
+        segmenter.segment(np.zeros((4, 16, 16), np.float32), ["nuclei"], order=50, scale=1.0)

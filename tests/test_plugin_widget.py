@@ -175,6 +175,10 @@ def test_errors_are_notifications_with_the_fix(make_napari_viewer, qtbot, tmp_pa
     seen = _notifications()
     widget.run()
     assert "No image layer" in seen[-1] and "File › Open" in seen[-1]
+    rgb = viewer.add_image(np.zeros((8, 8, 3), dtype=np.uint8), name="photo", rgb=True)
+    widget.run()
+    assert "RGB" in seen[-1] and "Split RGB" in seen[-1]
+    viewer.layers.remove(rgb)
 
     viewer.add_image(np.zeros((2, 8, 8), dtype=np.uint8), name="img")
     widget.layer_box.setCurrentText("img")

@@ -192,6 +192,26 @@ class SegmentationWidget(QWidget):
         self.layer_box.blockSignals(False)
         self._layers = {name: layer for name, layer in self._layers.items() if layer in self.viewer.layers}
 
+    def _no_layer_message(self) -> str:
+        """Why no layer can be segmented: none open, or the open ones are RGB or not 2D/3D."""
+        from napari.layers import Image
+
+        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        if any(layer.rgb for layer in images):
+            return (
+                "The open image is RGB: fveseg segments one channel at a time. Split it into channels "
+                "(right-click the layer › Split RGB) and choose one in the 'image' box."
+            )
+        if images:
+            return (
+                "No 2D or 3D image layer: fveseg segments one (z, y, x) stack or one 2D image at a time. "
+                "Split the layer into channels (right-click › Split Stack) or open a single channel."
+            )
+        return (
+            "No image layer to segment: open an image (File › Open, or File › Open Sample › fveseg) and "
+            "choose it in the 'image' box."
+        )
+
     # ------------------------------------------------------------------ settings
     def settings(self) -> WidgetSettings:
         """The widget's current choices."""
@@ -244,10 +264,7 @@ class SegmentationWidget(QWidget):
             return
         name = self.layer_box.currentText()
         if name not in self.viewer.layers:
-            show_error(
-                "No image layer to segment: open an image (File › Open, or File › Open Sample › "
-                "fveseg) and choose it in the 'image' box."
-            )
+            show_error(self._no_layer_message())
             return
         prompts = self.prompts()
         if not prompts:

@@ -51,9 +51,23 @@ PROBE_SLICES = 8  # slices per window of the first pass that measures object siz
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> cuda, else mps, else cpu; anything else is passed to `torch.device`."""
+    """ "auto" -> cuda, else mps, else cpu; anything else is passed to `torch.device`.
+
+    Raises `InputError` (a user error, before any work) for an unknown name or a device this machine
+    does not have."""
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise InputError(f"unknown device {device!r} (fix: auto, cpu, cuda, cuda:1 or mps)") from error
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: no CUDA GPU is usable here (fix: --device cpu or auto)")
+        if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        mps = getattr(torch.backends, "mps", None)
+        if chosen.type == "mps" and not (mps is not None and mps.is_available()):
+            raise InputError(f"device {device!r}: no Apple GPU (MPS) here (fix: --device cpu or auto)")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -279,6 +293,12 @@ class Segmenter:
         start, stop = check_slices(start, stop, shape[axis])
         settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
         order = self._order(order)
+        side = min(s for i, s in enumerate(shape) if i != axis)
+        if order > 1 and 2 ** (order - 1) > side:
+            raise InputError(
+                f"FVE order {order} halves each slice {order - 1} times, more than its {side} pixels allow "
+                "(fix: --order 1, the order the bundled models were trained with)"
+            )
         lo, hi = self._value_range(volume, intensity_range)
         if scale == "auto":
             probe = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, cancel=cancel)
