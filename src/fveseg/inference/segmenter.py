@@ -45,7 +45,7 @@ from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_m
 from fveseg.normalize.intensity import apply_range
 from fveseg.normalize.intensity import intensity_range as volume_intensity_range
 
-__all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from postprocess
+__all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from gate
 
 PROBE_SLICES = 8  # slices per window of the first pass that measures object size (scale="auto")
 
