@@ -1,4 +1,4 @@
-"""Turn a cached :class:`fveseg.inference.segmenter.SegmentationResult` into napari Labels layer data.
+"""Turn a cached :class:`fveseg.inference.SegmentationResult` into napari Labels layer data.
 
 Used by the segmentation widget for the first display and for every re-threshold, so changing the mask
 or existence threshold, instance splitting or the output style never runs the network again: the
@@ -128,8 +128,8 @@ def result_layers(
                 )
             )
     if thresholds.split_instances:
+        params = thresholds.params(prompts)
         for i, prompt in enumerate(prompts):
-            params = thresholds.params(prompts)
             instances = instance_labels(result, i, params, place.spacing, image, semantic)
             layers.append(
                 (

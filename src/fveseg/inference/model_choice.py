@@ -1,4 +1,5 @@
-"""The default model choice: the bundled default network, or the noise-robust one for noisy volumes.
+"""The bundled models and the one cached loader; ``--model auto``: the default network, or the
+noise-robust one for noisy volumes.
 
 The default network is best on clean data; on stacks whose noise is a sizeable part of the signal it
 merges and misses nuclei, where the network trained on noisy images holds up (docs/model-card.md,
