@@ -207,3 +207,74 @@ def test_sample_volume_is_deterministic_and_has_the_advertised_content():
     ids = np.arange(1, first.labels.max() + 1)
     level = np.asarray(ndimage.mean(first.clean, first.labels, ids))
     assert level.max() > 3 * level.min()  # dim and bright nuclei
+
+
+def test_new_options_at_zero_leave_the_volume_unchanged():
+    # training presets keep their arrays: the options draw no random numbers when off
+    plain = make_nuclei_volume(SMALL, seed=5, n_nuclei=6)
+    off = make_nuclei_volume(SMALL, seed=5, n_nuclei=6, stripes=0.0, depth_attenuation=0.0, beyond_stack_um=0.0)
+    np.testing.assert_array_equal(plain.image, off.image)
+    np.testing.assert_array_equal(plain.labels, off.labels)
+
+
+def test_depth_attenuation_dims_the_last_slices_by_the_requested_fraction():
+    options = resolve_options(None, dict(snr=100.0, uneven_illumination=0.0, haze=0.0, depth_attenuation=0.4))
+    dye = np.ones((11, 32, 32), np.float32)
+    image, _ = microscope(np.random.default_rng(0), dye, np.ones(3), options)
+    signal = image.astype(float).mean(axis=(1, 2)) - options.camera_offset
+    # the first slice gets all the light, the last 60 % of it, linearly in between
+    assert signal[-1] / signal[0] == pytest.approx(0.6, rel=0.02)
+    assert signal[5] / signal[0] == pytest.approx(0.8, rel=0.02)
+
+
+def test_stripes_run_along_x_and_change_from_slice_to_slice():
+    options = resolve_options(None, dict(snr=1e3, gain=0.01, uneven_illumination=0.0, haze=0.0, stripes=0.2))
+    dye = np.ones((4, 64, 64), np.float32)
+    image, _ = microscope(np.random.default_rng(1), dye, np.full(3, 0.25), options)
+    signal = image.astype(float) - options.camera_offset
+    relative = signal / signal.mean()
+    # about ±20 % across y; far smaller changes between neighbouring pixels along x than along y
+    assert 0.1 < relative.std() < 0.3
+    along_x = np.abs(np.diff(relative, axis=2)).mean()
+    across_y = np.abs(np.diff(relative, axis=1)).mean()
+    assert along_x < across_y / 3
+    assert np.abs(relative[0] - relative[1]).mean() > 0.05
+
+
+def test_nuclei_beyond_the_stack_light_its_ends_but_stay_unlabelled():
+    kwargs = dict(n_nuclei=40, radius_um=(2.0, 3.0), psf_sigma_um=(1.0, 0.3), snr=1e3, haze=0.0)
+    spacing = (0.5, 0.5, 0.5)
+    for beyond_um in (0.0, 5.0):
+        vol = make_nuclei_volume((8, 48, 48), seed=0, spacing=spacing, beyond_stack_um=beyond_um, **kwargs)
+        assert vol.image.shape == vol.labels.shape == vol.clean.shape == (8, 48, 48)
+        ids = np.unique(vol.labels)
+        np.testing.assert_array_equal(ids, np.arange(ids.size))  # still sequential
+        np.testing.assert_array_equal(vol.classes["cells"][vol.labels > 0], vol.labels[vol.labels > 0])
+        spot_ids = np.unique(vol.classes["spots"])
+        np.testing.assert_array_equal(spot_ids, np.arange(spot_ids.size))
+        # bright light more than 3 µm from every labelled nucleus: only from nuclei beyond the stack
+        far = ndimage.distance_transform_edt(vol.labels == 0, sampling=spacing) > 3
+        unlabelled_light = int(np.count_nonzero((vol.clean > 0.2) & far))
+        assert (unlabelled_light > 0) == (beyond_um > 0)
+
+
+@pytest.mark.parametrize("name", ["embryo", "lightsheet"])
+def test_held_out_presets_look_like_the_stacks_they_stand_for(name):
+    vol = make_nuclei_volume((12, 96, 96), seed=0, spacing=(1.0, 0.35, 0.35), preset=name)
+    nuclei, image = vol.labels > 0, vol.image.astype(float) - vol.options.camera_offset
+    contrast = image[nuclei].mean() / image[~ndimage.binary_dilation(nuclei, iterations=3)].mean() - 1
+    if name == "lightsheet":
+        assert 0.03 < contrast < 0.15  # nuclei 5-10 % above the background
+    else:
+        assert contrast > 1
+        sizes = np.bincount(vol.labels.ravel())[1:]
+        assert np.median(sizes) * 0.35**2 > 4 / 3 * np.pi * 3.0**3  # large nuclei, radius above 3 µm
+
+
+def test_new_option_errors_name_the_range():
+    with pytest.raises(InputError, match="stripes"):
+        make_nuclei_volume(SMALL, stripes=1.5)
+    with pytest.raises(InputError, match="depth_attenuation"):
+        make_nuclei_volume(SMALL, depth_attenuation=-0.1)
+    with pytest.raises(InputError, match="beyond_stack_um"):
+        make_nuclei_volume(SMALL, beyond_stack_um=-1.0)

@@ -27,6 +27,24 @@ def illumination_field(rng: np.random.Generator, shape: tuple[int, ...], amplitu
     return ((1 + amplitude * plane)[None] * depth[:, None, None]).astype(np.float32)
 
 
+def light_sheet_stripes(
+    rng: np.random.Generator, shape: tuple[int, ...], spacing: np.ndarray, amplitude: float
+) -> np.ndarray:
+    """Multiplicative stripes of a light sheet entering along x, float32 of ``shape``, mean about 1.
+
+    Objects in the sheet's path cast shadows that run along x: the pattern varies across y (features of
+    about 1 µm) and from slice to slice, and fades in and out along x as the sheet diverges."""
+    if amplitude == 0:
+        return np.ones((1, 1, 1), np.float32)
+    depth, height, width = shape
+    across = smooth_noise(rng, (depth, height), np.array([0.0, 1.0 / spacing[1]]))
+    other = smooth_noise(rng, (depth, height), np.array([0.0, 1.0 / spacing[1]]))
+    along = np.linspace(0, 1, width, dtype=np.float32)
+    profile = across[:, :, None] * (1 - along) + other[:, :, None] * along
+    profile /= max(float(profile.std()), 1e-6)
+    return np.clip(1 + amplitude * profile, 0.05, None).astype(np.float32)
+
+
 def stain(
     rng: np.random.Generator,
     channel: str,
@@ -104,6 +122,10 @@ def microscope(
     if stained.any() and haze.max() > 0:
         haze *= options.haze * float(dye[stained].mean()) / max(float(haze[stained].mean()), 1e-6)
     light = illumination_field(rng, dye.shape, options.uneven_illumination)
+    if options.depth_attenuation > 0:
+        kept = 1 - options.depth_attenuation * np.linspace(0, 1, dye.shape[0], dtype=np.float32)
+        light = light * kept[:, None, None]
+    light = light * light_sheet_stripes(rng, dye.shape, spacing, options.stripes)
     expected = light * (clean + haze + options.background)
     photons = photons_for_snr(options.snr, options.background, options.read_noise)
     electrons = rng.poisson(np.maximum(expected * photons, 0)).astype(np.float32)

@@ -42,6 +42,12 @@ class SyntheticOptions:
         haze_sigma_um: (sigma_z, sigma_xy) of that haze.
         background: autofluorescence level relative to a nucleus.
         uneven_illumination: relative amplitude of the smooth illumination field (0: flat).
+        depth_attenuation: fraction of the light lost from the first slice to the last (scattering and
+            absorption deeper in tissue; 0: none).
+        stripes: relative amplitude of light-sheet stripes: shadows cast along x by the illuminating
+            sheet, a different pattern in every slice (0: none).
+        beyond_stack_um: nuclei are also placed this far above and below the stack; their blur and
+            haze reach into the first and last slices while they stay unlabelled (0: none).
         snr: mean signal of a typical nucleus over the noise standard deviation at that signal.
         read_noise: camera read noise in photo-electrons (the Gaussian part of the noise).
         camera_offset: constant added by the camera, in counts.
@@ -69,6 +75,9 @@ class SyntheticOptions:
     haze_sigma_um: tuple[float, float] = (5.0, 3.0)
     background: float = 0.02
     uneven_illumination: float = 0.25
+    depth_attenuation: float = 0.0
+    stripes: float = 0.0
+    beyond_stack_um: float = 0.0
     snr: float = 25.0
     read_noise: float = 2.0
     camera_offset: float = 100.0
@@ -77,7 +86,9 @@ class SyntheticOptions:
 
 # Presets are overrides of the defaults. "isotropic", "anisotropic" and "crowded" are training settings;
 # "hard" is a harsher held-out setting: more blur along z, lower SNR, more dim and clustered nuclei,
-# stronger haze.
+# stronger haze. "embryo" and "lightsheet" are held-out settings after real stacks the training presets
+# do not resemble (project issue 25): large, well-separated nuclei under a wide axial blur with nuclei
+# above and below the stack; and a low-contrast light-sheet stack with stripes and light lost with depth.
 PRESETS: dict[str, dict[str, object]] = {
     "isotropic": {"psf_sigma_um": (0.45, 0.4), "haze": 0.04, "snr": 30.0},
     "anisotropic": {},
@@ -103,6 +114,29 @@ PRESETS: dict[str, dict[str, object]] = {
         "radius_um": (3.5, 7.0),
         "elongation": 1.6,
         "texture": 0.35,
+    },
+    # 8-16 large, well-separated nuclei per field, axial blur about 4x the lateral, out-of-focus nuclei
+    # above and below the stack, light lost with depth
+    "embryo": {
+        "density": 0.08,
+        "radius_um": (4.0, 5.5),
+        "cluster_fraction": 0.1,
+        "psf_sigma_um": (1.6, 0.4),
+        "haze": 0.15,
+        "depth_attenuation": 0.4,
+        "beyond_stack_um": 6.0,
+        "snr": 12.0,
+    },
+    # nuclei 5-10 % above a bright background, stripes, shot noise, dense tissue of unequal brightness
+    "lightsheet": {
+        "density": 0.3,
+        "cluster_fraction": 0.6,
+        "brightness_spread": 0.35,
+        "background": 12.0,
+        "stripes": 0.2,
+        "depth_attenuation": 0.3,
+        "psf_sigma_um": (1.0, 0.35),
+        "snr": 4.0,
     },
 }
 
@@ -148,5 +182,11 @@ def _check(options: SyntheticOptions) -> None:
         value = getattr(options, name)
         if not 0 <= value <= 1:
             raise InputError(f"{name} must be a probability in [0, 1], got {value}.")
+    for name in ("depth_attenuation", "stripes"):
+        value = getattr(options, name)
+        if not 0 <= value < 1:
+            raise InputError(f"{name} must be a fraction in [0, 1), got {value}.")
+    if options.beyond_stack_um < 0:
+        raise InputError(f"beyond_stack_um must be >= 0 (µm), got {options.beyond_stack_um}.")
     if min(options.psf_sigma_um) < 0 or min(options.haze_sigma_um) <= 0:
         raise InputError("psf_sigma_um must be >= 0 and haze_sigma_um > 0 (sigma_z, sigma_xy in µm).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import fastremap
 import numpy as np
 
 from fveseg.errors import InputError
@@ -103,6 +104,10 @@ def make_nuclei_volume(
     resolved = resolve_options(preset, options)
     rng = np.random.default_rng(seed)
 
+    # Nuclei beyond the stack: image a taller volume and keep the middle (`SyntheticOptions.beyond_stack_um`).
+    pad = int(np.ceil(resolved.beyond_stack_um / spacing_array[0]))
+    stack = shape
+    shape = (shape[0] + 2 * pad, *shape[1:])
     extent = np.asarray(shape) * spacing_array
     plan = plan_nuclei(rng, extent, resolved)
     raw, depth = draw_nuclei(rng, plan, shape, spacing_array, resolved.irregularity)
@@ -138,6 +143,16 @@ def make_nuclei_volume(
         resolved,
     )
     image, clean = microscope(rng, dye, spacing_array, resolved)
+    if pad:
+        inside = slice(pad, pad + stack[0])
+        image, clean, membranes = image[inside].copy(), clean[inside].copy(), membranes[inside].copy()
+        # nuclei and cells share ids: renumber both with the nuclei's ids that are still in the stack
+        kept = np.unique(nuclei[inside])
+        renumber = np.zeros(int(nuclei.max()) + 1, np.uint32)
+        renumber[kept[kept > 0]] = np.arange(1, int((kept > 0).sum()) + 1, dtype=np.uint32)
+        nuclei, cells = renumber[nuclei[inside]], renumber[cells[inside]]
+        spots = fastremap.renumber(spots[inside].copy(), preserve_zero=True)[0].astype(np.uint32)
+        pairs = [(int(renumber[a]), int(renumber[b])) for a, b in pairs if renumber[a] and renumber[b]]
     classes = {"nuclei": nuclei, "cell membranes": membranes, "cells": cells, "spots": spots}
     return SyntheticVolume(
         image=image,
