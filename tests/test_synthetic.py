@@ -212,7 +212,9 @@ def test_sample_volume_is_deterministic_and_has_the_advertised_content():
 def test_new_options_at_zero_leave_the_volume_unchanged():
     # training presets keep their arrays: the options draw no random numbers when off
     plain = make_nuclei_volume(SMALL, seed=5, n_nuclei=6)
-    off = make_nuclei_volume(SMALL, seed=5, n_nuclei=6, stripes=0.0, depth_attenuation=0.0, beyond_stack_um=0.0)
+    off = make_nuclei_volume(
+        SMALL, seed=5, n_nuclei=6, stripes=0.0, depth_attenuation=0.0, beyond_stack_um=0.0
+    )
     np.testing.assert_array_equal(plain.image, off.image)
     np.testing.assert_array_equal(plain.labels, off.labels)
 
