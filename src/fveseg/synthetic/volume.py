@@ -70,12 +70,14 @@ def make_nuclei_volume(
     spacing : (z, y, x) floats
         Voxel size in µm. Objects and optics are specified in µm, so a coarser z step gives a truly
         anisotropic stack (use e.g. ``(1.5, 0.5, 0.5)`` for a z step 3× the pixel size).
-    preset : {"anisotropic", "isotropic", "crowded", "hard"} or None
+    preset : {"anisotropic", "isotropic", "crowded", "hard", "embryo", "lightsheet"} or None
         Named settings (see ``fveseg.synthetic.PRESETS``): "anisotropic" (default: widefield-like z blur
         σz = 1.2 µm vs σxy = 0.3 µm), "isotropic" (confocal-like, nearly isotropic blur), "crowded"
         (tightly packed, larger, textured nuclei filling about a third of the volume), "hard" (held-out
-        evaluation: stronger z blur, SNR 5, more dim, clustered and irregular nuclei). None: the plain
-        defaults of :class:`SyntheticOptions` (same as "anisotropic").
+        evaluation: stronger z blur, SNR 5, more dim, clustered and irregular nuclei), "embryo" (held out:
+        large, well-separated nuclei, wide axial blur, unlabelled nuclei above and below the stack),
+        "lightsheet" (held out: nuclei 5–10 % above the background, stripes, light lost with depth).
+        None: the plain defaults of :class:`SyntheticOptions` (same as "anisotropic").
     **options
         Any field of :class:`SyntheticOptions` (applied after the preset), e.g. ``n_nuclei=20``,
         ``radius_um=(2, 4)``, ``channel="cell membranes"``, ``snr=5``, ``psf_sigma_um=(2.0, 0.3)``.
