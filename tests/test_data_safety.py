@@ -478,3 +478,11 @@ def test_an_order_too_high_for_the_slices_is_refused_before_the_network():
     segmenter = Segmenter(micro_checkpoint(Path(tempfile.mkdtemp())), device="cpu")
     with pytest.raises(InputError, match="--order 1"):
         segmenter.segment(np.zeros((4, 16, 16), np.float32), ["nuclei"], order=50, scale=1.0)
+
+
+def test_a_one_voxel_tiff_is_read_as_a_stack_not_a_crash(tmp_path):
+    # tifffile names this file's axes "XYX"; the reader falls back to (z, y, x)
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, np.full((1, 1, 1), 7, np.uint16))
+    volume = read_volume(path)
+    assert np.asarray(volume.data).shape == (1, 1, 1) and int(np.asarray(volume.data)[0, 0, 0]) == 7

@@ -132,6 +132,15 @@ def to_zyx(
         raise InputError(f"{source} is empty (shape {tuple(array.shape)}); it holds no voxels to segment.")
     if len(axes) != array.ndim:
         raise InputError(f"{source}: axes {axes!r} do not match the array's {array.ndim} dimensions.")
+    if len(set(axes)) != len(axes):
+        # tifffile names the axes of some degenerate files twice (a 1×1×1 page reads as "XYX"): without
+        # usable names, an array of up to three dimensions is a plain (z, y, x) stack
+        if array.ndim > 3:
+            raise InputError(
+                f"{source}: its axes {axes!r} name one dimension twice, so its layout is unknown; save it "
+                "again as a (z, y, x) stack."
+            )
+        axes = "ZYX"[3 - array.ndim :]
     if "C" in axes and "S" in axes:  # keep the larger one as the channel axis, drop a size-1 other
         drop = "S" if array.shape[axes.index("S")] == 1 else "C"
         array, axes = _squeeze_axis(array, axes, drop, source)
