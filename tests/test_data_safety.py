@@ -486,3 +486,30 @@ def test_a_one_voxel_tiff_is_read_as_a_stack_not_a_crash(tmp_path):
     tifffile.imwrite(path, np.full((1, 1, 1), 7, np.uint16))
     volume = read_volume(path)
     assert np.asarray(volume.data).shape == (1, 1, 1) and int(np.asarray(volume.data)[0, 0, 0]) == 7
+
+
+def test_a_damaged_zarr_chunk_is_a_user_error_and_writes_nothing(tmp_path, capsys):
+    import zarr
+
+    source = tmp_path / "stack.zarr"
+    array = zarr.open(str(source), mode="w", shape=(8, 32, 32), chunks=(4, 32, 32), dtype="uint16")
+    array[:] = 5
+    chunk = next(p for p in source.rglob("*") if p.is_file() and p.name == "0" and p.parent.name == "0")
+    chunk.write_bytes(b"not a chunk")
+    out = tmp_path / "out.ome.zarr"
+    assert main(["segment", str(source), "-p", "nuclei", "-o", str(out)]) == 2
+    message = capsys.readouterr().err
+    assert "could not be read" in message and "damaged" in message and "Traceback" not in message
+    assert not out.exists()
+
+
+def test_an_eight_byte_integer_tiff_is_written_back_with_its_image(tmp_path):
+    from fveseg.io import write_labels_zarr
+
+    # tifffile hands 8-byte integers over as numpy.ulonglong, which zarr refuses unless normalised
+    path = tmp_path / "u64.tif"
+    tifffile.imwrite(path, np.arange(6 * 16 * 16, dtype=np.uint64).reshape(6, 16, 16))
+    image = np.asarray(read_volume(path).data)
+    out = tmp_path / "out.ome.zarr"
+    write_labels_zarr(out, np.zeros(image.shape, np.uint32), "nuclei", image=image)
+    np.testing.assert_array_equal(np.asarray(read_volume(out).data), image)

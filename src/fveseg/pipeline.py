@@ -256,7 +256,7 @@ def segment_file(
     preflight.check_memory(volume.data.shape, job.source.name)
     if job.into_source:
         io.check_into_image(job.source, names, job.overwrite, shape=tuple(volume.data.shape))
-    data = np.asarray(volume.data)
+    data = io.load_voxels(volume, job.source.name)
     spacing = params.spacing or spacing_in_micrometer(volume.spacing, volume.unit)
     stages["read"] = time.perf_counter() - start
 

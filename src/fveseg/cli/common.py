@@ -103,7 +103,7 @@ def load_label_volume(path: Path, name: str | None = None) -> tuple[np.ndarray, 
     if volume.labels:
         key = name if name in volume.labels else next(iter(volume.labels))
         return np.asarray(volume.labels[key]), _as_spacing(volume.spacing)
-    data = np.asarray(volume.data)
+    data = io.load_voxels(volume, Path(path).name)
     if not np.issubdtype(data.dtype, np.integer) and not np.issubdtype(data.dtype, np.bool_):
         raise InputError(f"{path} holds {data.dtype} data, not labels (fix: pass an integer label volume)")
     return data, _as_spacing(volume.spacing)

@@ -9,7 +9,7 @@ Heavy libraries (zarr, dask, nibabel) are imported only by the functions that ne
 
 from fveseg.io.atomic import atomic_path, atomic_paths
 from fveseg.io.labels_meta import default_colors
-from fveseg.io.readers import SUPPORTED_EXTENSIONS, file_kind, read_labels, read_volume
+from fveseg.io.readers import SUPPORTED_EXTENSIONS, file_kind, load_voxels, read_labels, read_volume
 from fveseg.io.tiff_io import write_labels_tiff
 from fveseg.io.volume import Volume
 from fveseg.io.writers import write_labels
@@ -24,6 +24,7 @@ __all__ = [
     "check_into_image",
     "default_colors",
     "file_kind",
+    "load_voxels",
     "read_labels",
     "read_volume",
     "write_labels",

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fveseg.errors import InputError
 from fveseg.io.volume import Volume
 
@@ -111,6 +113,34 @@ def read_volume(path: str | os.PathLike, channel: int | str | None = None) -> Vo
     from fveseg.io.nifti_io import read_nifti
 
     return read_nifti(path, channel)
+
+
+def load_voxels(volume: Volume, source: str) -> np.ndarray:
+    """The voxels of a (possibly lazy, chunked) `Volume` as a numpy array.
+
+    A damaged chunk (a truncated copy, a failed download) surfaces only here, as a codec's error; it is
+    raised as an `InputError` naming the file and what to do.
+
+    Parameters
+    ----------
+    volume : Volume
+        From `read_volume`; ``volume.data`` (z, y, x), numpy or dask.
+    source : str
+        The file's name, for the message.
+
+    Returns
+    -------
+    ndarray (z, y, x), the file's dtype
+    """
+    try:
+        return np.asarray(volume.data)
+    except MemoryError:
+        raise
+    except (RuntimeError, ValueError, OSError, EOFError, KeyError) as error:
+        raise InputError(
+            f"{source}: part of the image could not be read ({type(error).__name__}: {error}); the file is "
+            "probably damaged or incompletely copied. Copy or export it again, then rerun."
+        ) from error
 
 
 def read_labels(path: str | os.PathLike, name: str | None = None) -> tuple[Any, dict]:

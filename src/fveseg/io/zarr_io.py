@@ -448,6 +448,9 @@ def _chunk_shape(shape: tuple, chunks) -> tuple[int, int, int]:
 
 
 def _create_array(group, name: str, shape, dtype, chunks, version: str):
+    # zarr matches data types by numpy scalar type: the same 8-byte integer read by tifffile can carry
+    # `numpy.ulonglong` instead of `numpy.uint64` and is then refused; the canonical dtype is accepted
+    dtype = np.dtype(np.dtype(dtype).str)
     if version == "0.5":
         from zarr.codecs import BloscCodec
 
