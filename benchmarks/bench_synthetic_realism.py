@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from fveseg.synthetic import make_nuclei_volume, make_sample_volume
+from fveseg.synthetic import PRESETS, make_nuclei_volume, make_sample_volume
 
 DATA = Path("/work/shared/data")
 STATS = {
@@ -144,11 +144,11 @@ def main() -> None:
     with np.load(DATA / "nuclei3d/cells3d_nuclei.npz") as data:
         cells_image, cells_labels, cells_spacing = data["image"], data["labels"], data["spacing_zyx"]
     columns["cells3d (real 3D)"] = collect(volume_slices(cells_image, cells_labels))
-    for preset in ("anisotropic", "isotropic", "hard"):
+    for preset in PRESETS:
         columns[f"synthetic {preset}"] = collect(synthetic(args.seeds, preset))
     reference = columns["DSB 2018 fluo (real 2D)"]
     print(f"images per column: { {k: len(v['spectrum slope']) for k, v in columns.items()} }\n")
-    header = "| statistic | " + " | ".join(columns) + " | distance (aniso / iso / hard) |"
+    header = "| statistic | " + " | ".join(columns) + f" | distance ({' / '.join(PRESETS)}) |"
     print(header)
     print("|" + "---|" * (len(columns) + 2))
     for name in STATS:
@@ -160,7 +160,7 @@ def main() -> None:
         iqr = max(real_q75 - real_q25, 1e-9)
         distances = [
             abs(summary(columns[f"synthetic {p}"][name])[0] - real_median) / iqr
-            for p in ("anisotropic", "isotropic", "hard")
+            for p in PRESETS
         ]
         print(f"| {name} | " + " | ".join(cells) + " | " + " / ".join(f"{d:.2f}" for d in distances) + " |")
 
@@ -174,6 +174,8 @@ def main() -> None:
         ("anisotropic", (1.0, 0.5, 0.5)),
         ("anisotropic", (1.5, 0.5, 0.5)),
         ("hard", (1.5, 0.5, 0.5)),
+        ("embryo", (1.0, 0.5, 0.5)),
+        ("lightsheet", (1.0, 0.5, 0.5)),
     ):
         volume = make_nuclei_volume((32, 128, 128), seed=7, spacing=spacing, preset=preset)
         print(f"  synthetic {preset}, spacing {spacing}: {axis_gradient_ratio(volume.image, spacing):.3f}")

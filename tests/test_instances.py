@@ -296,6 +296,42 @@ def test_distance_split_separates_touching_balls_in_physical_units(spacing):
     np.testing.assert_array_equal(labels > 0, mask)  # the instances cover exactly the mask
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0)])
+def test_distance_split_separates_neighbours_on_a_diagonal_more_than_a_radius_apart(spacing):
+    from fveseg.instances.split import split_instances
+
+    # two balls of radius 8 whose centres are 1.8 radii apart along the 3D diagonal: each coordinate
+    # differs by 1.04 radii, so a box of +-1 radius around one centre would hold the other; the rule
+    # "centres closer than a typical radius are one nucleus" keeps both
+    radius, offset = 8.0, 8.3
+    shape = (int(44 / spacing[0]), 44, 44)
+    first = np.array([14.0, 14.0, 14.0])
+    second = first + offset
+    centres = [first / np.array([spacing[0], 1, 1]), second / np.array([spacing[0], 1, 1])]
+    mask = _balls(shape, centres, radius, spacing)
+    labels = split_instances(mask, None, spacing=spacing, method="distance")
+    assert labels.max() == 2
+    at = [tuple(np.round(c).astype(int)) for c in centres]
+    assert labels[at[0]] and labels[at[1]] and labels[at[0]] != labels[at[1]]
+    np.testing.assert_array_equal(labels > 0, mask)
+
+
+def test_ball_maxima_equal_a_maximum_filter_with_a_ball_footprint():
+    from scipy import ndimage as ndi
+
+    from fveseg.instances.split import _ball_maxima
+
+    rng = np.random.default_rng(0)
+    distance = ndi.gaussian_filter(rng.random((12, 40, 40)), 2.0)
+    steps, radius = np.array([2.0, 1.0, 1.0]), 5.0
+    half = [max(1, int(round(radius / s))) for s in steps]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    ball = sum((g * s / radius) ** 2 for g, s in zip(grids, steps)) <= 1.0
+    inside = np.ones(distance.shape, bool)
+    expected = distance >= ndi.maximum_filter(distance, footprint=ball, mode="nearest")
+    np.testing.assert_array_equal(_ball_maxima(inside, distance, steps, radius), expected)
+
+
 def test_distance_split_keeps_one_ball_whole_and_an_empty_mask_empty():
     from fveseg.instances.split import split_instances
 

@@ -71,10 +71,11 @@ measure the protocol's noise. ``--rows`` picks rows by name (comma-separated).
 Variants
 --------
 Named in `benchmarks.accuracy.variants.VARIANTS` or inline (``'NAME:field=value,...'``): overrides of
-`fveseg.params.SegmentParams`. Each runs through the product's one pipeline:
-``fveseg.pipeline.segment_volume(load_segmenter(checkpoint, device, batch_size), image, spacing,
-params)["nuclei"][0]`` (the segmenter wrapped in a pass-through `Recorder` that keeps the last result,
-to report the model, noise and scale the pipeline chose). Seconds per row are the pipeline's own
+`fveseg.params.SegmentParams`. Each runs through the product's one pipeline, the two halves of
+``fveseg.pipeline.segment_volume``: ``segment_array(load_segmenter(checkpoint, device, batch_size),
+image, params, spacing)`` (the network) and ``label_layers(...)["nuclei"][0]`` (the instances). Variants
+that differ only in the fields acting after the network (`INSTANCE_FIELDS`) share one network run per
+sample, so an instance-step ablation costs seconds per row. Seconds per row are the pipeline's own
 wall time (model loading excluded, except a second model the automatic model choice loads on first use;
 the first row also pays compilation warm-up); on a shared machine they vary with its load.
 
@@ -293,24 +294,6 @@ def run_baseline(baseline, metrics, samples: list[Sample], sigma: float) -> dict
     return aggregate(samples, scores)
 
 
-class Recorder:
-    """The segmenter, unchanged, remembering the last `SegmentationResult` its ``segment`` returned (so the
-    protocol can report the model, noise, scale and axis the pipeline chose without a second run)."""
-
-    def __init__(self, segmenter):
-        self._segmenter = segmenter
-        self.last = None
-
-    def segment(self, *args, **kwargs):
-        self.last = self._segmenter.segment(*args, **kwargs)
-        return self.last
-
-    def __getattr__(self, name: str):
-        if name == "_segmenter":
-            raise AttributeError(name)
-        return getattr(self._segmenter, name)
-
-
 def choices(result) -> dict:
     """What the pipeline chose for a sample: model (None: a fixed checkpoint), noise, scale, axis."""
     if result is None:
@@ -324,27 +307,49 @@ def choices(result) -> dict:
     }
 
 
-def run_variant(metrics, samples: list[Sample], overrides: dict, device: str) -> dict:
+#: SegmentParams fields that act after the network (`fveseg.pipeline.label_layers`): variants that differ
+#: only in these reuse one network run per sample within a protocol run.
+INSTANCE_FIELDS = ("instances", "min_size", "min_relative_size", "instance_method", "focus_fraction")
+
+
+def network_key(params) -> tuple:
+    """What the network's output depends on: every field of ``params`` except `INSTANCE_FIELDS`."""
+    return tuple(
+        (f.name, getattr(params, f.name)) for f in dataclasses.fields(params) if f.name not in INSTANCE_FIELDS
+    )
+
+
+def run_variant(metrics, samples: list[Sample], overrides: dict, device: str, reuse: dict | None = None) -> dict:
+    """Score one variant on a row's samples through the product's pipeline (`segment_array`, then
+    `label_layers`, which is `fveseg.pipeline.segment_volume`). ``reuse``: a dict kept per row; a variant
+    whose network fields match an earlier one's takes its network outputs (and their seconds) from it."""
     from fveseg.inference import load_segmenter
     from fveseg.params import SegmentParams, slug
-    from fveseg.pipeline import segment_volume
+    from fveseg.pipeline import label_layers, segment_array
 
     params = SegmentParams(**overrides)
     device = overrides.get("device", device)
-    segmenter = Recorder(load_segmenter(params.checkpoint, device, params.batch_size))
+    reuse = {} if reuse is None else reuse
+    key = network_key(params)
     layer = slug(params.prompts[0])
-    scores = []
-    for sample in samples:
+    scores, results = [], []
+    for index, sample in enumerate(samples):
+        spacing = params.spacing or sample.spacing
+        if (key, index) not in reuse:
+            start = time.perf_counter()
+            segmenter = load_segmenter(params.checkpoint, device, params.batch_size)
+            result = segment_array(segmenter, sample.image, params, spacing)
+            reuse[key, index] = (result, time.perf_counter() - start)
+        result, network_seconds = reuse[key, index]
         start = time.perf_counter()
-        segmenter.last = None
-        layers = segment_volume(segmenter, sample.image, sample.spacing, params)
-        pred = layers[layer][0]
-        scores.append(score(metrics, sample.labels, pred, time.perf_counter() - start))
-        scores[-1].update(choices(segmenter.last))
+        pred = label_layers(result, params, spacing, image=np.asarray(sample.image))[layer][0]
+        scores.append(score(metrics, sample.labels, pred, network_seconds + time.perf_counter() - start))
+        scores[-1].update(choices(result))
+        results.append(result)
     row = aggregate(samples, scores)
     if len(scores) == 1:
-        row.update(choices(segmenter.last))
-    elif segmenter.last is not None:
+        row.update(choices(results[-1]))
+    else:
         models = [s.get("model") for s in scores]
         row["models"] = {str(m): models.count(m) for m in dict.fromkeys(models)}
         row["scale_range"] = [min(s["scale"] for s in scores), max(s["scale"] for s in scores)]
@@ -552,8 +557,9 @@ def main(argv: list[str] | None = None) -> dict:
                 save_json(cache_path, cache)
         best = max(row["baseline"].values(), key=lambda b: b["f1"])["f1"]
         print(f"    baseline best sigma on this row: F1 {best:.3f}", file=sys.stderr, flush=True)
+        reuse: dict = {}  # network outputs shared by variants that differ only after the network
         for variant, overrides in variants.items():
-            row["variants"][variant] = result = run_variant(metrics, samples, overrides, args.device)
+            row["variants"][variant] = result = run_variant(metrics, samples, overrides, args.device, reuse)
             print(
                 f"    {variant}: F1 {result['f1']:.3f} Dice {result['dice']:.3f} "
                 f"({result['seconds']:.0f} s, {result['objects']} objects of {result['true_objects']}; "

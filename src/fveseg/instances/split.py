@@ -5,8 +5,9 @@ one-slice images):
 
 ``"distance"``
     Objects formed in 3D from the mask's shape, in physical units: the mask smoothed in 3D, seeds at
-    the maxima of its distance map at least a typical nucleus radius apart (`distance_split`). Needs
-    no edges, so slice-wise masks that flicker along z or edges missing under noise do not merge nuclei.
+    the maxima of its distance map that are the largest within a ball of one typical nucleus radius
+    (`distance_split`). Needs no edges, so slice-wise masks that flicker along z or edges missing under
+    noise do not merge nuclei.
 
 ``"reference"``
     The public BiomedParse v2 recipe, exactly: ``mask > 0.5``; zero where ``edge >= 0.5``; 3D connected
@@ -219,7 +220,7 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     diameter of the mask's 2D components (`fveseg.inference.auto_scale.typical_diameter`). The mask is
     smoothed in 3D with a Gaussian of R / 4 (physical units, so anisotropic voxels are handled) and
     thresholded at 0.5; seeds are the maxima of its distance map (physical units) that are the largest
-    within a box of ±R, one per plateau; each seed grows over the smoothed mask by watershed on the
+    within a ball of radius R (physical units), one per plateau; each seed grows over the smoothed mask by watershed on the
     negated distance, and the labels go back onto the mask itself (voxels the smoothing dropped join
     their nearest object, `grow_in_mask`). Two nucleus centres closer than a typical radius are one
     nucleus.
@@ -235,12 +236,32 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     radius = radius_px * float(min(steps[1:]))  # physical units
     smooth = ndi.gaussian_filter(fg.astype(np.float32), sigma=tuple(radius / 4 / steps)) > 0.5
     distance = edt.edt(smooth, anisotropy=tuple(steps), black_border=False, parallel=1)
-    box = tuple(2 * max(1, int(round(radius / s))) + 1 for s in steps)
-    peaks = smooth & (distance >= ndi.maximum_filter(distance, size=box, mode="nearest"))
+    peaks = _ball_maxima(smooth, distance, steps, radius)
     markers = cc3d.connected_components(peaks, connectivity=26, out_dtype=np.uint32)
     labels = watershed(-distance, markers, mask=smooth).astype(np.uint32)
     # back onto the mask itself: the instances cover exactly the foreground the semantic map shows
     return grow_in_mask(np.where(fg, labels, 0).astype(np.uint32), fg, spacing)
+
+
+def _ball_maxima(inside: np.ndarray, distance: np.ndarray, steps: np.ndarray, radius: float) -> np.ndarray:
+    """Voxels of ``inside`` whose ``distance`` is the largest within a ball of ``radius`` (physical units),
+    as a maximum filter with a ball footprint would find them, at the cost of the local maxima only: a
+    voxel that is not the largest of its 3×3×3 neighbours cannot be, so each plateau of local maxima is
+    checked once against its ball."""
+    local = inside & (distance >= ndi.maximum_filter(distance, size=3, mode="nearest"))
+    plateaus = cc3d.connected_components(local, connectivity=26, out_dtype=np.uint32)
+    half = np.maximum(1, np.round(radius / steps).astype(int))
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    ball = sum((g * s / radius) ** 2 for g, s in zip(grids, steps)) <= 1.0
+    padded = np.pad(distance, [(h, h) for h in half], mode="edge")
+    keep = np.zeros(int(plateaus.max()) + 1, bool)
+    for index, box in enumerate(ndi.find_objects(plateaus), start=1):
+        corner = tuple(b.start for b in box)  # any voxel of the plateau: the box corner is in padded space
+        voxel = next(zip(*np.nonzero(plateaus[box] == index)))
+        centre = tuple(c + v for c, v in zip(corner, voxel))
+        window = padded[tuple(slice(c, c + 2 * h + 1) for c, h in zip(centre, half))]
+        keep[index] = distance[centre] >= window[ball].max()
+    return keep[plateaus]
 
 
 def reference_split(fg: np.ndarray, edges: np.ndarray | None, edge_threshold: float = 0.5) -> np.ndarray:
