@@ -319,7 +319,9 @@ def network_key(params) -> tuple:
     )
 
 
-def run_variant(metrics, samples: list[Sample], overrides: dict, device: str, reuse: dict | None = None) -> dict:
+def run_variant(
+    metrics, samples: list[Sample], overrides: dict, device: str, reuse: dict | None = None
+) -> dict:
     """Score one variant on a row's samples through the product's pipeline (`segment_array`, then
     `label_layers`, which is `fveseg.pipeline.segment_volume`). ``reuse``: a dict kept per row; a variant
     whose network fields match an earlier one's takes its network outputs (and their seconds) from it."""

@@ -220,10 +220,10 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     diameter of the mask's 2D components (`fveseg.inference.auto_scale.typical_diameter`). The mask is
     smoothed in 3D with a Gaussian of R / 4 (physical units, so anisotropic voxels are handled) and
     thresholded at 0.5; seeds are the maxima of its distance map (physical units) that are the largest
-    within a ball of radius R (physical units), one per plateau; each seed grows over the smoothed mask by watershed on the
-    negated distance, and the labels go back onto the mask itself (voxels the smoothing dropped join
-    their nearest object, `grow_in_mask`). Two nucleus centres closer than a typical radius are one
-    nucleus.
+    within a ball of radius R (physical units; `_ball_maxima`), one per plateau; each seed grows over
+    the smoothed mask by watershed on the negated distance, and the labels go back onto the mask itself
+    (voxels the smoothing dropped join their nearest object, `grow_in_mask`). Two nucleus centres
+    closer than a typical radius are one nucleus.
 
     Returns uint32 labels (not renumbered) covering exactly ``fg``.
     """
