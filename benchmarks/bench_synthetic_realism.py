@@ -158,10 +158,7 @@ def main() -> None:
             cells.append(f"{median:.3g} [{q25:.3g}, {q75:.3g}]")
         real_median, real_q25, real_q75 = summary(reference[name])
         iqr = max(real_q75 - real_q25, 1e-9)
-        distances = [
-            abs(summary(columns[f"synthetic {p}"][name])[0] - real_median) / iqr
-            for p in PRESETS
-        ]
+        distances = [abs(summary(columns[f"synthetic {p}"][name])[0] - real_median) / iqr for p in PRESETS]
         print(f"| {name} | " + " | ".join(cells) + " | " + " / ".join(f"{d:.2f}" for d in distances) + " |")
 
     print("\nAnisotropy: z / in-plane gradient energy per µm (1 = isotropic blur)")
