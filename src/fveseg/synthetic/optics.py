@@ -33,12 +33,14 @@ def light_sheet_stripes(
     """Multiplicative stripes of a light sheet entering along x, float32 of ``shape``, mean about 1.
 
     Objects in the sheet's path cast shadows that run along x: the pattern varies across y (features of
-    about 1 µm) and from slice to slice, and fades in and out along x as the sheet diverges."""
+    about 1 µm) and changes over about 2 µm in z (as the sheet moves past the absorbers), and fades in
+    and out along x as the sheet diverges."""
     if amplitude == 0:
         return np.ones((1, 1, 1), np.float32)
     depth, height, width = shape
-    across = smooth_noise(rng, (depth, height), np.array([0.0, 1.0 / spacing[1]]))
-    other = smooth_noise(rng, (depth, height), np.array([0.0, 1.0 / spacing[1]]))
+    sigma = np.array([2.0 / spacing[0], 1.0 / spacing[1]])
+    across = smooth_noise(rng, (depth, height), sigma)
+    other = smooth_noise(rng, (depth, height), sigma)
     along = np.linspace(0, 1, width, dtype=np.float32)
     profile = across[:, :, None] * (1 - along) + other[:, :, None] * along
     profile /= max(float(profile.std()), 1e-6)
