@@ -334,7 +334,7 @@ def run_variant(
     reuse = {} if reuse is None else reuse
     key = network_key(params)
     layer = slug(params.prompts[0])
-    scores, results = [], []
+    scores = []
     for index, sample in enumerate(samples):
         spacing = params.spacing or sample.spacing
         if (key, index) not in reuse:
@@ -347,10 +347,9 @@ def run_variant(
         pred = label_layers(result, params, spacing, image=np.asarray(sample.image))[layer][0]
         scores.append(score(metrics, sample.labels, pred, network_seconds + time.perf_counter() - start))
         scores[-1].update(choices(result))
-        results.append(result)
     row = aggregate(samples, scores)
     if len(scores) == 1:
-        row.update(choices(results[-1]))
+        row.update(choices(result))
     else:
         models = [s.get("model") for s in scores]
         row["models"] = {str(m): models.count(m) for m in dict.fromkeys(models)}

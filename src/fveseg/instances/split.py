@@ -256,9 +256,9 @@ def _ball_maxima(inside: np.ndarray, distance: np.ndarray, steps: np.ndarray, ra
     padded = np.pad(distance, [(h, h) for h in half], mode="edge")
     keep = np.zeros(int(plateaus.max()) + 1, bool)
     for index, box in enumerate(ndi.find_objects(plateaus), start=1):
-        corner = tuple(b.start for b in box)  # any voxel of the plateau: the box corner is in padded space
+        # one voxel of the plateau; in ``padded`` its ball's window starts at the voxel's own index
         voxel = next(zip(*np.nonzero(plateaus[box] == index)))
-        centre = tuple(c + v for c, v in zip(corner, voxel))
+        centre = tuple(b.start + v for b, v in zip(box, voxel))
         window = padded[tuple(slice(c, c + 2 * h + 1) for c, h in zip(centre, half))]
         keep[index] = distance[centre] >= window[ball].max()
     return keep[plateaus]

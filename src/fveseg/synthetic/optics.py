@@ -14,17 +14,24 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels:
     return field / max(float(field.std()), 1e-6)
 
 
-def illumination_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float) -> np.ndarray:
+def illumination_field(
+    rng: np.random.Generator, shape: tuple[int, ...], amplitude: float, depth_loss: float = 0.0
+) -> np.ndarray:
     """A smooth multiplicative field around 1: in-plane bumps (vignetting, uneven lamp) times a
-    gentle loss of light with depth, float32 broadcastable to ``shape``; ``amplitude`` = 0 gives 1."""
+    gentle loss of light with depth, float32 broadcastable to ``shape``; ``amplitude`` = 0 gives 1.
+    ``depth_loss``: a further fraction of the light lost linearly from the first slice to the last."""
     if amplitude == 0:
-        return np.ones((1, 1, 1), np.float32)
-    coarse = rng.uniform(-1, 1, (4, 4)).astype(np.float32)
-    plane = ndimage.zoom(coarse, [shape[1] / 4, shape[2] / 4], order=3, mode="nearest", grid_mode=True)
-    plane = plane[: shape[1], : shape[2]]
-    plane /= max(float(np.abs(plane).max()), 1e-6)
-    depth = 1 - rng.uniform(0, amplitude / 2) * np.linspace(0, 1, shape[0], dtype=np.float32)
-    return ((1 + amplitude * plane)[None] * depth[:, None, None]).astype(np.float32)
+        light = np.ones((1, 1, 1), np.float32)
+    else:
+        coarse = rng.uniform(-1, 1, (4, 4)).astype(np.float32)
+        plane = ndimage.zoom(coarse, [shape[1] / 4, shape[2] / 4], order=3, mode="nearest", grid_mode=True)
+        plane = plane[: shape[1], : shape[2]]
+        plane /= max(float(np.abs(plane).max()), 1e-6)
+        depth = 1 - rng.uniform(0, amplitude / 2) * np.linspace(0, 1, shape[0], dtype=np.float32)
+        light = ((1 + amplitude * plane)[None] * depth[:, None, None]).astype(np.float32)
+    if depth_loss > 0:
+        light = light * (1 - depth_loss * np.linspace(0, 1, shape[0], dtype=np.float32))[:, None, None]
+    return light
 
 
 def light_sheet_stripes(
@@ -123,10 +130,7 @@ def microscope(
     stained = dye > 0
     if stained.any() and haze.max() > 0:
         haze *= options.haze * float(dye[stained].mean()) / max(float(haze[stained].mean()), 1e-6)
-    light = illumination_field(rng, dye.shape, options.uneven_illumination)
-    if options.depth_attenuation > 0:
-        kept = 1 - options.depth_attenuation * np.linspace(0, 1, dye.shape[0], dtype=np.float32)
-        light = light * kept[:, None, None]
+    light = illumination_field(rng, dye.shape, options.uneven_illumination, options.depth_attenuation)
     light = light * light_sheet_stripes(rng, dye.shape, spacing, options.stripes)
     expected = light * (clean + haze + options.background)
     photons = photons_for_snr(options.snr, options.background, options.read_noise)

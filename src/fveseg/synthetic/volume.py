@@ -51,6 +51,16 @@ class SyntheticVolume:
     options: SyntheticOptions | None = None
 
 
+def _sequential_ids(labels: np.ndarray, largest: int) -> np.ndarray:
+    """Lookup table (largest + 1,) uint32: ids present in ``labels`` (not 0) → 1..n in order, others → 0."""
+    present = np.zeros(largest + 1, bool)
+    present[np.unique(labels)] = True
+    present[0] = False
+    table = np.zeros(largest + 1, np.uint32)
+    table[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
+    return table
+
+
 def make_nuclei_volume(
     shape: tuple[int, int, int] = (32, 128, 128),
     seed: int = 0,
@@ -114,11 +124,8 @@ def make_nuclei_volume(
     plan = plan_nuclei(rng, extent, resolved)
     raw, depth = draw_nuclei(rng, plan, shape, spacing_array, resolved.irregularity)
     # Sequential ids: drop nuclei that were cut away entirely (outside the volume or fully overlapped).
-    present = np.zeros(len(plan.centers) + 1, bool)
-    present[np.unique(raw)] = True
-    present[0] = False
-    new_id = np.zeros(len(present), np.uint32)
-    new_id[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
+    new_id = _sequential_ids(raw, len(plan.centers))
+    present = new_id > 0
     nuclei = new_id[raw]
     brightness = np.zeros(int(present.sum()) + 1)
     brightness[1:] = plan.brightness[present[1:]]
@@ -149,9 +156,7 @@ def make_nuclei_volume(
         inside = slice(pad, pad + stack[0])
         image, clean, membranes = image[inside].copy(), clean[inside].copy(), membranes[inside].copy()
         # nuclei and cells share ids: renumber both with the nuclei's ids that are still in the stack
-        kept = np.unique(nuclei[inside])
-        renumber = np.zeros(int(nuclei.max()) + 1, np.uint32)
-        renumber[kept[kept > 0]] = np.arange(1, int((kept > 0).sum()) + 1, dtype=np.uint32)
+        renumber = _sequential_ids(nuclei[inside], int(nuclei.max()))
         nuclei, cells = renumber[nuclei[inside]], renumber[cells[inside]]
         spots = fastremap.renumber(spots[inside].copy(), preserve_zero=True)[0].astype(np.uint32)
         pairs = [(int(renumber[a]), int(renumber[b])) for a, b in pairs if renumber[a] and renumber[b]]
