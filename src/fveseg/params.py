@@ -48,6 +48,9 @@ class SegmentParams:
         Slicing axis (`fveseg.fve.select_view` when "auto").
     resize : float or "auto"
         In-plane factor for slices before the network (`fveseg.inference.auto_scale`).
+    flatten : bool
+        Subtract each z-plane's background (smooth illumination, stripes) before the network and the
+        instance step (`fveseg.normalize.background`).
     isotropic : bool
         Resample z to the in-plane pixel size before the network and back after it, so that each
         slice's 3D context covers the same physical distance on every microscope
@@ -75,6 +78,7 @@ class SegmentParams:
     exist_low: float = 0.5
     axis: str | int = "auto"
     resize: float | str = "auto"
+    flatten: bool = False
     isotropic: bool = False
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True

@@ -30,6 +30,7 @@ from fveseg.instances.split import instances_from_prediction
 from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
 from fveseg.io.writers import tiff_paths
+from fveseg.normalize.background import flatten_background
 from fveseg.normalize.noise import NOISY_LEVEL
 from fveseg.params import SegmentParams, slug
 
@@ -98,8 +99,15 @@ class JobSummary:
         }
 
 
+def prepared_image(data, params: SegmentParams, spacing):
+    """The image the network and the instance step see: ``data`` itself, or with ``params.flatten`` its
+    background subtracted (`fveseg.normalize.background.flatten_background`)."""
+    return flatten_background(data, spacing) if params.flatten else data
+
+
 def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None, cancel=None, **extra):
     """Run the Segmenter on a (D, H, W) array with the params' thresholds; return its SegmentationResult."""
+    data = prepared_image(data, params, spacing)
     keywords = dict(spacing=spacing, axis=params.axis, progress=progress, cancel=cancel, scale=params.resize)
     keywords["isotropic"] = params.isotropic
     if params.order is not None:
@@ -164,6 +172,7 @@ def label_layers(result, params: SegmentParams, spacing, image=None) -> dict[str
     (`instance_labels`).
     """
     semantic = np.asarray(result.semantic)
+    image = None if image is None else prepared_image(image, params, spacing)
     layers: dict[str, tuple[np.ndarray, dict]] = {}
     names = {i + 1: p for i, p in enumerate(params.prompts)}
     if len(params.prompts) > 1:

@@ -1,0 +1,77 @@
+"""Background flattening: remove what is smooth along a line much longer than a nucleus.
+
+Light-sheet and widefield stacks put nuclei a few per cent above a bright background that changes
+across the field (uneven illumination) and along rows or columns (the stripes a light sheet casts
+behind absorbing objects). The percentile range of `fveseg.normalize.intensity` then spends most of the
+network's 0-255 input on the background's changes, and nuclei a few per cent above it vanish
+(docs/experiments/2026-12-06-realistic-presets.md: the light-sheet preset, F1 0.17).
+
+In each z-plane, the background under a pixel is estimated as the larger of two grey openings of the
+(lightly smoothed) plane, one with a horizontal and one with a vertical line of ``window`` pixels: a
+line longer than any nucleus cannot fit inside one, so both openings remove nuclei; a stripe along x
+survives the horizontal opening, one along y the vertical one, and smooth illumination survives both.
+The flattened plane is the image minus that estimate, which is never negative.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["BACKGROUND_WINDOW_UM", "BACKGROUND_WINDOW_PX", "background_window", "flatten_background"]
+
+#: Line length in µm: about three diameters of the largest nuclei the generator draws (radius up to 7
+#: µm, `fveseg.synthetic.options.PRESETS`), so that a line always leaves the nucleus it starts in.
+BACKGROUND_WINDOW_UM = 40.0
+#: Line length in pixels when the pixel size is unknown: about three diameters of the largest nuclei
+#: the automatic resize handles at native size (`fveseg.inference.auto_scale`: 10-42 px trained).
+BACKGROUND_WINDOW_PX = 128
+#: Smoothing (px) before the openings, so that their minimum follows the background, not its noise.
+_PRESMOOTH_PX = 1.0
+
+
+def background_window(spacing) -> int:
+    """Line length in pixels: `BACKGROUND_WINDOW_UM` over the in-plane pixel size, or
+    `BACKGROUND_WINDOW_PX` when ``spacing`` is None or not finite and positive; at least 3."""
+    known = spacing is not None and all(math.isfinite(s) and s > 0 for s in spacing[1:])
+    window = BACKGROUND_WINDOW_UM / min(spacing[1:]) if known else BACKGROUND_WINDOW_PX
+    return max(3, int(round(window)))
+
+
+def flatten_background(volume, spacing=None, window: int | None = None) -> np.ndarray:
+    """The volume minus its background, plane by plane along axis 0 (module docstring).
+
+    Parameters
+    ----------
+    volume : array-like (D, H, W) of int or float
+        Intensities; non-finite values are taken as the smallest finite one (a volume with none is
+        returned as float32 unchanged, for the segmenter's own check to refuse).
+    spacing : (dz, dy, dx) or None
+        Voxel size; sets the line length with `background_window`.
+    window : int, optional
+        Line length in pixels (overrides ``spacing``).
+
+    Returns
+    -------
+    ndarray (D, H, W) float32
+        Non-negative; a volume that is background only becomes close to zero.
+    """
+    data = np.asarray(volume, dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"flatten_background expects a (D, H, W) volume, got shape {data.shape}")
+    finite = np.isfinite(data)
+    if not finite.all():
+        if not finite.any():
+            return data
+        data = np.where(finite, data, data[finite].min())
+    del finite
+    length = int(window) if window is not None else background_window(spacing)
+    smooth = ndi.gaussian_filter(data, (0, _PRESMOOTH_PX, _PRESMOOTH_PX), mode="nearest")
+    background = ndi.grey_opening(smooth, size=(1, 1, length), mode="nearest")
+    np.maximum(background, ndi.grey_opening(smooth, size=(1, length, 1), mode="nearest"), out=background)
+    del smooth
+    flat = data - background
+    np.maximum(flat, 0, out=flat)
+    return flat
