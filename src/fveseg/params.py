@@ -48,9 +48,10 @@ class SegmentParams:
         Slicing axis (`fveseg.fve.select_view` when "auto").
     resize : float or "auto"
         In-plane factor for slices before the network (`fveseg.inference.auto_scale`).
-    flatten : bool
+    flatten : bool or "auto"
         Subtract each z-plane's background (smooth illumination, stripes) before the network and the
-        instance step (`fveseg.normalize.background`).
+        instance step (`fveseg.normalize.background`); "auto": only where the background's swing is
+        larger than the nuclei's height above it (`fveseg.normalize.background.background_dominates`).
     isotropic : bool
         Resample z to the in-plane pixel size before the network and back after it, so that each
         slice's 3D context covers the same physical distance on every microscope
@@ -78,7 +79,7 @@ class SegmentParams:
     exist_low: float = 0.5
     axis: str | int = "auto"
     resize: float | str = "auto"
-    flatten: bool = False
+    flatten: bool | str = False
     isotropic: bool = False
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True

@@ -101,8 +101,10 @@ class JobSummary:
 
 def prepared_image(data, params: SegmentParams, spacing):
     """The image the network and the instance step see: ``data`` itself, or with ``params.flatten`` its
-    background subtracted (`fveseg.normalize.background.flatten_background`)."""
-    return flatten_background(data, spacing) if params.flatten else data
+    background subtracted (`fveseg.normalize.background.flatten_background`; "auto": where it dominates)."""
+    if not params.flatten:
+        return data
+    return flatten_background(data, spacing, only_if_dominant=params.flatten == "auto")
 
 
 def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None, cancel=None, **extra):

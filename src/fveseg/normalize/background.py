@@ -11,6 +11,12 @@ In each z-plane, the background under a pixel is estimated as the larger of two 
 line longer than any nucleus cannot fit inside one, so both openings remove nuclei; a stripe along x
 survives the horizontal opening, one along y the vertical one, and smooth illumination survives both.
 The flattened plane is the image minus that estimate, which is never negative.
+
+Flattening also changes stacks that need none (a dark, clean background): their haze and glow between
+nuclei are removed too. `background_dominates` tells the two apart from the volume alone: the
+background's own swing (its 0.5-99.5 percentile range, the range `fveseg.normalize.intensity` stretches)
+against the height of the brightest structures above it (the 99.5th percentile of the flattened image).
+When the swing is the larger, the background's changes would take most of the network's input range.
 """
 
 from __future__ import annotations
@@ -20,7 +26,15 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["BACKGROUND_WINDOW_UM", "BACKGROUND_WINDOW_PX", "background_window", "flatten_background"]
+from fveseg.normalize.intensity import PERCENTILES
+
+__all__ = [
+    "BACKGROUND_WINDOW_UM",
+    "BACKGROUND_WINDOW_PX",
+    "background_dominates",
+    "background_window",
+    "flatten_background",
+]
 
 #: Line length in µm: about three diameters of the largest nuclei the generator draws (radius up to 7
 #: µm, `fveseg.synthetic.options.PRESETS`), so that a line always leaves the nucleus it starts in.
@@ -40,7 +54,16 @@ def background_window(spacing) -> int:
     return max(3, int(round(window)))
 
 
-def flatten_background(volume, spacing=None, window: int | None = None) -> np.ndarray:
+def background_dominates(background: np.ndarray, flat: np.ndarray) -> bool:
+    """True when the background's swing (0.5-99.5 percentile range of ``background``) exceeds the
+    99.5th percentile of the ``flat`` image above it (`flatten_background`'s two parts)."""
+    low, high = np.percentile(background, PERCENTILES)
+    return bool(high - low > np.percentile(flat, PERCENTILES[1]))
+
+
+def flatten_background(
+    volume, spacing=None, window: int | None = None, only_if_dominant: bool = False
+) -> np.ndarray:
     """The volume minus its background, plane by plane along axis 0 (module docstring).
 
     Parameters
@@ -52,11 +75,13 @@ def flatten_background(volume, spacing=None, window: int | None = None) -> np.nd
         Voxel size; sets the line length with `background_window`.
     window : int, optional
         Line length in pixels (overrides ``spacing``).
+    only_if_dominant : bool
+        Flatten only when `background_dominates`; otherwise return ``volume`` itself.
 
     Returns
     -------
-    ndarray (D, H, W) float32
-        Non-negative; a volume that is background only becomes close to zero.
+    ndarray (D, H, W) float32, or ``volume``
+        Non-negative when flattened; a volume that is background only becomes close to zero.
     """
     data = np.asarray(volume, dtype=np.float32)
     if data.ndim != 3:
@@ -74,4 +99,6 @@ def flatten_background(volume, spacing=None, window: int | None = None) -> np.nd
     del smooth
     flat = data - background
     np.maximum(flat, 0, out=flat)
+    if only_if_dominant and not background_dominates(background, flat):
+        return volume
     return flat

@@ -1,0 +1,78 @@
+"""Background flattening (`fveseg.normalize.background`): known answers on hand-built planes."""
+
+import numpy as np
+import pytest
+
+from fveseg.normalize.background import (
+    BACKGROUND_WINDOW_PX,
+    background_window,
+    flatten_background,
+)
+from fveseg.params import SegmentParams
+from fveseg.pipeline import prepared_image
+
+
+def _plane_with_nucleus(background: np.ndarray, contrast: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """One (1, 96, 96) plane: ``background`` plus a 12 × 12 bright square in the middle."""
+    nucleus = np.zeros((1, 96, 96), dtype=bool)
+    nucleus[0, 42:54, 42:54] = True
+    return (background + contrast * nucleus).astype(np.float32), nucleus
+
+
+def test_window_follows_the_pixel_size():
+    assert background_window((2.0, 0.5, 0.5)) == 80  # 40 µm over 0.5 µm pixels
+    assert background_window((1.0, 0.4, 0.25)) == 160  # the finer in-plane axis
+    assert background_window(None) == BACKGROUND_WINDOW_PX
+    assert background_window((1.0, float("nan"), 1.0)) == BACKGROUND_WINDOW_PX
+    assert background_window((1.0, 100.0, 100.0)) == 3  # never shorter than 3 px
+
+
+@pytest.mark.parametrize("direction", ["rows", "columns"])
+def test_stripes_are_removed_and_the_nucleus_kept(direction):
+    stripes = 1000.0 + 30.0 * np.sin(np.arange(96) / 3.0)  # a 60-unit swing, more than the contrast
+    background = stripes[None, :, None] if direction == "rows" else stripes[None, None, :]
+    image, nucleus = _plane_with_nucleus(np.broadcast_to(background, (1, 96, 96)))
+    flat = flatten_background(image, window=40)
+    assert flat.dtype == np.float32 and flat.shape == image.shape
+    assert flat.min() >= 0
+    # the background's 60-unit swing is gone up to the 1 px smoothing's residue
+    outside = flat[~nucleus]
+    assert np.percentile(outside, 99) < 8.0
+    # the nucleus keeps its 50 units above the background at its centre
+    assert flat[0, 48, 48] == pytest.approx(50.0, abs=8.0)
+
+
+def test_smooth_illumination_is_removed():
+    y, x = np.mgrid[0:96, 0:96]
+    illumination = 500.0 + 2.0 * x + 1.5 * y  # 330 units across the field, 7 times the contrast
+    image, nucleus = _plane_with_nucleus(illumination[None])
+    flat = flatten_background(image, window=40)
+    assert np.percentile(flat[~nucleus], 99) < 40.0  # a linear ramp leaves at most the line's slope
+    assert flat[nucleus].mean() > 3 * flat[~nucleus].mean()
+
+
+def test_each_plane_is_flattened_on_its_own():
+    planes = np.stack([np.full((64, 64), 100.0), np.full((64, 64), 900.0)]).astype(np.float32)
+    flat = flatten_background(planes, window=20)
+    np.testing.assert_allclose(flat, 0.0, atol=1e-3)
+
+
+def test_non_finite_values_take_the_smallest_finite_value():
+    image = np.full((1, 32, 32), 10.0, dtype=np.float32)
+    image[0, 5, 5] = np.nan
+    assert np.all(np.isfinite(flatten_background(image, window=8)))
+    everything_nan = np.full((1, 8, 8), np.nan, dtype=np.float32)
+    assert np.isnan(flatten_background(everything_nan, window=4)).all()  # left for the segmenter to refuse
+
+
+def test_the_pipeline_flattens_only_when_asked():
+    image = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32) + 5
+    assert prepared_image(image, SegmentParams(), None) is image
+    np.testing.assert_array_equal(
+        prepared_image(image, SegmentParams(flatten=True), None), flatten_background(image)
+    )
+
+
+def test_a_plane_is_required():
+    with pytest.raises(ValueError, match=r"\(D, H, W\)"):
+        flatten_background(np.zeros((8, 8)))
