@@ -73,6 +73,95 @@ def test_the_pipeline_flattens_only_when_asked():
     )
 
 
-def test_a_plane_is_required():
+def test_a_2d_image_is_one_plane():
+    image = _nuclei_field(np.full((96, 96), 10.0), contrast=200.0)[0]
+    np.testing.assert_array_equal(
+        flatten_background(image, window=40), flatten_background(image[None], window=40)[0]
+    )
+    assert flatten_background(image, window=40, only_if_dominant=True) is image
+
+
+def test_a_volume_or_plane_is_required():
     with pytest.raises(ValueError, match=r"\(D, H, W\)"):
-        flatten_background(np.zeros((8, 8)))
+        flatten_background(np.zeros((2, 2, 8, 8)))
+
+
+def _nuclei_field(background: np.ndarray, contrast: float) -> np.ndarray:
+    """(2, 96, 96): ``background`` plus 16 squares of 10 px, ``contrast`` above it, on a 4 × 4 grid."""
+    image = np.array(np.broadcast_to(background, (2, 96, 96)), dtype=np.float32)
+    for y in range(4):
+        for x in range(4):
+            image[:, 8 + 24 * y : 18 + 24 * y, 8 + 24 * x : 18 + 24 * x] += contrast
+    return image
+
+
+def test_a_dark_clean_background_is_left_as_it_is():
+    image = _nuclei_field(np.full((96, 96), 10.0), contrast=200.0)
+    assert flatten_background(image, window=40, only_if_dominant=True) is image
+    assert not np.array_equal(flatten_background(image, window=40), image)
+
+
+def test_a_background_swinging_more_than_the_nuclei_stand_out_is_flattened():
+    y, x = np.mgrid[0:96, 0:96]
+    illumination = 1000.0 + 3.0 * x + 40.0 * np.sin(y / 2.0)  # a 285-unit ramp and 80-unit stripes
+    image = _nuclei_field(illumination, contrast=60.0)
+    flat = flatten_background(image, window=40, only_if_dominant=True)
+    np.testing.assert_array_equal(flat, flatten_background(image, window=40))
+
+
+def test_auto_in_the_pipeline_leaves_a_clean_stack_untouched():
+    image = _nuclei_field(np.full((96, 96), 10.0), contrast=200.0)
+    assert prepared_image(image, SegmentParams(flatten="auto"), (1.0, 1.0, 1.0)) is image
+
+
+def test_the_cli_words_map_to_the_params_values():
+    import argparse
+
+    from fveseg.cli.segment import add_arguments, options_from_args
+    from fveseg.params import flatten_name
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for word, value in (("auto", "auto"), ("on", True), ("off", False)):
+        params = options_from_args(parser.parse_args(["x.tif", "--flatten", word]))
+        assert params.flatten == value and flatten_name(params.flatten) == word
+    assert options_from_args(parser.parse_args(["x.tif"])).flatten == SegmentParams().flatten
+
+
+def test_a_bad_flatten_value_is_refused_before_any_work():
+    from fveseg.errors import InputError
+    from fveseg.io.preflight import check_params
+
+    check_params(SegmentParams(flatten="auto"))
+    with pytest.raises(InputError, match="--flatten auto"):
+        check_params(SegmentParams(flatten="yes"))
+
+
+def test_a_sample_of_planes_judges_a_lazy_volume(tmp_path):
+    import zarr
+
+    from fveseg.normalize.background import background_dominates_in
+
+    y, x = np.mgrid[0:96, 0:96]
+    striped = _nuclei_field(1000.0 + 3.0 * x + 40.0 * np.sin(y / 2.0), contrast=60.0)
+    clean = _nuclei_field(np.full((96, 96), 10.0), contrast=200.0)
+    for image, expected in ((striped, True), (clean, False)):
+        array = zarr.create_array(str(tmp_path / f"{expected}.zarr"), shape=image.shape, dtype=image.dtype)
+        array[:] = image
+        assert background_dominates_in(array, (1.0, 0.5, 0.5)) is expected
+
+
+def test_block_mode_refuses_to_skip_a_needed_flattening(tmp_path):
+    from fveseg.distributed import segment_zarr_in_blocks
+    from fveseg.errors import InputError
+    from fveseg.io import write_labels_zarr
+    from fveseg.pipeline import SegmentJob
+
+    y, x = np.mgrid[0:96, 0:96]
+    image = _nuclei_field(1000.0 + 3.0 * x + 40.0 * np.sin(y / 2.0), contrast=60.0)
+    path = tmp_path / "striped.ome.zarr"
+    write_labels_zarr(path, np.zeros(image.shape, np.uint32), "truth", image=image, spacing=(1.0, 0.5, 0.5))
+    job = SegmentJob(path, tmp_path / "out.zarr", "zarr")
+    with pytest.raises(InputError, match="--flatten off"):
+        segment_zarr_in_blocks(None, job, SegmentParams(flatten="auto", axis=0), block_slices=8)
+    assert not (tmp_path / "out.zarr").exists()

@@ -513,3 +513,18 @@ def test_an_eight_byte_integer_tiff_is_written_back_with_its_image(tmp_path):
     out = tmp_path / "out.ome.zarr"
     write_labels_zarr(out, np.zeros(image.shape, np.uint32), "nuclei", image=image)
     np.testing.assert_array_equal(np.asarray(read_volume(out).data), image)
+
+
+def test_a_four_slice_stack_saved_as_rgba_samples_says_how_to_resave_it(tmp_path):
+    import tifffile
+
+    from fveseg.errors import InputError
+    from fveseg.io import read_volume
+
+    path = tmp_path / "four.tif"
+    tifffile.imwrite(path, np.zeros((4, 16, 16), np.uint8), photometric="rgb", planarconfig="separate")
+    with pytest.raises(InputError, match=r"4 channels.*4 z-slices rather than colours.*minisblack"):
+        read_volume(path)
+    resaved = tmp_path / "resaved.tif"
+    tifffile.imwrite(resaved, np.zeros((4, 16, 16), np.uint8), photometric="minisblack")
+    assert read_volume(resaved).data.shape == (4, 16, 16)

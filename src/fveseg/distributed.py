@@ -59,6 +59,7 @@ from fveseg.io.atomic import discard, temporary_sibling
 from fveseg.io.volume import spacing_in_micrometer
 from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
 from fveseg.normalize import intensity_range, noise_level
+from fveseg.normalize.background import background_dominates_in
 from fveseg.pipeline import (
     JobSummary,
     SegmentParams,
@@ -308,6 +309,13 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
     if options.checkpoint in (None, AUTO_MODEL):  # choose the model once here; blocks load it by name
         noise = noise_level(data)
         options = replace(options, checkpoint=model_for_noise(noise))
+    if options.flatten and (options.flatten is True or background_dominates_in(data, spacing)):
+        raise InputError(
+            f"{job.source}: its background varies more than the nuclei stand out above it, and block mode "
+            "cannot flatten the background yet (fix: run without --block-slices, or pass --flatten off to "
+            "segment it unflattened)"
+        )
+    options = replace(options, flatten=False)  # decided here, for the whole volume
     value_range = _volume_range(data, options.checkpoint)
     # blocks are split one by one and joined where they overlap, which the edge-based watershed supports
     # exactly; the distance method ("auto" on volumes) needs the whole volume's distance map

@@ -13,7 +13,10 @@ from fveseg.errors import InputError
 from fveseg.instances.haze import FOCUS_FRACTION
 from fveseg.instances.split import SPECK_FRACTION
 
-__all__ = ["SegmentParams", "slug"]
+__all__ = ["FLATTEN_CHOICES", "SegmentParams", "flatten_name", "slug"]
+
+#: The words the CLI and the widget offer for `SegmentParams.flatten`, and the values they stand for.
+FLATTEN_CHOICES: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,11 @@ class SegmentParams:
 def slug(text: str) -> str:
     """A prompt as a file-system and zarr friendly name: ``"cell membranes"`` → ``cell-membranes``."""
     return re.sub(r"[^A-Za-z0-9_.]+", "-", text.strip()).strip("-").lower() or "labels"
+
+
+def flatten_name(value: bool | str) -> str:
+    """The word for a `SegmentParams.flatten` value (``"auto"``, ``"on"`` or ``"off"``)."""
+    for name, choice in FLATTEN_CHOICES.items():
+        if choice == value and type(choice) is type(value):
+            return name
+    raise InputError(f"flatten must be one of {', '.join(FLATTEN_CHOICES)} (or True/False), got {value!r}")

@@ -337,8 +337,12 @@ class SegmentationWidget(QWidget):
                         "a bundled model's name (noise-robust), or clear the box to use the default model."
                     )
                 segmenter = get_segmenter(checkpoint, device)
+                from fveseg.pipeline import prepared_image  # imported by import_core above
+
+                # what the network and the instance step see (background flattened where it dominates)
+                image = prepared_image(data, thresholds.params(prompts), spacing)
                 result = segmenter.segment(
-                    data,
+                    image,
                     prompts,
                     spacing=spacing,
                     axis=axis,
@@ -350,8 +354,9 @@ class SegmentationWidget(QWidget):
                     cancel=self._cancel.is_set,
                 )
                 outcome["layers"] = result_layers(
-                    result, prompts, thresholds, place, result.semantic, image=data
+                    result, prompts, thresholds, place, result.semantic, image=image
                 )
+                outcome["image"] = image  # re-thresholding splits instances with the same image
                 outcome["result"] = result
                 outcome["notes"] = result_notes(outcome["layers"], prompts, thresholds, place)
             except BaseException as error:  # reported in the GUI thread as a notification
@@ -380,6 +385,7 @@ class SegmentationWidget(QWidget):
             return
         if "result" in outcome:
             self.result = outcome["result"]
+            self._run_context["image"] = outcome.get("image", self._run_context["image"])
         self._show_layers(outcome["layers"])
         scale = getattr(self.result, "scale", 1.0)
         resized = f" (slices resized by {scale:g})" if scale != 1.0 else ""

@@ -26,6 +26,7 @@ from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
 from fveseg.errors import InputError, OutputExistsError
 from fveseg.instances.split import INSTANCE_METHODS
 from fveseg.normalize import NOISY_LEVEL
+from fveseg.params import FLATTEN_CHOICES, flatten_name
 from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
 
 DEFAULTS = SegmentParams()  # the one place defaults are defined
@@ -130,6 +131,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "was trained on, enlarge them 1.25x when clearly smaller; see docs/model-card.md)",
     )
     group.add_argument(
+        "--flatten",
+        choices=FLATTEN_CHOICES,
+        default=flatten_name(DEFAULTS.flatten),
+        help="subtract each z-plane's background (uneven illumination, light-sheet stripes) before the "
+        "network (auto: only where the background varies more than the nuclei stand out above it)",
+    )
+    group.add_argument(
         "--isotropic",
         action=argparse.BooleanOptionalAction,
         default=DEFAULTS.isotropic,
@@ -211,6 +219,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentParams:
         exist_low=args.exist_low,
         axis=args.axis if args.axis == "auto" else int(args.axis),
         resize=args.resize,
+        flatten=FLATTEN_CHOICES[args.flatten],
         isotropic=args.isotropic,
         spacing=parse_spacing(args.scale),
         with_image=not args.no_image,

@@ -74,6 +74,10 @@ def check_params(params) -> None:
     for option, value in (("--min-size", params.min_size), ("--min-relative-size", params.min_relative_size)):
         if value is not None and not (np.isfinite(value) and value >= 0):
             raise InputError(f"{option} must be 0 or more, got {value:g} (fix: e.g. {option} 0)")
+    if not (isinstance(params.flatten, bool) or params.flatten == "auto"):
+        raise InputError(
+            f"flatten must be True, False or 'auto', got {params.flatten!r} (fix: --flatten auto)"
+        )
 
 
 def available_memory() -> int:

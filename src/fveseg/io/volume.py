@@ -153,7 +153,14 @@ def to_zyx(
             if channel_names and len(channel_names) == count
             else [str(i) for i in range(count)]
         )
-        index = _channel_index(channel, names, source)
+        # a 3- or 4-slice stack saved without metadata is stored as the samples of one RGB(A) image
+        hint = (
+            f" If they are {count} z-slices rather than colours, re-save the stack as single-channel planes "
+            "(tifffile.imwrite(path, data, photometric='minisblack'))"
+            if channel_axis == "S"
+            else ""
+        )
+        index = _channel_index(channel, names, source, hint)
         array = (
             array.take(index, axis=axes.index(channel_axis))
             if hasattr(array, "take")
@@ -194,14 +201,14 @@ def _squeeze_axis(array: Any, axes: str, letter: str, source: str) -> tuple[Any,
     ] + axes[position + 1 :]
 
 
-def _channel_index(channel: int | str | None, names: list[str], source: str) -> int:
+def _channel_index(channel: int | str | None, names: list[str], source: str, hint: str = "") -> int:
     if len(names) == 1 and channel in (None, 0, "0", names[0]):
         return 0
     listing = ", ".join(f"{i} ({n})" if n != str(i) else str(i) for i, n in enumerate(names))
     if channel is None:
         raise InputError(
             f"{source} has {len(names)} channels: {listing}. Choose one with channel=<index or name> "
-            "(--channel on the command line)."
+            f"(--channel on the command line).{hint}"
         )
     if isinstance(channel, str) and channel in names:
         return names.index(channel)

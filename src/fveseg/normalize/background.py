@@ -32,6 +32,7 @@ __all__ = [
     "BACKGROUND_WINDOW_UM",
     "BACKGROUND_WINDOW_PX",
     "background_dominates",
+    "background_dominates_in",
     "background_window",
     "flatten_background",
 ]
@@ -68,7 +69,7 @@ def flatten_background(
 
     Parameters
     ----------
-    volume : array-like (D, H, W) of int or float
+    volume : array-like (D, H, W) or (H, W) of int or float
         Intensities; non-finite values are taken as the smallest finite one (a volume with none is
         returned as float32 unchanged, for the segmenter's own check to refuse).
     spacing : (dz, dy, dx) or None
@@ -80,10 +81,14 @@ def flatten_background(
 
     Returns
     -------
-    ndarray (D, H, W) float32, or ``volume``
+    ndarray float32 shaped like ``volume``, or ``volume`` itself
         Non-negative when flattened; a volume that is background only becomes close to zero.
     """
     data = np.asarray(volume, dtype=np.float32)
+    if data.ndim == 2:  # one plane: flattened as a one-slice volume, returned as a plane
+        plane = data[None]
+        flat = flatten_background(plane, spacing, window, only_if_dominant)
+        return volume if flat is plane else flat[0]
     if data.ndim != 3:
         raise ValueError(f"flatten_background expects a (D, H, W) volume, got shape {data.shape}")
     finite = np.isfinite(data)
@@ -102,3 +107,16 @@ def flatten_background(
     if only_if_dominant and not background_dominates(background, flat):
         return volume
     return flat
+
+
+#: z-planes `background_dominates_in` reads from a volume too large to flatten whole.
+SAMPLED_PLANES = 16
+
+
+def background_dominates_in(volume, spacing=None, planes: int = SAMPLED_PLANES) -> bool:
+    """`background_dominates` judged on up to ``planes`` evenly spaced whole z-planes of a (lazy) volume
+    (zarr, dask), for callers that never load it whole."""
+    depth = int(volume.shape[0])
+    picks = np.unique(np.linspace(0, depth - 1, min(depth, planes)).round().astype(int))
+    sample = np.stack([np.asarray(volume[int(z)]) for z in picks])
+    return flatten_background(sample, spacing, only_if_dominant=True) is not sample
