@@ -165,3 +165,12 @@ def test_block_mode_refuses_to_skip_a_needed_flattening(tmp_path):
     with pytest.raises(InputError, match="--flatten off"):
         segment_zarr_in_blocks(None, job, SegmentParams(flatten="auto", axis=0), block_slices=8)
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_the_note_says_when_auto_flattened():
+    from fveseg.pipeline import flatten_notes
+
+    assert flatten_notes(SegmentParams(flatten="auto"), True, "a.tif")[0].startswith("a.tif: its background")
+    assert "--flatten off" in flatten_notes(SegmentParams(flatten="auto"), True, "a.tif")[0]
+    assert flatten_notes(SegmentParams(flatten="auto"), False, "a.tif") == []
+    assert flatten_notes(SegmentParams(flatten=True), True, "a.tif") == []  # asked for: nothing to say

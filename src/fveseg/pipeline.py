@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cc3d
@@ -119,6 +119,16 @@ def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None
     return segmenter.segment(data, list(params.prompts), **keywords)
 
 
+def flatten_notes(params: SegmentParams, flattened: bool, name: str) -> list[str]:
+    """Say so when ``--flatten auto`` flattened the background (`prepared_image`)."""
+    if not flattened or params.flatten is True:
+        return []
+    return [
+        f"{name}: its background varies more than the nuclei stand out above it, so it was flattened "
+        "before segmenting (--flatten off segments it as it is)"
+    ]
+
+
 def model_notes(model: str | None, noise: float | None, name: str) -> list[str]:
     """Say so when the measured noise chose the noise-robust model (`fveseg.inference.model_choice`)."""
     if model != NOISY_MODEL or noise is None:
@@ -193,8 +203,9 @@ def segment_volume(
     """Segment a (D, H, W) array and return the label layers `segment_file` would write (`label_layers`)."""
     params = params or SegmentParams()
     spacing = params.spacing or spacing
-    result = segment_array(segmenter, data, params, spacing, progress=progress, cancel=cancel)
-    return label_layers(result, params, spacing, image=np.asarray(data))
+    image, prepared = prepared_image(np.asarray(data), params, spacing), replace(params, flatten=False)
+    result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel)
+    return label_layers(result, prepared, spacing, image=image)
 
 
 def count_objects(layers: dict[str, tuple[np.ndarray, dict]], instances: bool) -> int:
@@ -275,13 +286,15 @@ def segment_file(
     segmenter = load_segmenter(params.checkpoint, params.device, params.batch_size)
     stages["load model"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    result = segment_array(segmenter, data, params, spacing, progress=progress, cancel=cancel)
+    image, prepared = prepared_image(data, params, spacing), replace(params, flatten=False)  # once
+    result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel)
     stages["segment"] = time.perf_counter() - mark
-    notes = model_notes(result.model, result.noise, job.source.name)
+    notes = flatten_notes(params, image is not data, job.source.name)
+    notes += model_notes(result.model, result.noise, job.source.name)
     notes += existence_notes(result, params, job.source.name)
 
     mark = time.perf_counter()
-    layers = label_layers(result, params, spacing, image=data)
+    layers = label_layers(result, prepared, spacing, image=image)
     objects = count_objects(layers, params.instances)
     notes += trust_notes(layers, params, spacing, job.source.name)
     stages["instances" if params.instances else "labels"] = time.perf_counter() - mark

@@ -337,7 +337,7 @@ class SegmentationWidget(QWidget):
                         "a bundled model's name (noise-robust), or clear the box to use the default model."
                     )
                 segmenter = get_segmenter(checkpoint, device)
-                from fveseg.pipeline import prepared_image  # imported by import_core above
+                from fveseg.pipeline import flatten_notes, prepared_image  # imported by import_core above
 
                 # what the network and the instance step see (background flattened where it dominates)
                 image = prepared_image(data, thresholds.params(prompts), spacing)
@@ -358,7 +358,9 @@ class SegmentationWidget(QWidget):
                 )
                 outcome["image"] = image  # re-thresholding splits instances with the same image
                 outcome["result"] = result
-                outcome["notes"] = result_notes(outcome["layers"], prompts, thresholds, place)
+                params = thresholds.params(prompts)
+                outcome["notes"] = flatten_notes(params, image is not data, "the image")
+                outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place)
             except BaseException as error:  # reported in the GUI thread as a notification
                 outcome["error"] = error
             finally:
