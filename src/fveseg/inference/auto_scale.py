@@ -72,8 +72,10 @@ def typical_diameter(mask: np.ndarray) -> float:
             continue
         # The image border is not an edge: an object cut by it keeps its inscribed radius.
         distance = ndi.distance_transform_edt(plane)
-        ids = np.arange(1, count + 1)
-        diameters.append(2.0 * np.asarray(ndi.maximum(distance, labels, ids), dtype=np.float64))
+        # per-component maximum without the sort `ndi.maximum` does (0.6 s of a cells3d run's probe)
+        largest = np.zeros(count + 1)
+        np.maximum.at(largest, labels[plane], distance[plane])
+        diameters.append(2.0 * largest[1:])
         areas.append(np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.float64))
     if not diameters:
         return 0.0
