@@ -310,3 +310,14 @@ def test_the_run_click_returns_without_importing_torch_or_loading_a_model(
     widget.run()  # the worker may start at once: what matters is which thread ran these
     _wait_idle(qtbot, widget)
     assert len(threads) == 2 and all(thread is not gui for thread in threads)
+
+
+def test_the_existence_summary_says_where_the_threshold_acts():
+    from napari_fveseg._results import existence_summary
+
+    existence = {"nuclei": [0.2, 0.95, 0.99, 0.6], "liver": [0.0, 0.1, 0.0, 0.0]}
+    assert existence_summary(existence, 0.5) == (
+        'Existence above 0.5: "nuclei" kept on 3 of 4 slices, "liver" kept on 0 of 4 slices.'
+    )
+    assert existence_summary(existence, 0.9).startswith('Existence above 0.9: "nuclei" kept on 2 of 4')
+    assert existence_summary({}, 0.5) == ""

@@ -149,6 +149,18 @@ def _fit(labels: np.ndarray, place: Placement) -> np.ndarray:
     return labels[0] if place.squeeze else labels
 
 
+def existence_summary(existence: dict[str, list[float]], threshold: float) -> str:
+    """Where the existence threshold acts, in words: per prompt, the slices whose existence probability
+    is above ``threshold`` (they keep their mask), e.g. ``'"nuclei" kept on 58 of 60 slices'``."""
+    parts = []
+    for prompt, values in existence.items():
+        kept = int(np.count_nonzero(np.asarray(values, dtype=float) > threshold))
+        parts.append(f'"{prompt}" kept on {kept} of {len(values)} slices')
+    if not parts:
+        return ""
+    return f"Existence above {threshold:g}: " + ", ".join(parts) + "."
+
+
 def result_notes(
     layers: list[LayerData], prompts: list[str], thresholds: Thresholds, place: Placement
 ) -> list[str]:

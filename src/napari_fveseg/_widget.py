@@ -35,7 +35,14 @@ from qtpy.QtWidgets import (
 from fveseg.errors import CheckpointError
 from fveseg.normalize.noise import NOISY_LEVEL
 from napari_fveseg._existence_plot import ExistencePlot
-from napari_fveseg._results import DEFAULTS, Placement, Thresholds, result_layers, result_notes
+from napari_fveseg._results import (
+    DEFAULTS,
+    Placement,
+    Thresholds,
+    existence_summary,
+    result_layers,
+    result_notes,
+)
 from napari_fveseg._runtime import (
     available_devices,
     checkpoint_exists,
@@ -398,6 +405,8 @@ class SegmentationWidget(QWidget):
             resized += f"; a noisy stack (noise {noise:.2f} of the signal range): the {NOISY_MODEL} model ran"
         notes = outcome.get("notes") or []
         found = f"Done: {', '.join(self._run_context['prompts'])}{resized}."
+        existence = outcome["layers"][0][1]["metadata"]["existence"] if outcome["layers"] else {}
+        found += " " + existence_summary(existence, self.exist_box.value())
         self.status.setText(
             " ".join([found, *notes]) if notes
             else f"{found} Change a threshold to update the layers without running the network again."
