@@ -46,8 +46,24 @@ def test_encoding_follows_the_slider_and_options_add_layers(make_napari_viewer):
     np.testing.assert_array_equal(
         viewer.layers["FVE context"].data, context_montage(decoded.before, decoded.after)
     )
+    # with every option on, no tile covers another, and each has a title above it
+    tiles = [viewer.layers[n] for n in ("FVE k=2", "FVE channels", "FVE allocation", "FVE context")]
+    boxes = [
+        (*layer.translate, *(layer.translate + np.asarray(layer.data.shape[:2]) * layer.scale))
+        for layer in tiles
+    ]
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        for other in boxes[i + 1 :]:
+            assert bottom <= other[0] or other[2] <= top or right <= other[1] or other[3] <= left
+    titles = viewer.layers["FVE titles"]
+    assert len(titles.data) == 6 and "after" in list(titles.features["title"])
+    assert viewer.layers[-1] is titles  # above the tiles
+    corners = {tuple(np.round(layer.translate, 6)) for layer in tiles}
+    title_corners = {tuple(np.round(titles.translate + p * titles.scale, 6)) for p in titles.data}
+    assert corners <= title_corners  # every tile's corner carries a title
     widget.allocation_check.setChecked(False)
     assert "FVE allocation" not in viewer.layers
+    assert len(viewer.layers["FVE titles"].data) == 5
     assert image in viewer.layers and widget.layer_box.currentText() == "stack"
 
 

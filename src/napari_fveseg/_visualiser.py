@@ -150,14 +150,19 @@ class FVEVisualiser(QWidget):
         kept_axes = [a for a in range(3) if a != axis] if layer.ndim == 3 else [0, 1]
         scale = np.asarray(layer.scale)[kept_axes]
         origin = np.asarray(layer.translate)[kept_axes]
-        right = origin + [0, (width + GAP) * scale[1]]
-        below = origin + [(height + GAP) * scale[0], 0]
-
-        self._show("FVE", rgb, scale, right, rgb=True)
-        self.status.setText(f"{layer.name}: slice {index} along axis {axis}, order {order}")
+        # tiles in pixels from the image's corner: row 0 image | FVE | allocation; row 1 the three
+        # channels; the decoded context below whatever is above it, so no tile covers another
+        right, below = (0, width + GAP), (height + GAP, 0)
+        context_at = (2 * (height + GAP), 0) if options[0] else below
+        self._show("FVE", rgb, scale, origin + np.multiply(right, scale), rgb=True)
+        self.status.setText(
+            f"{layer.name}: slice {index} along axis {axis}, order {order}; FVE colours: red the focal "
+            "slice, green the slices before it, blue those after it"
+        )
         if options[0]:
             tiles = np.concatenate([_pad_right(encoded[..., c], GAP) for c in range(3)], axis=1)
-            self._show("FVE channels", tiles, scale, below, contrast_limits=(lo, hi))
+            at = origin + np.multiply(below, scale)
+            self._show("FVE channels", tiles, scale, at, contrast_limits=(lo, hi))
         else:
             self._hide("FVE channels")
         if options[1] and order > 0:
@@ -167,7 +172,7 @@ class FVEVisualiser(QWidget):
                 "FVE allocation",
                 distances.astype(np.float32),
                 scale,
-                right + [0, (width + GAP) * scale[1]],
+                origin + np.multiply((0, 2 * (width + GAP)), scale),
                 colormap=colormap,
                 contrast_limits=(0.5, len(shares) + 0.5),
             )
@@ -182,14 +187,36 @@ class FVEVisualiser(QWidget):
                 "FVE context",
                 montage,
                 scale,
-                right + [(height + GAP) * scale[0], 0],
+                origin + np.multiply(context_at, scale),
                 contrast_limits=(lo, hi),
             )
         else:
             self._hide("FVE context")
+        titles = tile_titles(order, options, (height, width), context_at)
+        self._show_titles(titles, scale, origin)
+
+    def _show_titles(self, titles: list[tuple[tuple[float, float], str]], scale: Any, origin: Any) -> None:
+        """A title in each tile's top-left corner (a Points layer of invisible points), kept above the
+        tiles and updated in place."""
+        positions = np.array([position for position, _ in titles], dtype=float).reshape(-1, 2)
+        features = {"title": [title for _, title in titles]}
+        layer = self._find("FVE titles")
+        if layer is not None:
+            layer.data, layer.features = positions, features
+            layer.scale, layer.translate = scale, origin
+        else:
+            text = {"string": "{title}", "anchor": "upper_left", "color": "yellow", "size": 9}
+            layer = self.viewer.add_points(
+                positions, name="FVE titles", features=features, text=text, size=0, scale=scale,
+                translate=origin, face_color="transparent", border_color="transparent",
+                metadata={"fve_visualiser": "FVE titles"},
+            )  # fmt: skip
+        index = self.viewer.layers.index(layer)
+        if index != len(self.viewer.layers) - 1:  # tiles added later would hide the text
+            self.viewer.layers.move(index, len(self.viewer.layers))
 
     def _wanted_names(self, options: tuple[bool, bool, bool]) -> list[str]:
-        names = ["FVE"]
+        names = ["FVE", "FVE titles"]
         names += [n for n, on in zip(("FVE channels", "FVE allocation", "FVE context"), options) if on]
         return names
 
@@ -220,6 +247,23 @@ class FVEVisualiser(QWidget):
         layer = self._find(role)
         if layer is not None:
             self.viewer.layers.remove(layer)
+
+
+def tile_titles(
+    order: int, options: tuple[bool, bool, bool], shape: tuple[int, int], context_at: tuple[int, int]
+) -> list[tuple[tuple[float, float], str]]:
+    """(top-left corner in pixels from the image's corner, title) of every tile shown for these options
+    (channels, allocation, context); the tiles are laid out as in `FVEVisualiser.update_layers`."""
+    height, width = shape
+    titles = [((0, width + GAP), f"FVE k={order}")]
+    if options[0]:
+        names = ("focal", "before", "after")
+        titles += [((height + GAP, c * (width + GAP)), name) for c, name in enumerate(names)]
+    if options[1] and order > 0:
+        titles.append(((0, 2 * (width + GAP)), "allocation"))
+    if options[2] and order > 0:
+        titles.append((context_at, "context: before (top), after (bottom)"))
+    return titles
 
 
 def _pad_right(image: np.ndarray, gap: int) -> np.ndarray:
