@@ -61,11 +61,18 @@ class LabelledVolume:
     diameters: dict[int, float] = field(default_factory=dict, repr=False)  # view -> nuclei size (cache)
 
     def normalized_image(self) -> np.ndarray:
-        """The whole volume as uint8 (D, H, W) via `fveseg.normalize.intensity` (computed once, cached)."""
+        """The whole volume as uint8 (D, H, W) via `fveseg.normalize.intensity` (computed once, cached),
+        its background flattened first where inference would flatten it (`fveseg.pipeline.prepared_image`
+        with the default `SegmentParams`), so that training sees what the network sees at inference."""
         if self.normalized is None:
             from fveseg.normalize.intensity import normalize
+            from fveseg.params import SegmentParams
+            from fveseg.pipeline import prepared_image
 
-            self.normalized = np.asarray(normalize(self.image))
+            image = self.image
+            if image.ndim == 3:
+                image = prepared_image(image, SegmentParams(), self.spacing)
+            self.normalized = np.asarray(normalize(image))
         return self.normalized
 
     def nuclei_diameter(self, axis: int) -> float:
@@ -156,6 +163,35 @@ class SyntheticSpec:
     size: int = 192
     pixel_um: tuple[float, float] = (0.2, 0.65)
     z_ratio: tuple[float, float] = (1.0, 5.0)  # z step / pixel size
+    # chance that a volume's imaging is redrawn from `APPEARANCE_RANGES` (bright or uneven background,
+    # stripes, light lost with depth, nuclei beyond the stack, low SNR); 0 leaves every volume as before
+    appearance_p: float = 0.0
+
+
+#: Ranges `synthetic_volume` draws imaging options from (`SyntheticSpec.appearance_p`): the conditions
+#: of real stacks the training presets lack (project issue 25, item 3). The held-out "embryo" and
+#: "lightsheet" presets of the evaluation protocol are single points inside these ranges.
+APPEARANCE_RANGES: dict[str, tuple[float, float]] = {
+    "background": (0.02, 15.0),  # log-uniform, relative to a nucleus
+    "uneven_illumination": (0.02, 0.3),
+    "stripes": (0.0, 0.05),  # drawn for half of the redrawn volumes, else 0
+    "depth_attenuation": (0.0, 0.5),
+    "beyond_stack_um": (0.0, 8.0),
+    "snr": (3.0, 30.0),  # log-uniform
+    "brightness_spread": (0.15, 0.4),
+    "haze": (0.02, 0.2),
+}
+
+
+def draw_appearance(rng: np.random.Generator) -> dict[str, float]:
+    """One set of imaging options from `APPEARANCE_RANGES`."""
+    options = {name: float(rng.uniform(*bounds)) for name, bounds in APPEARANCE_RANGES.items()}
+    for name in ("background", "snr"):  # log-uniform: as many dim as bright backgrounds per decade
+        low, high = APPEARANCE_RANGES[name]
+        options[name] = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    if rng.random() < 0.5:
+        options["stripes"] = 0.0
+    return options
 
 
 def synthetic_volume(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> LabelledVolume:
@@ -168,13 +204,18 @@ def synthetic_volume(seed: int, spec: SyntheticSpec = SyntheticSpec()) -> Labell
     shape = (int(rng.integers(spec.depth[0], spec.depth[1] + 1)), spec.size, spec.size)
     preset = str(rng.choice(spec.presets))
     channel = str(rng.choice(spec.channels))
-    vol = make_nuclei_volume(shape, seed=int(seed), spacing=spacing, preset=preset, channel=channel)
+    # a generator of its own, so that appearance_p = 0 leaves the earlier draws (and volumes) unchanged
+    looks = np.random.default_rng([int(seed), 1])
+    appearance = draw_appearance(looks) if looks.random() < spec.appearance_p else {}
+    vol = make_nuclei_volume(
+        shape, seed=int(seed), spacing=spacing, preset=preset, channel=channel, **appearance
+    )
     absent = tuple(c for c in vol.classes if c != channel)
     return LabelledVolume(
         vol.image,
         {channel: vol.classes[channel]},
         vol.spacing,
-        f"synthetic-{preset}-{channel}-{seed}",
+        f"synthetic-{preset}{'-realistic' if appearance else ''}-{channel}-{seed}",
         absent=absent,
     )
 
