@@ -505,3 +505,36 @@ def test_averaged_checkpoint_holds_the_weighted_mean_and_both_lineages(tmp_path)
     other = save_checkpoint(build_model(dataclasses.asdict(micro_config(embed_dim=16))), tmp_path / "c")
     with pytest.raises(SystemExit, match="different architectures"):
         average([str(other), str(tmp_path / "b"), "--out", str(tmp_path / "bad")])
+
+
+def test_appearance_redraws_only_when_asked():
+    from dataclasses import replace
+
+    from training.data import APPEARANCE_RANGES, SyntheticSpec, draw_appearance, synthetic_volume
+
+    spec = SyntheticSpec(depth=(6, 6), size=48, channels=("nuclei",))
+    plain = synthetic_volume(3, spec)
+    again = synthetic_volume(3, replace(spec, appearance_p=0.0))
+    np.testing.assert_array_equal(plain.image, again.image)  # p = 0: the volumes of earlier runs
+    redrawn = synthetic_volume(3, replace(spec, appearance_p=1.0))
+    assert "-realistic-" in redrawn.name and "-realistic-" not in plain.name
+    assert not np.array_equal(redrawn.image, plain.image)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        drawn = draw_appearance(rng)
+        for name, (low, high) in APPEARANCE_RANGES.items():
+            assert low <= drawn[name] <= high or (name == "stripes" and drawn[name] == 0.0)
+
+
+def test_training_sees_a_dominant_background_flattened_as_inference_does():
+    from training.data import LabelledVolume
+
+    from fveseg.normalize.background import flatten_background
+    from fveseg.normalize.intensity import normalize
+
+    y, x = np.mgrid[0:96, 0:96]
+    image = np.broadcast_to(1000.0 + 3.0 * x + 40.0 * np.sin(y / 2.0), (4, 96, 96)).astype(np.float32).copy()
+    image[:, 40:50, 40:50] += 60.0
+    volume = LabelledVolume(image, {"nuclei": np.zeros(image.shape, np.uint16)}, (1.0, 0.5, 0.5), "striped")
+    expected = normalize(flatten_background(image, (1.0, 0.5, 0.5)))
+    np.testing.assert_array_equal(volume.normalized_image(), expected)
