@@ -528,3 +528,41 @@ def test_a_four_slice_stack_saved_as_rgba_samples_says_how_to_resave_it(tmp_path
     resaved = tmp_path / "resaved.tif"
     tifffile.imwrite(resaved, np.zeros((4, 16, 16), np.uint8), photometric="minisblack")
     assert read_volume(resaved).data.shape == (4, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["evaluate", "--pred", "a.tif", "--gt", "a.tif", "--tolerance", "-1"],
+            "--tolerance: must be 0 or more",
+        ),
+        (
+            ["evaluate", "--pred", "a.tif", "--gt", "a.tif", "--iou", "2"],
+            "--iou: must be above 0 and at most 1",
+        ),
+        (["segment", "a.tif", "b.tif", "-o", "exists.txt"], "2 inputs need a folder"),
+    ],
+)
+def test_option_mistakes_are_user_errors(tmp_path, monkeypatch, capsys, argv, message):
+    from fveseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(tmp_path / name, np.zeros((2, 8, 8), np.uint8), metadata={"axes": "ZYX"})
+    (tmp_path / "exists.txt").write_text("a user's file")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "fix:" in err and "Traceback" not in err
+    assert (tmp_path / "exists.txt").read_text() == "a user's file"
+
+
+def test_demo_takes_an_existing_checkpoint_file_to_the_loader(tmp_path, capsys):
+    from fveseg.cli import main
+
+    fake = tmp_path / "x.ckpt"
+    fake.write_bytes(b"not a ckpt")
+    assert main(["demo", "--model", str(fake), "--quiet", "-o", str(tmp_path / "demo.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" not in err and "x.ckpt" in err
+    assert not (tmp_path / "demo.zarr").exists()

@@ -47,7 +47,8 @@ def resolve_model(model: str | None) -> str:
     from fveseg.model.checkpoint import checkpoint_exists
 
     if model is not None:
-        if not checkpoint_exists(Path(model)):
+        # a file here (an fveseg checkpoint or the BiomedParse v2 .ckpt) is checked by the loader
+        if not (Path(model).exists() or checkpoint_exists(Path(model))):
             raise CheckpointError(f"checkpoint {model} does not exist (fix: check the --model path)")
         return model
     default = default_checkpoint_location()

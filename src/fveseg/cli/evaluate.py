@@ -35,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", nargs="+", required=True, metavar="PATH", help="ground-truth label volumes")
     parser.add_argument("--pred-label", metavar="NAME", help="labels/<NAME> inside an OME-Zarr prediction")
     parser.add_argument("--gt-label", metavar="NAME", help="labels/<NAME> inside an OME-Zarr ground truth")
-    parser.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in physical units (µm)")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU for an instance match")
+    parser.add_argument(
+        "--tolerance", type=_tolerance, default=1.0, help="NSD tolerance in physical units (µm), 0 or more"
+    )
+    parser.add_argument(
+        "--iou", type=_iou, default=0.5, help="IoU for an instance match, above 0 and at most 1"
+    )
     parser.add_argument(
         "--scale",
         type=float,
@@ -47,6 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--json", type=Path, help="also write the table and the mean as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --csv / --json files")
+
+
+def _tolerance(text: str) -> float:
+    value = float(text)
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
+def _iou(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value:g}")
+    return value
 
 
 def score_pair(gt: np.ndarray, pred: np.ndarray, spacing, tolerance: float, iou: float) -> dict:

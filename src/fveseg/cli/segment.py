@@ -233,6 +233,11 @@ def plan_jobs(args: argparse.Namespace) -> list[SegmentJob]:
     fmt = output_format(args.output, args.format)
     extension = ".ome.zarr" if fmt == "zarr" else ".tif"
     jobs = []
+    if len(sources) > 1 and args.output is not None and args.output.exists() and not _is_folder(args.output):
+        raise InputError(
+            f"-o {args.output} is an existing file or zarr, but {len(sources)} inputs need a folder for "
+            "their outputs (fix: give -o a folder, new or existing)"
+        )
     for source in sources:
         if args.into_source:
             output = source
