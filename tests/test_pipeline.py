@@ -127,3 +127,20 @@ def test_widget_notes_use_the_widgets_words():
     assert "--" not in notes[0] and "resize" in notes[0]
     unknown = Placement((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), None)
     assert any("the layer's scale" in n for n in result_notes(layers, ["liver"], Thresholds(), unknown))
+
+
+def test_a_noisy_stack_segmented_by_the_default_model_gets_advice():
+    from types import SimpleNamespace
+
+    from fveseg.pipeline import noisy_stack_notes
+
+    rng = np.random.default_rng(0)
+    clean = np.zeros((4, 64, 64), np.float32)
+    clean[:, 16:48, 16:48] = 100.0
+    noisy = clean + rng.normal(0, 40.0, clean.shape).astype(np.float32)
+    default = SimpleNamespace(model="default", noise=None)
+    assert noisy_stack_notes(default, clean, "a.tif") == []
+    (note,) = noisy_stack_notes(default, noisy, "a.tif")
+    assert note.startswith("a.tif: its noise measures") and "--model noise-robust" in note
+    assert noisy_stack_notes(SimpleNamespace(model="noise-robust", noise=0.4), noisy, "a.tif") == []
+    assert noisy_stack_notes(SimpleNamespace(model="default", noise=0.01), noisy, "a.tif") == []  # measured

@@ -31,7 +31,7 @@ from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
 from fveseg.io.writers import tiff_paths
 from fveseg.normalize.background import flatten_background
-from fveseg.normalize.noise import NOISY_LEVEL
+from fveseg.normalize.noise import NOISY_LEVEL, noise_level
 from fveseg.params import SegmentParams, slug
 
 __all__ = [
@@ -136,6 +136,21 @@ def model_notes(model: str | None, noise: float | None, name: str) -> list[str]:
     return [
         f"{name}: its noise measures {noise:.2f} of the signal range (from {NOISY_LEVEL:g} on, a volume "
         f"counts as noisy), so the {NOISY_MODEL} model segmented it; --model default runs the default model"
+    ]
+
+
+def noisy_stack_notes(result: SegmentationResult, data, name: str) -> list[str]:
+    """Advice when a model other than the noise-robust one segmented a stack whose noise
+    (`fveseg.normalize.noise_level`, measured here unless the model choice measured it) is at least
+    `NOISY_LEVEL` of its signal range."""
+    if result.model == NOISY_MODEL:
+        return []
+    noise = result.noise if result.noise is not None else noise_level(data)
+    if noise < NOISY_LEVEL:
+        return []
+    return [
+        f"{name}: its noise measures {noise:.2f} of the signal range (from {NOISY_LEVEL:g} on, a stack "
+        f"counts as noisy); if the masks look ragged or neighbours merge, try --model {NOISY_MODEL}"
     ]
 
 
@@ -291,6 +306,7 @@ def segment_file(
     stages["segment"] = time.perf_counter() - mark
     notes = flatten_notes(params, image is not data, job.source.name)
     notes += model_notes(result.model, result.noise, job.source.name)
+    notes += noisy_stack_notes(result, data, job.source.name)
     notes += existence_notes(result, params, job.source.name)
 
     mark = time.perf_counter()

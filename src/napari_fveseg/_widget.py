@@ -344,7 +344,11 @@ class SegmentationWidget(QWidget):
                         "a bundled model's name (noise-robust), or clear the box to use the default model."
                     )
                 segmenter = get_segmenter(checkpoint, device)
-                from fveseg.pipeline import flatten_notes, prepared_image  # imported by import_core above
+                from fveseg.pipeline import (  # imported by import_core above
+                    flatten_notes,
+                    noisy_stack_notes,
+                    prepared_image,
+                )
 
                 # what the network and the instance step see (background flattened where it dominates)
                 image = prepared_image(data, thresholds.params(prompts), spacing)
@@ -366,7 +370,14 @@ class SegmentationWidget(QWidget):
                 outcome["image"] = image  # re-thresholding splits instances with the same image
                 outcome["result"] = result
                 params = thresholds.params(prompts)
-                outcome["notes"] = flatten_notes(params, image is not data, "the image")
+                outcome["notes"] = [  # in the CLI's words: the widget has no flatten field
+                    note.replace("the image: ", "").replace("--flatten", "fveseg segment --flatten")
+                    for note in flatten_notes(params, image is not data, "the image")
+                ]
+                outcome["notes"] += [
+                    note.replace("the image: ", "").replace("--model ", "model ")
+                    for note in noisy_stack_notes(result, data, "the image")
+                ]
                 outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place)
             except BaseException as error:  # reported in the GUI thread as a notification
                 outcome["error"] = error
