@@ -321,3 +321,25 @@ def test_the_existence_summary_says_where_the_threshold_acts():
     )
     assert existence_summary(existence, 0.9).startswith('Existence above 0.9: "nuclei" kept on 2 of 4')
     assert existence_summary({}, 0.5) == ""
+
+
+def test_a_second_run_keeps_the_first_runs_layers(widget_on_sample, qtbot):
+    viewer, widget = widget_on_sample
+    widget.run_button.click()
+    _wait_idle(qtbot, widget)
+    first = viewer.layers["nuclei"], viewer.layers["nuclei instances"]
+    kept = [np.array(layer.data) for layer in first]
+    widget.prompts_edit.setPlainText("mitochondria")
+    widget.run_button.click()
+    _wait_idle(qtbot, widget)
+    assert "mitochondria" in viewer.layers and "mitochondria instances" in viewer.layers
+    for layer, data in zip(first, kept):  # the earlier result is still there, unchanged
+        assert layer in viewer.layers
+        np.testing.assert_array_equal(layer.data, data)
+    newest = np.array(viewer.layers["mitochondria"].data)
+    widget.mask_box.setValue(0.05)  # re-thresholding touches only the newest run's layers
+    widget.rethreshold()
+    _wait_idle(qtbot, widget)
+    assert not np.array_equal(viewer.layers["mitochondria"].data, newest)  # it did re-threshold
+    for layer, data in zip(first, kept):
+        np.testing.assert_array_equal(layer.data, data)
