@@ -174,3 +174,16 @@ def test_the_note_says_when_auto_flattened():
     assert "--flatten off" in flatten_notes(SegmentParams(flatten="auto"), True, "a.tif")[0]
     assert flatten_notes(SegmentParams(flatten="auto"), False, "a.tif") == []
     assert flatten_notes(SegmentParams(flatten=True), True, "a.tif") == []  # asked for: nothing to say
+
+
+def test_blocks_of_planes_give_the_whole_volume_answer():
+    from fveseg.normalize.background import PLANES_PER_BLOCK, _flatten_planes
+
+    rng = np.random.default_rng(1)
+    depth = 2 * PLANES_PER_BLOCK + 3  # a last, shorter block too
+    y, x = np.mgrid[0:64, 0:64]
+    volume = (500.0 + 2.0 * x + 30.0 * np.sin(y / 2.0) + rng.normal(0, 5.0, (depth, 64, 64))).astype(
+        np.float32
+    )
+    whole, _ = _flatten_planes(volume, 24)
+    np.testing.assert_array_equal(flatten_background(volume, window=24), whole)

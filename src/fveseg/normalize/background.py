@@ -70,53 +70,67 @@ def flatten_background(
     Parameters
     ----------
     volume : array-like (D, H, W) or (H, W) of int or float
-        Intensities; non-finite values are taken as the smallest finite one (a volume with none is
-        returned as float32 unchanged, for the segmenter's own check to refuse).
+        Intensities (numpy, zarr or dask: read `PLANES_PER_BLOCK` planes at a time); non-finite values
+        are taken as the smallest finite one of their block (a block with none stays as it is, for the
+        segmenter's own check to refuse).
     spacing : (dz, dy, dx) or None
         Voxel size; sets the line length with `background_window`.
     window : int, optional
         Line length in pixels (overrides ``spacing``).
     only_if_dominant : bool
-        Flatten only when `background_dominates`; otherwise return ``volume`` itself.
+        Flatten only when `background_dominates_in` says so; otherwise return ``volume`` itself.
 
     Returns
     -------
     ndarray float32 shaped like ``volume``, or ``volume`` itself
-        Non-negative when flattened; a volume that is background only becomes close to zero.
+        Non-negative when flattened; a volume that is background only becomes close to zero. Memory
+        beyond the result: a few float32 copies of one block of planes.
     """
-    data = np.asarray(volume, dtype=np.float32)
-    if data.ndim == 2:  # one plane: flattened as a one-slice volume, returned as a plane
-        plane = data[None]
+    if len(volume.shape) == 2:  # one plane: flattened as a one-slice volume, returned as a plane
+        plane = np.asarray(volume)[None]
         flat = flatten_background(plane, spacing, window, only_if_dominant)
         return volume if flat is plane else flat[0]
-    if data.ndim != 3:
-        raise ValueError(f"flatten_background expects a (D, H, W) volume, got shape {data.shape}")
-    finite = np.isfinite(data)
-    if not finite.all():
-        if not finite.any():
-            return data
-        data = np.where(finite, data, data[finite].min())
-    del finite
+    if len(volume.shape) != 3:
+        raise ValueError(f"flatten_background expects a (D, H, W) volume, got shape {tuple(volume.shape)}")
     length = int(window) if window is not None else background_window(spacing)
+    if only_if_dominant and not background_dominates_in(volume, spacing, window=length):
+        return volume
+    flat = np.empty(tuple(int(n) for n in volume.shape), dtype=np.float32)
+    for start in range(0, flat.shape[0], PLANES_PER_BLOCK):
+        block = slice(start, start + PLANES_PER_BLOCK)
+        flat[block] = _flatten_planes(np.asarray(volume[block], dtype=np.float32), length)[0]
+    return flat
+
+
+def _flatten_planes(data: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flattened, background) of a (n, H, W) float32 block, plane by plane."""
+    finite = np.isfinite(data)
+    if not finite.all() and finite.any():
+        data = np.where(finite, data, data[finite].min())
     smooth = ndi.gaussian_filter(data, (0, _PRESMOOTH_PX, _PRESMOOTH_PX), mode="nearest")
     background = ndi.grey_opening(smooth, size=(1, 1, length), mode="nearest")
     np.maximum(background, ndi.grey_opening(smooth, size=(1, length, 1), mode="nearest"), out=background)
     del smooth
     flat = data - background
     np.maximum(flat, 0, out=flat)
-    if only_if_dominant and not background_dominates(background, flat):
-        return volume
-    return flat
+    return flat, background
 
 
+#: Planes `flatten_background` reads and flattens at a time.
+PLANES_PER_BLOCK = 8
 #: z-planes `background_dominates_in` reads from a volume too large to flatten whole.
 SAMPLED_PLANES = 16
 
 
-def background_dominates_in(volume, spacing=None, planes: int = SAMPLED_PLANES) -> bool:
+def background_dominates_in(
+    volume, spacing=None, planes: int = SAMPLED_PLANES, window: int | None = None
+) -> bool:
     """`background_dominates` judged on up to ``planes`` evenly spaced whole z-planes of a (lazy) volume
-    (zarr, dask), for callers that never load it whole."""
+    (numpy, zarr, dask): the decision of ``flatten="auto"``, so a large volume is never flattened whole
+    just to decide."""
     depth = int(volume.shape[0])
     picks = np.unique(np.linspace(0, depth - 1, min(depth, planes)).round().astype(int))
-    sample = np.stack([np.asarray(volume[int(z)]) for z in picks])
-    return flatten_background(sample, spacing, only_if_dominant=True) is not sample
+    sample = np.stack([np.asarray(volume[int(z)], dtype=np.float32) for z in picks])
+    length = int(window) if window is not None else background_window(spacing)
+    flat, background = _flatten_planes(sample, length)
+    return background_dominates(background, flat)
