@@ -343,3 +343,25 @@ def test_a_second_run_keeps_the_first_runs_layers(widget_on_sample, qtbot):
     assert not np.array_equal(viewer.layers["mitochondria"].data, newest)  # it did re-threshold
     for layer, data in zip(first, kept):
         np.testing.assert_array_equal(layer.data, data)
+
+
+def test_a_striped_background_is_flattened_and_the_status_says_so(
+    make_napari_viewer, micro_checkpoint, qtbot
+):
+    viewer = make_napari_viewer()
+    y, x = np.mgrid[0:64, 0:64]
+    image = np.broadcast_to(1000.0 + 3.0 * x + 40.0 * np.sin(y / 2.0), (8, 64, 64)).astype(np.float32).copy()
+    image[:, 24:36, 24:36] += 60.0
+    viewer.add_image(image, name="striped", scale=(1.0, 0.5, 0.5))
+    widget = SegmentationWidget(viewer)
+    widget.layer_box.setCurrentText("striped")
+    widget.prompts_edit.setPlainText("nuclei")
+    widget.checkpoint_edit.setText(micro_checkpoint)
+    widget.device_box.setCurrentText("cpu")
+    widget.run_button.click()
+    _wait_idle(qtbot, widget)
+    assert "flattened before segmenting" in widget.status.text()
+    assert "fveseg segment --flatten off" in widget.status.text()
+    flattened = widget._run_context["image"]  # re-thresholding splits the same image the network saw
+    assert flattened is not image and float(np.asarray(flattened).min()) >= 0.0
+    assert viewer.layers["striped"].data is image  # the user's layer is untouched
