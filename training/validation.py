@@ -95,9 +95,9 @@ def selection_instances(mask: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def segment_like_cli(segmenter, image: np.ndarray, spacing=None, prompt: str = "nuclei"):
     """``(labels, scale)``: instance labels of ``image`` as ``fveseg segment`` writes them
     (`fveseg.pipeline`) and the in-plane scale it chose."""
-    from fveseg.pipeline import SegmentParams, label_layers, segment_array, slug
+    from fveseg.pipeline import SegmentParams, label_layers, prepare, segment_array, slug
 
-    params = SegmentParams(prompts=(prompt,))
+    image, params = prepare(image, SegmentParams(prompts=(prompt,)), spacing)
     result = segment_array(segmenter, image, params, spacing)
     labels, _ = label_layers(result, params, spacing, image=image)[slug(prompt)]
     return labels, result.scale

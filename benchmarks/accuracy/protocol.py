@@ -327,7 +327,7 @@ def run_variant(
     whose network fields match an earlier one's takes its network outputs (and their seconds) from it."""
     from fveseg.inference import load_segmenter
     from fveseg.params import SegmentParams, slug
-    from fveseg.pipeline import label_layers, segment_array
+    from fveseg.pipeline import label_layers, prepare, segment_array
 
     params = SegmentParams(**overrides)
     device = overrides.get("device", device)
@@ -340,11 +340,13 @@ def run_variant(
         if (key, index) not in reuse:
             start = time.perf_counter()
             segmenter = load_segmenter(params.checkpoint, device, params.batch_size)
-            result = segment_array(segmenter, sample.image, params, spacing)
-            reuse[key, index] = (result, time.perf_counter() - start)
-        result, network_seconds = reuse[key, index]
+            image, prepared = prepare(np.asarray(sample.image), params, spacing)
+            result = segment_array(segmenter, image, prepared, spacing)
+            reuse[key, index] = (result, image, time.perf_counter() - start)
+        result, image, network_seconds = reuse[key, index]
         start = time.perf_counter()
-        pred = label_layers(result, params, spacing, image=np.asarray(sample.image))[layer][0]
+        done = dataclasses.replace(params, flatten=False)  # the image is the prepared one already
+        pred = label_layers(result, done, spacing, image=image)[layer][0]
         scores.append(score(metrics, sample.labels, pred, network_seconds + time.perf_counter() - start))
         scores[-1].update(choices(result))
     row = aggregate(samples, scores)

@@ -39,6 +39,7 @@ __all__ = [
     "SegmentJob",
     "JobSummary",
     "slug",
+    "prepare",
     "segment_array",
     "instance_labels",
     "label_layers",
@@ -105,6 +106,13 @@ def prepared_image(data, params: SegmentParams, spacing):
     if not params.flatten:
         return data
     return flatten_background(data, spacing, only_if_dominant=params.flatten == "auto")
+
+
+def prepare(data, params: SegmentParams, spacing) -> tuple:
+    """``(image, params)`` to pass to `segment_array` and `label_layers`: the image both steps see
+    (`prepared_image`) and the params with the flattening marked done, so that a caller running the two
+    steps judges and flattens the background once, not in each."""
+    return prepared_image(data, params, spacing), replace(params, flatten=False)
 
 
 def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None, cancel=None, **extra):
@@ -218,7 +226,7 @@ def segment_volume(
     """Segment a (D, H, W) array and return the label layers `segment_file` would write (`label_layers`)."""
     params = params or SegmentParams()
     spacing = params.spacing or spacing
-    image, prepared = prepared_image(np.asarray(data), params, spacing), replace(params, flatten=False)
+    image, prepared = prepare(np.asarray(data), params, spacing)
     result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel)
     return label_layers(result, prepared, spacing, image=image)
 
@@ -301,7 +309,7 @@ def segment_file(
     segmenter = load_segmenter(params.checkpoint, params.device, params.batch_size)
     stages["load model"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    image, prepared = prepared_image(data, params, spacing), replace(params, flatten=False)  # once
+    image, prepared = prepare(data, params, spacing)
     result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel)
     stages["segment"] = time.perf_counter() - mark
     notes = flatten_notes(params, image is not data, job.source.name)

@@ -175,16 +175,23 @@ def result_notes(
         return []
     named = {slug(prompt): (np.asarray(data)[None] if place.squeeze else np.asarray(data), {})
              for prompt, data in instances.items()}  # fmt: skip
-    notes = trust_notes(named, thresholds.params(prompts), place.spacing, "the image")
-    # the CLI's words for the widget's fields
-    words = {
-        "the image: ": "",
-        "--scale Z Y X": "the layer's scale",
-        "--scale": "the layer's scale",
-        "--resize": "resize",
-        "--model": "model",
-        "--isotropic": "fveseg segment --isotropic",
-    }
-    for cli, field in words.items():
+    return in_widget_words(trust_notes(named, thresholds.params(prompts), place.spacing, "the image"))
+
+
+#: The CLI's words in the pipeline's notes, and the widget's fields (or the command) to say instead.
+WIDGET_WORDS = {
+    "the image: ": "",
+    "--scale Z Y X": "the layer's scale",
+    "--scale": "the layer's scale",
+    "--resize": "resize",
+    "--model": "model",
+    "--isotropic": "fveseg segment --isotropic",
+    "--flatten": "fveseg segment --flatten",
+}
+
+
+def in_widget_words(notes: list[str]) -> list[str]:
+    """Pipeline notes about "the image" reworded for the widget (`WIDGET_WORDS`)."""
+    for cli, field in WIDGET_WORDS.items():
         notes = [note.replace(cli, field) for note in notes]
     return notes

@@ -40,6 +40,7 @@ from napari_fveseg._results import (
     Placement,
     Thresholds,
     existence_summary,
+    in_widget_words,
     result_layers,
     result_notes,
 )
@@ -351,7 +352,8 @@ class SegmentationWidget(QWidget):
                 )
 
                 # what the network and the instance step see (background flattened where it dominates)
-                image = prepared_image(data, thresholds.params(prompts), spacing)
+                params = thresholds.params(prompts)
+                image = prepared_image(data, params, spacing)
                 result = segmenter.segment(
                     image,
                     prompts,
@@ -359,7 +361,7 @@ class SegmentationWidget(QWidget):
                     axis=axis,
                     mask_threshold=thresholds.mask_threshold,
                     exist_threshold=thresholds.existence_threshold,
-                    exist_low=thresholds.params(prompts).exist_low,
+                    exist_low=params.exist_low,
                     scale=resize,
                     progress=lambda done, total: updates.put((done, total)),
                     cancel=self._cancel.is_set,
@@ -369,15 +371,10 @@ class SegmentationWidget(QWidget):
                 )
                 outcome["image"] = image  # re-thresholding splits instances with the same image
                 outcome["result"] = result
-                params = thresholds.params(prompts)
-                outcome["notes"] = [  # in the CLI's words: the widget has no flatten field
-                    note.replace("the image: ", "").replace("--flatten", "fveseg segment --flatten")
-                    for note in flatten_notes(params, image is not data, "the image")
-                ]
-                outcome["notes"] += [
-                    note.replace("the image: ", "").replace("--model ", "model ")
-                    for note in noisy_stack_notes(result, data, "the image")
-                ]
+                outcome["notes"] = in_widget_words(
+                    flatten_notes(params, image is not data, "the image")
+                    + noisy_stack_notes(result, data, "the image")
+                )
                 outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place)
             except BaseException as error:  # reported in the GUI thread as a notification
                 outcome["error"] = error

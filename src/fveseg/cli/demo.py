@@ -63,7 +63,7 @@ def resolve_model(model: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from fveseg import io, metrics
     from fveseg.inference import load_segmenter
-    from fveseg.pipeline import label_layers, segment_array
+    from fveseg.pipeline import label_layers, prepare, segment_array
     from fveseg.synthetic import make_sample_volume
 
     if args.output.exists() and not args.overwrite:
@@ -92,13 +92,14 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar("segment sample", enabled=not args.quiet)
     mark = time.perf_counter()
     try:
-        result = segment_array(segmenter, sample.image, options, sample.spacing, progress=bar)
+        image, options = prepare(sample.image, options, sample.spacing)
+        result = segment_array(segmenter, image, options, sample.spacing, progress=bar)
     finally:
         bar.close()
     times["segment"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    labels, _ = label_layers(result, options, sample.spacing, image=sample.image)["nuclei"]
+    labels, _ = label_layers(result, options, sample.spacing, image=image)["nuclei"]
     times["instances"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
