@@ -383,22 +383,28 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
 def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, checkpoint, monkeypatch, capsys):
     from fveseg.inference.segmenter import Segmenter
 
-    seen = []
-    original = Segmenter.segment
+    seen, runs = [], []  # the scale asked for; the scale of each batch loop (probe windows, the run)
+    original, original_run = Segmenter.plan, Segmenter._run
 
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("scale", 1.0))
-        return original(self, *args, **kwargs)
+    def spy(self, volume, spacing=None, prompts=None, axis="auto", order=None, scale="auto", **kwargs):
+        seen.append(scale)
+        return original(self, volume, spacing, prompts, axis, order, scale, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "segment", spy)
+    def spy_run(self, volume, plan, *args, **kwargs):
+        runs.append(plan.scale)
+        return original_run(self, volume, plan, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "plan", spy)
+    monkeypatch.setattr(Segmenter, "_run", spy_run)
     argv = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(tmp_path / "r.zarr"), "--quiet"]
     assert main(argv + ["--resize", "0.5"]) == 0
-    assert seen == [0.5]
+    assert seen == [0.5] and runs == [0.5]
     assert "resize" in capsys.readouterr().out  # the summary reports the scale used
     seen.clear()
+    runs.clear()
     assert main(argv + ["--overwrite"]) == 0  # default: automatic (a probe at native size first)
     # the probe: native size first, then (`surer_at_half`) the same windows at half the chosen scale
-    assert seen[0] == "auto" and seen[1] == 1.0 and all(0 < s <= 1.25 for s in seen[1:])
+    assert seen == ["auto"] and runs[0] == 1.0 and all(0 < s <= 1.25 for s in runs)
     seen.clear()
     assert main(argv + ["--overwrite", "--resize", "AUTO"]) == 0
     assert seen[0] == "auto"

@@ -150,13 +150,15 @@ def zarr_volume(tmp_path_factory):
 
 
 def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one_thread):
-    """Block pieces (public ``Segmenter.segment(start=, stop=, intensity_range=)``) give the single-process
-    labels and edges, also for a range off the batch grid (6..15 with batch size 4)."""
+    """Block pieces (``Segmenter.run(plan, start=, stop=)`` with the whole volume's plan, pickled as the
+    dask path ships it) give the single-process labels and edges, also for a range off the batch grid
+    (6..15 with batch size 4)."""
+    import pickle
+
     from fveseg.distributed import segment_slices
     from fveseg.inference import load_segmenter
     from fveseg.io import read_volume
-    from fveseg.normalize.intensity import intensity_range
-    from fveseg.pipeline import SegmentParams
+    from fveseg.pipeline import SegmentParams, plan_array
 
     data = read_volume(zarr_volume).data
     whole, threshold = whole
@@ -167,7 +169,10 @@ def test_segment_slices_equals_the_segmenter(checkpoint, zarr_volume, whole, one
         prompts=("nuclei", "cells"), batch_size=4, mask_threshold=threshold, exist_threshold=0.0,
         resize=whole.scale,
     )  # fmt: skip
-    pieces = list(segment_slices(segmenter, data, options, 6, 15, 0, intensity_range(data)))
+    options = replace(options, axis=0)
+    plan = pickle.loads(pickle.dumps(plan_array(segmenter, data, options, None)))
+    assert (plan.axis, plan.scale) == (0, whole.scale)
+    pieces = list(segment_slices(segmenter, data, options, 6, 15, plan))
     assert [(p.start, p.existence.shape[1]) for p in pieces] == [(6, 2), (8, 4), (12, 3)]  # on the grid
     semantic = np.concatenate([p.semantic for p in pieces])
     edges = np.concatenate([p.edges for p in pieces], axis=1)

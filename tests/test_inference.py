@@ -270,3 +270,48 @@ def test_slice_range_zarr_output(segmenter, volume, tmp_path):
 def test_bad_slice_range(segmenter, volume, keywords, match):
     with pytest.raises(InputError, match=match):
         segmenter.segment(volume, ["nuclei"], axis=0, **keywords)
+
+
+# -- the predictor in two steps: plan once, run many prompts ----------------------------------------------
+
+
+def test_a_pickled_plan_answers_each_prompt_as_segment_does(segmenter, volume):
+    """`plan` decides once; `run` with that plan (shipped as the dask path ships it) gives exactly what
+    `segment` gives, for prompt sets the plan never saw."""
+    import pickle
+
+    plan = segmenter.plan(volume, (2.0, 1.0, 1.0), ["nuclei"], intensity_range=None)
+    shipped = pickle.loads(pickle.dumps(plan))
+    assert len(pickle.dumps(plan)) < 1000 and shipped == plan
+    assert (plan.shape, plan.axis, plan.order) == ((5, 37, 53), 0, 1) and plan.scale > 0
+    for prompts in (["nuclei"], ["cells", "spots"]):
+        ran = segmenter.run(volume, shipped, prompts)
+        whole = segmenter.segment(volume, prompts, spacing=(2.0, 1.0, 1.0), scale=plan.scale)
+        for name in ("probabilities", "edges", "semantic", "existence"):
+            np.testing.assert_array_equal(getattr(ran, name), getattr(whole, name))
+        assert ran.scale == plan.scale and ran.prompts == prompts
+
+
+def test_a_plan_is_refused_for_another_volume_and_needs_prompts_for_the_automatic_scale(segmenter, volume):
+    plan = segmenter.plan(volume, scale=1.0)  # a fixed scale needs no prompts
+    assert plan.scale == 1.0 and plan.intensity_range[0] <= plan.intensity_range[1]
+    with pytest.raises(InputError, match="plan was made for a volume of shape"):
+        segmenter.run(volume[:3], plan, ["nuclei"])
+    with pytest.raises(InputError, match="pass prompts, or a scale"):
+        segmenter.plan(volume)
+    iso = segmenter.plan(volume, (3.0, 1.0, 1.0), ["nuclei"], scale=1.0, isotropic=True)
+    assert iso.z_factor == 3.0 and iso.shape == volume.shape
+    with pytest.raises(InputError, match="runs the whole volume"):
+        segmenter.run(volume, iso, ["nuclei"], start=1, stop=3)
+
+
+def test_engines_are_chosen_by_architecture(segmenter):
+    from fveseg.inference.engines import ENGINES, NetworkEngine, engine_for
+    from fveseg.inference.reference_engine import ReferenceEngine
+
+    assert ENGINES == {"biomedparse-v": NetworkEngine, "reference-v2": ReferenceEngine}
+    assert isinstance(segmenter.engine, NetworkEngine)
+    stranger = torch.nn.Linear(1, 1)
+    stranger.architecture = "something-else"
+    with pytest.raises(InputError, match="no engine runs architecture 'something-else'"):
+        engine_for(stranger, segmenter.metadata, torch.device("cpu"), 4, 0)

@@ -3,6 +3,8 @@ by it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -84,6 +86,16 @@ class _Stand_in:
         self.calls.append(("auto_scale", volume.shape, kwargs))
         return 0.5
 
+    def plan(self, volume, *args, **kwargs):
+        from fveseg.inference.plan import SegmentPlan
+
+        self.calls.append(("plan", volume.shape, kwargs))
+        return SegmentPlan(tuple(volume.shape), 0, 1, (0.0, 1.0))
+
+    def run(self, volume, plan, prompts, **kwargs):
+        self.calls.append(("run", plan.model))
+        return self.segment(volume, prompts)
+
 
 def test_auto_segmenter_runs_the_noise_robust_network_on_noisy_volumes_only():
     from fveseg.inference.model_choice import CLEAN_MODEL, NOISY_MODEL, AutoSegmenter
@@ -99,6 +111,24 @@ def test_auto_segmenter_runs_the_noise_robust_network_on_noisy_volumes_only():
     assert (result.model, len(noisy_net.calls)) == (NOISY_MODEL, 1) and result.noise > NOISY_LEVEL
     assert auto.auto_scale(noisy, ["nuclei"]) == 0.5 and noisy_net.calls[-1][0] == "auto_scale"
     assert auto.segment(noisy[0], ["nuclei"]).model == NOISY_MODEL  # a 2D image is measured too
+
+
+def test_a_plan_records_the_chosen_network_and_its_run_uses_it():
+    import pickle
+
+    from fveseg.errors import InputError
+    from fveseg.inference.model_choice import CLEAN_MODEL, NOISY_MODEL, AutoSegmenter
+
+    clean_net, noisy_net = _Stand_in(), _Stand_in()
+    auto = AutoSegmenter(clean_net, noisy_net)
+    noisy = _cells() + np.random.default_rng(3).normal(0, 30, _cells().shape).astype(np.float32)
+    plan = pickle.loads(pickle.dumps(auto.plan(noisy, prompts=["nuclei"])))  # as the dask path ships it
+    assert plan.model == NOISY_MODEL and plan.noise > NOISY_LEVEL
+    result = auto.run(_cells(), plan, ["nuclei"])  # the plan decides, not this (clean) volume
+    assert (result.model, noisy_net.calls[-2], clean_net.calls) == (NOISY_MODEL, ("run", NOISY_MODEL), [])
+    assert auto.plan(_cells(), prompts=["nuclei"]).model == CLEAN_MODEL
+    with pytest.raises(InputError, match="names the model 'elsewhere'"):
+        auto.run(_cells(), replace(plan, model="elsewhere"), ["nuclei"])
 
 
 def test_the_noisy_network_is_loaded_only_when_a_noisy_volume_needs_it(tmp_path):

@@ -96,6 +96,39 @@ def test_cli_writes_what_segment_volume_returns(tmp_path, checkpoint):
     np.testing.assert_array_equal(tifffile.imread(out), layers["nuclei"][0])
 
 
+def test_the_public_face_reads_segments_and_answers_new_prompts_with_one_plan(tmp_path, checkpoint):
+    """``segment(read_volume(path)).instances(prompt)`` is what the CLI writes; a prompt the run did not
+    segment is segmented with the same plan (same scale), not planned again."""
+    from dataclasses import replace
+
+    from fveseg import load_segmenter, read_volume, segment
+    from fveseg.pipeline import instance_labels, segment_array
+    from fveseg.synthetic import make_nuclei_volume
+
+    volume = make_nuclei_volume((8, 32, 32), seed=3)
+    source = tmp_path / "vol.tif"
+    tifffile.imwrite(source, volume.image, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": 1.0, "unit": "um"})  # fmt: skip
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(source), "--model", str(checkpoint), "-o", str(out), "--quiet", "--device",
+                 "cpu"]) == 0  # fmt: skip
+    segmenter = load_segmenter(str(checkpoint), "cpu")
+    params = SegmentParams(checkpoint=str(checkpoint), device="cpu")
+    result = segment(read_volume(source), segmenter, params)
+    assert result.spacing == pytest.approx((1.0, 0.5, 0.5))  # the file's voxel size, in µm
+    labels = result.instances("Nuclei")  # prompts are matched in canonical form
+    assert labels.dtype == np.uint32 and labels.shape == volume.image.shape
+    np.testing.assert_array_equal(tifffile.imread(out), labels)
+    assert list(result.layers()) == ["nuclei"] and np.array_equal(result.layers()["nuclei"][0], labels)
+    assert np.array_equal(result.mask("nuclei"), np.asarray(result.result.semantic) == 1)
+
+    cells = result.instances("cells")  # a new prompt, with the plan the run made
+    fixed = replace(result.params, prompts=("cells",), resize=result.plan.scale)
+    alone = segment_array(segmenter, result.image, fixed, result.spacing)
+    np.testing.assert_array_equal(cells, instance_labels(alone, 0, fixed, result.spacing, result.image))
+    assert result.instances("cells") is not cells and list(result._more) == ["cells"]  # segmented once
+
+
 def test_trust_notes_say_what_looks_wrong_and_what_to_try():
     from fveseg.pipeline import trust_notes
 

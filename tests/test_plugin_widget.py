@@ -140,19 +140,19 @@ def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
 
 
 def test_cancel_stops_within_one_batch_and_leaves_viewer_unchanged(widget_on_sample, qtbot, monkeypatch):
-    from fveseg.inference.segmenter import Segmenter
+    from fveseg.inference.engines import NetworkEngine
 
     viewer, widget = widget_on_sample
     release = threading.Event()
     batches = []
-    original = Segmenter._predict_batch
+    original = NetworkEngine.predict
 
     def held_batch(self, *args, **kwargs):
         batches.append(1)
         release.wait(timeout=60)  # hold the first batch until the test has pressed Cancel
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "_predict_batch", held_batch)
+    monkeypatch.setattr(NetworkEngine, "predict", held_batch)
     before = [(layer.name, layer.data) for layer in viewer.layers]
     seen = _notifications()
     widget.run_button.click()
@@ -225,19 +225,24 @@ def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on
     from fveseg.inference.segmenter import Segmenter
 
     viewer, widget = widget_on_sample
-    seen = []
-    original = Segmenter.segment
+    seen, runs = [], []  # the scale asked for; the scale of each batch loop (probe windows, the run)
+    original, original_run = Segmenter.plan, Segmenter._run
 
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("scale"))
-        return original(self, *args, **kwargs)
+    def spy(self, volume, spacing=None, prompts=None, axis="auto", order=None, scale="auto", **kwargs):
+        seen.append(scale)
+        return original(self, volume, spacing, prompts, axis, order, scale, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "segment", spy)
+    def spy_run(self, volume, plan, *args, **kwargs):
+        runs.append(plan.scale)
+        return original_run(self, volume, plan, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "plan", spy)
+    monkeypatch.setattr(Segmenter, "_run", spy_run)
     assert widget.resize_box.text() == "auto" and widget.settings().resize == 0.0  # the default
     widget.run()
     _wait_idle(qtbot, widget)
     # the probe runs at native size first (then its half-scale check)
-    assert seen[0] == "auto" and seen[1] == 1.0 and all(0 < s <= 1.25 for s in seen[1:])
+    assert seen == ["auto"] and runs[0] == 1.0 and all(0 < s <= 1.25 for s in runs)
     seen.clear()
     widget.resize_box.setValue(0.5)
     widget.run()

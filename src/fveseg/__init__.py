@@ -1,13 +1,14 @@
 """fveseg: text-prompted 3D segmentation with Fractal Volumetric Encoding (BiomedParse-V), headless core.
 
-The public face, in three lines::
+The public face, in two lines::
 
-    from fveseg import load_segmenter, read_volume, segment_volume
-    volume = read_volume("stack.tif")
-    labels, _ = segment_volume(load_segmenter(), volume.data, volume.spacing)["nuclei"]
+    from fveseg import read_volume, segment
+    labels = segment(read_volume("stack.tif")).instances("nuclei")  # what `fveseg segment` writes
 
-`segment_file` does what ``fveseg segment`` does for one file; `write_labels` writes labels to OME-Zarr
-or OME-TIFF (by the path's suffix); `SegmentParams` holds every option and its default.
+`segment` returns a `Segmentation` (``instances(prompt)``, ``mask(prompt)``, ``layers()``; a new prompt
+is answered with the same plan); `segment_file` does what ``fveseg segment`` does for one file;
+`write_labels` writes labels to OME-Zarr or OME-TIFF (by the path's suffix); `SegmentParams` holds every
+option and its default; `load_segmenter` loads a model once per process.
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,8 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "SegmentParams": "fveseg.params",
     "SegmentJob": "fveseg.pipeline",
+    "segment": "fveseg.pipeline",
+    "Segmentation": "fveseg.pipeline",
     "segment_file": "fveseg.pipeline",
     "segment_volume": "fveseg.pipeline",
     "load_segmenter": "fveseg.inference.model_choice",

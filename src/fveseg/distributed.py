@@ -8,8 +8,8 @@ One huge volume (`segment_zarr_in_blocks`)
     The volume is cut into blocks of ``block_slices`` slices along the slicing axis. Pass 1 (parallel):
     each worker reads its block plus a halo of ``3k − 2`` slices on each side (the FVE context of order
     k), normalises it with the intensity range computed *once* for the whole volume, segments it
-    (`Segmenter.segment` with ``start=, stop=, intensity_range=``, batch by batch) and writes the core
-    slices' semantic labels with the plain per-slice existence gate (and, for instances, edge
+    (`Segmenter.run` with the volume's one `SegmentPlan` and ``start=, stop=``, batch by batch) and
+    writes the core slices' semantic labels with the plain per-slice existence gate (and, for instances, edge
     probabilities) and their existence into a scratch zarr. Pass 1b (`regate_blocks`) applies the gate's
     hysteresis over the whole volume's existence and relabels the few slices it changes, segmenting their
     batch again. Each slice's network output depends only on its own FVE image and its batch on the
@@ -45,6 +45,7 @@ from fveseg import fve, io
 from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import gate_changes, presence, put_slab, regate, take_slab
 from fveseg.inference.model_choice import AUTO_MODEL, load_segmenter, model_for_noise
+from fveseg.inference.plan import SegmentPlan
 from fveseg.instances.blocks import (
     MARGIN_GROWTH,
     Block,
@@ -57,14 +58,13 @@ from fveseg.instances.haze import trim_out_of_focus_in_blocks
 from fveseg.io import preflight
 from fveseg.io.atomic import discard, temporary_sibling
 from fveseg.io.volume import spacing_in_micrometer
-from fveseg.model.checkpoint import checkpoint_paths, default_checkpoint_path
-from fveseg.normalize import intensity_range, noise_level
+from fveseg.normalize import noise_level
 from fveseg.normalize.background import background_dominates_in
 from fveseg.pipeline import (
     JobSummary,
     SegmentParams,
     model_notes,
-    segment_array,
+    plan_array,
     segment_file,
     slug,
     write_layers,
@@ -146,15 +146,16 @@ def _along(axis: int, start: int, stop: int, leading: tuple = ()) -> tuple:
     return (*leading, *([slice(None)] * axis), slice(start, stop))
 
 
-def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int, value_range) -> Iterator:
-    """Segment slices ``[start, stop)`` along ``axis`` of a (lazy) volume, one batch-sized piece at a time.
+def segment_slices(segmenter, volume, options, start: int, stop: int, plan: SegmentPlan) -> Iterator:
+    """Segment slices ``[start, stop)`` along the plan's axis of a (lazy) volume, one batch-sized piece at a
+    time.
 
-    Each piece is ``Segmenter.segment(volume, ..., start=, stop=, intensity_range=value_range,
-    exist_low=None)`` with the options' prompts, order and thresholds, so it equals those slices of a
-    single-process run on the whole volume exactly before the existence gate's hysteresis (given the
-    volume-wide ``value_range``; `regate_blocks` applies the hysteresis); pieces end on the batch grid, so
-    no batch is computed twice. Only the slabs each piece needs (plus FVE context) are read, and memory
-    holds one piece's outputs at a time.
+    Each piece is ``Segmenter.run(volume, plan, ..., start=, stop=, exist_low=None)`` with the options'
+    prompts and thresholds, so it equals those slices of a single-process run on the whole volume exactly
+    before the existence gate's hysteresis (the plan holds the whole volume's intensity range and scale;
+    `regate_blocks` applies the hysteresis); pieces end on the batch grid, so no batch is computed twice.
+    Only the slabs each piece needs (plus FVE context) are read, and memory holds one piece's outputs at a
+    time.
 
     Yields
     ------
@@ -162,50 +163,41 @@ def segment_slices(segmenter, volume, options, start: int, stop: int, axis: int,
         One per piece, in the volume's orientation: ``semantic`` and ``edges`` (P, ...) hold
         ``existence.shape[1]`` slices along ``axis`` starting at ``.start``.
     """
-
-    options = replace(options, axis=axis)
-    if options.resize == "auto":  # once per volume, not per piece
-        options = replace(options, resize=probe_scale(segmenter, volume, options, axis, value_range))
     step = segmenter.batch_size
     bounds = [start, *range(start - start % step + step, stop, step), stop]
     for first, last in zip(bounds[:-1], bounds[1:]):
-        yield segment_array(
-            segmenter, volume, options, None, start=first, stop=last, intensity_range=value_range,
-            exist_low=None,
-        )  # fmt: skip
+        yield run_plan(segmenter, volume, options, plan, start=first, stop=last)
 
 
-def probe_scale(segmenter, volume, options, axis: int, value_range) -> float:
-    """The Segmenter's automatic in-plane scale for the whole volume (`Segmenter.auto_scale`)."""
-
-    thresholds = options.gate_keywords()
-    return segmenter.auto_scale(
-        volume, list(options.prompts), axis, options.order, intensity_range=value_range, **thresholds
-    )
+def run_plan(segmenter, volume, options, plan: SegmentPlan, **extra):
+    """``segmenter.run`` with the options' prompts and thresholds, the plain per-slice gate."""
+    thresholds = {**options.gate_keywords(), "exist_low": None}
+    return segmenter.run(volume, plan, list(options.prompts), **thresholds, **extra)
 
 
-def _probe_scale_task(source: str, options, axis: int, value_range) -> float:
-    """On a worker: `probe_scale` reading only the probed slabs of the volume."""
+def _plan_task(source: str, options, spacing) -> SegmentPlan:
+    """On a worker: the Segmenter's plan for the whole volume (`fveseg.pipeline.plan_array`: view axis,
+    intensity range, automatic scale), reading only the slabs it needs (the probe's windows and the
+    intensity range's subsample). Every block runs with it."""
     import dask
 
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
     with dask.config.set(scheduler="sync"):
         volume = io.read_volume(source, channel=options.channel).data
-        return probe_scale(segmenter, volume, options, axis, value_range)
+        return plan_array(segmenter, volume, options, spacing)
 
 
-def _segment_block(block: Block, source: str, scratch: str, options, axis: int) -> int:
+def _segment_block(block: Block, source: str, scratch: str, options, plan: SegmentPlan) -> int:
     """Pass 1 on a worker: segment the block's slices (context read from the volume), write them."""
     import dask
     import zarr
 
-    group = zarr.open_group(scratch, mode="r")
-    value_range = tuple(group.attrs["value_range"])
+    axis = plan.axis
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
     group = zarr.open_group(scratch, mode="r+")
     with dask.config.set(scheduler="sync"):  # reading slabs inside a task: no nested cluster compute
         volume = io.read_volume(source, channel=options.channel).data
-        for piece in segment_slices(segmenter, volume, options, block.start, block.stop, axis, value_range):
+        for piece in segment_slices(segmenter, volume, options, block.start, block.stop, plan):
             where = _along(axis, piece.start, piece.start + piece.existence.shape[1])
             group["semantic"][where] = piece.semantic
             group["existence"][:, piece.start : piece.start + piece.existence.shape[1]] = piece.existence
@@ -214,7 +206,7 @@ def _segment_block(block: Block, source: str, scratch: str, options, axis: int) 
     return block.stop - block.start
 
 
-def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
+def regate_blocks(client, source: str, scratch: str, options, plan: SegmentPlan) -> int:
     """Pass 1b: the existence gate's hysteresis over the whole volume (`fveseg.inference.gate.presence`).
 
     Pass 1 labelled every slice with the plain per-slice gate and stored the existence profile. The few
@@ -227,7 +219,7 @@ def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
 
     group = zarr.open_group(scratch, mode="r")
     existence = np.asarray(group["existence"][:])
-    block = group["semantic"].chunks[axis]
+    block = group["semantic"].chunks[plan.axis]
     threshold, low = options.exist_threshold, options.exist_low
     present = presence(existence, threshold, low)
     changed = gate_changes(existence, present, threshold)
@@ -245,31 +237,27 @@ def regate_blocks(client, source: str, scratch: str, options, axis: int) -> int:
         source=source,
         scratch=scratch,
         options=options,
-        axis=axis,
+        plan=plan,
         pure=False,
     )
     client.gather(futures)
     return int(changed.size)
 
 
-def _regate_block(spans, presents, source: str, scratch: str, options, axis: int) -> int:
+def _regate_block(spans, presents, source: str, scratch: str, options, plan: SegmentPlan) -> int:
     """On a worker: segment each batch of slices ``spans[i]`` again and relabel it with the whole volume's
     gate decision ``presents[i]`` (P, span length); only the slices whose decision changed are written."""
     import dask
     import zarr
 
     group = zarr.open_group(scratch, mode="r+")
-    value_range = tuple(group.attrs["value_range"])
     segmenter = load_segmenter(options.checkpoint, options.device, options.batch_size)
-    mask_threshold, threshold = options.mask_threshold, options.exist_threshold
+    mask_threshold, threshold, axis = options.mask_threshold, options.exist_threshold, plan.axis
     relabelled = 0
     with dask.config.set(scheduler="sync"):
         volume = io.read_volume(source, channel=options.channel).data
         for (first, last), present in zip(spans, presents):
-            piece = segment_array(
-                segmenter, volume, replace(options, axis=axis), None, start=first, stop=last,
-                intensity_range=value_range, exist_low=None,
-            )  # fmt: skip
+            piece = run_plan(segmenter, volume, options, plan, start=first, stop=last)
             changed = gate_changes(piece.existence, present, threshold)
             regate(piece.probabilities, piece.semantic, piece.existence, axis, mask_threshold, threshold,
                    present=present)  # fmt: skip
@@ -315,8 +303,9 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
             "cannot flatten the background yet (fix: run without --block-slices, or pass --flatten off to "
             "segment it unflattened)"
         )
-    options = replace(options, flatten=False)  # decided here, for the whole volume
-    value_range = _volume_range(data, options.checkpoint)
+    options = replace(options, flatten=False, axis=axis)  # decided here, for the whole volume
+    # one plan for the volume (intensity range, automatic scale), made on a worker; every block runs it
+    plan = client.submit(_plan_task, str(job.source), options, spacing, pure=False).result()
     # blocks are split one by one and joined where they overlap, which the edge-based watershed supports
     # exactly; the distance method ("auto" on volumes) needs the whole volume's distance map
     block_method = "watershed" if options.instance_method in ("auto", "distance") else options.instance_method
@@ -327,7 +316,6 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         mark = time.perf_counter()
         chunks = tuple(block_slices if i == axis else s for i, s in enumerate(data.shape))
         group = zarr.open_group(str(scratch), mode="w")
-        group.attrs["value_range"] = list(value_range)
         dtype = np.uint8 if len(options.prompts) < 256 else np.uint16
         group.create_array("semantic", shape=data.shape, chunks=chunks, dtype=dtype, fill_value=0)
         depth = int(data.shape[axis])
@@ -346,20 +334,17 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
                 dtype=np.float16,
                 fill_value=0,
             )
-        if options.resize == "auto":  # one probe for the volume; every block gets its answer
-            probe = client.submit(_probe_scale_task, str(job.source), options, axis, value_range, pure=False)
-            options = replace(options, resize=probe.result())
         futures = client.map(
             _segment_block,
             blocks,
             source=str(job.source),
             scratch=str(scratch),
             options=options,
-            axis=axis,
+            plan=plan,
             pure=False,
         )
         client.gather(futures)
-        regate_blocks(client, str(job.source), str(scratch), options, axis)
+        regate_blocks(client, str(job.source), str(scratch), options, plan)
         stages["segment"] = time.perf_counter() - mark
 
         import dask.array as da
@@ -410,14 +395,4 @@ def segment_zarr_in_blocks(client, job, options, block_slices: int, instance_mar
         stages["write"] = time.perf_counter() - mark
     finally:
         discard(scratch)
-    return JobSummary.of(volume, job, options, objects, start, written, stages, options.resize, notes)
-
-
-def _volume_range(data, checkpoint: str | None) -> tuple[float, float]:
-    """The intensity range the Segmenter would compute for the whole volume (checkpoint's modality)."""
-    import json
-
-    json_path, _ = checkpoint_paths(checkpoint if checkpoint is not None else default_checkpoint_path())
-    meta = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    intensity = meta.get("intensity") or {}
-    return intensity_range(data, intensity.get("modality") or "auto", intensity.get("window"))
+    return JobSummary.of(volume, job, options, objects, start, written, stages, plan.scale, notes)

@@ -1,15 +1,15 @@
 """One volume through the whole product: read → segment → label layers → write.
 
 Every door calls this module: ``fveseg segment`` (`segment_file` per input), the dask workers
-(`fveseg.distributed`), the napari widget (`instance_labels` for its layers) and the training checks
-(`segment_volume`). `SegmentParams` holds every option and its default, once.
+(`fveseg.distributed`: `plan_array` once, then blocks), the napari widget (`prepare`, `segment_array`,
+`instance_labels` for its layers), the training checks (`segment_volume`) and Python users (`segment`).
+`SegmentParams` holds every option and its default, once.
 
 Example
 -------
->>> from fveseg import load_segmenter, read_volume, segment_volume  # doctest: +SKIP
->>> volume = read_volume("stack.tif")  # doctest: +SKIP
->>> layers = segment_volume(load_segmenter(), volume.data, volume.spacing)  # doctest: +SKIP
->>> labels, _ = layers["nuclei"]  # (D, H, W) uint32 instance ids  # doctest: +SKIP
+>>> from fveseg import read_volume, segment  # doctest: +SKIP
+>>> result = segment(read_volume("stack.tif"))  # doctest: +SKIP
+>>> labels = result.instances("nuclei")  # (D, H, W) uint32 instance ids  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from fveseg import io
 from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
 from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
+from fveseg.inference.plan import SegmentPlan
 from fveseg.instances.split import instances_from_prediction
 from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
 from fveseg.io.writers import tiff_paths
+from fveseg.model.text_encoder import normalize_prompt
 from fveseg.normalize.background import flatten_background
 from fveseg.normalize.noise import NOISY_LEVEL, noise_level
 from fveseg.params import SegmentParams, slug
@@ -40,7 +42,10 @@ __all__ = [
     "JobSummary",
     "slug",
     "prepare",
+    "plan_array",
     "segment_array",
+    "Segmentation",
+    "segment",
     "instance_labels",
     "label_layers",
     "segment_volume",
@@ -115,16 +120,31 @@ def prepare(data, params: SegmentParams, spacing) -> tuple:
     return prepared_image(data, params, spacing), replace(params, flatten=False)
 
 
-def segment_array(segmenter, data, params: SegmentParams, spacing, progress=None, cancel=None, **extra):
-    """Run the Segmenter on a (D, H, W) array with the params' thresholds; return its SegmentationResult."""
+def plan_array(segmenter, data, params: SegmentParams, spacing, cancel=None) -> SegmentPlan:
+    """The Segmenter's plan (`fveseg.inference.Segmenter.plan`) for a (D, H, W) array with the params'
+    view, order, resize, z resampling and thresholds: decided once, shared by every prompt and block."""
+    return segmenter.plan(
+        data, spacing, list(params.prompts), params.axis, params.order, params.resize,
+        isotropic=params.isotropic, cancel=cancel, **params.gate_keywords(),
+    )  # fmt: skip
+
+
+def segment_array(
+    segmenter,
+    data,
+    params: SegmentParams,
+    spacing,
+    progress=None,
+    cancel=None,
+    plan: SegmentPlan | None = None,
+) -> SegmentationResult:
+    """Run the Segmenter on a (D, H, W) array with the params' options (``plan``: `plan_array`'s, made
+    here unless given); return its SegmentationResult."""
     data = prepared_image(data, params, spacing)
-    keywords = dict(spacing=spacing, axis=params.axis, progress=progress, cancel=cancel, scale=params.resize)
-    keywords["isotropic"] = params.isotropic
-    if params.order is not None:
-        keywords["order"] = params.order
-    keywords.update(params.gate_keywords())
-    keywords.update(extra)
-    return segmenter.segment(data, list(params.prompts), **keywords)
+    plan = plan_array(segmenter, data, params, spacing, cancel) if plan is None else plan
+    return segmenter.run(
+        data, plan, list(params.prompts), progress=progress, cancel=cancel, **params.gate_keywords()
+    )
 
 
 def flatten_notes(params: SegmentParams, flattened: bool, name: str) -> list[str]:
@@ -224,11 +244,90 @@ def segment_volume(
     segmenter, data, spacing=None, params: SegmentParams | None = None, progress=None, cancel=None
 ) -> dict[str, tuple[np.ndarray, dict]]:
     """Segment a (D, H, W) array and return the label layers `segment_file` would write (`label_layers`)."""
+    return segment(data, segmenter, params, spacing, progress=progress, cancel=cancel).layers()
+
+
+@dataclass
+class Segmentation:
+    """One segmented volume and what its label layers need (`segment`): ``instances(prompt)`` is what
+    ``fveseg segment --instances`` writes for that prompt, ``layers()`` what it writes in all.
+
+    A prompt the run did not segment is segmented on first use with the same plan (view, intensity
+    range, scale: computed once), like segment-anything's predictor answering a new prompt.
+    """
+
+    result: SegmentationResult
+    image: np.ndarray  # (D, H, W): what the network and the instance step saw (background flattened)
+    spacing: tuple[float, float, float] | None  # (dz, dy, dx) in µm
+    params: SegmentParams  # with the flattening marked done (`prepare`)
+    segmenter: object
+    plan: SegmentPlan
+    _more: dict = field(default_factory=dict, repr=False)
+
+    def mask(self, prompt: str) -> np.ndarray:
+        """(D, H, W) bool: the voxels labelled ``prompt``."""
+        result, index = self._result_of(prompt)
+        return np.asarray(result.semantic) == index + 1
+
+    def instances(self, prompt: str) -> np.ndarray:
+        """(D, H, W) uint32 instance ids of ``prompt`` (0: background), as the CLI writes them
+        (`instance_labels`)."""
+        result, index = self._result_of(prompt)
+        params = replace(self.params, prompts=tuple(result.prompts))
+        return instance_labels(result, index, params, self.spacing, self.image)
+
+    def layers(self) -> dict[str, tuple[np.ndarray, dict]]:
+        """Every label layer `segment_file` writes, by layer name (`label_layers`)."""
+        return label_layers(self.result, self.params, self.spacing, image=self.image)
+
+    def _result_of(self, prompt: str) -> tuple[SegmentationResult, int]:
+        wanted = normalize_prompt(prompt)
+        if wanted in self.result.prompts:
+            return self.result, self.result.prompts.index(wanted)
+        if wanted not in self._more:
+            params = replace(self.params, prompts=(wanted,))
+            self._more[wanted] = segment_array(
+                self.segmenter, self.image, params, self.spacing, plan=self.plan
+            )
+        return self._more[wanted], 0
+
+
+def segment(
+    volume, segmenter=None, params: SegmentParams | None = None, spacing=None, progress=None, cancel=None
+) -> Segmentation:
+    """Segment a volume with every option of ``params`` (default: `SegmentParams()`, "nuclei").
+
+    Parameters
+    ----------
+    volume : fveseg.io.Volume or array-like (D, H, W)
+        What `fveseg.io.read_volume` returns (its voxel size is used, in µm), or an array.
+    segmenter : optional
+        `fveseg.inference.load_segmenter` output; default: the bundled models, loaded once per process.
+    params : SegmentParams, optional
+    spacing : (dz, dy, dx) in µm, optional
+        Voxel size of an array (``params.spacing`` wins over it, and over the file's).
+    progress, cancel : callables, optional
+        As `fveseg.inference.Segmenter.run`.
+
+    Returns
+    -------
+    Segmentation
+        ``.instances("nuclei")``: (D, H, W) uint32 labels, what ``fveseg segment --instances`` writes.
+    """
     params = params or SegmentParams()
+    if isinstance(volume, io.Volume):
+        spacing = spacing or spacing_in_micrometer(volume.spacing, volume.unit)
+        volume = io.load_voxels(volume, volume.name or "the volume")
     spacing = params.spacing or spacing
-    image, prepared = prepare(np.asarray(data), params, spacing)
-    result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel)
-    return label_layers(result, prepared, spacing, image=image)
+    segmenter = (
+        segmenter
+        if segmenter is not None
+        else load_segmenter(params.checkpoint, params.device, params.batch_size)
+    )
+    image, prepared = prepare(np.asarray(volume), params, spacing)
+    plan = plan_array(segmenter, image, prepared, spacing, cancel)
+    result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel, plan=plan)
+    return Segmentation(result, image, spacing, prepared, segmenter, plan)
 
 
 def count_objects(layers: dict[str, tuple[np.ndarray, dict]], instances: bool) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QTimer
@@ -348,21 +349,18 @@ class SegmentationWidget(QWidget):
                 from fveseg.pipeline import (  # imported by import_core above
                     flatten_notes,
                     noisy_stack_notes,
-                    prepared_image,
+                    prepare,
+                    segment_array,
                 )
 
                 # what the network and the instance step see (background flattened where it dominates)
-                params = thresholds.params(prompts)
-                image = prepared_image(data, params, spacing)
-                result = segmenter.segment(
+                params = replace(thresholds.params(prompts), axis=axis, resize=resize)
+                image, prepared = prepare(data, params, spacing)
+                result = segment_array(
+                    segmenter,
                     image,
-                    prompts,
-                    spacing=spacing,
-                    axis=axis,
-                    mask_threshold=thresholds.mask_threshold,
-                    exist_threshold=thresholds.existence_threshold,
-                    exist_low=params.exist_low,
-                    scale=resize,
+                    prepared,
+                    spacing,
                     progress=lambda done, total: updates.put((done, total)),
                     cancel=self._cancel.is_set,
                 )

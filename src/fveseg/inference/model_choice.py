@@ -11,10 +11,12 @@ whole volume only, so every slice range (block) of a volume gets the same networ
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 
-from fveseg.errors import CheckpointError
+from fveseg.errors import CheckpointError, InputError
 from fveseg.inference._checks import check_volume
+from fveseg.inference.plan import SegmentPlan
 from fveseg.inference.segmenter import Segmenter
 from fveseg.model.checkpoint import checkpoint_paths
 from fveseg.normalize.noise import NOISY_LEVEL, noise_level
@@ -47,8 +49,8 @@ class AutoSegmenter:
         Volumes whose `noise_level` is at least this get the ``noisy`` network.
 
     ``names`` says how results report the two networks: ``"default"`` and ``"noise-robust"``, or the
-    names of checkpoints given as paths. Everything but `segment` and `auto_scale` (``metadata``,
-    ``device``, ``input_size``, …) is the clean network's Segmenter's.
+    names of checkpoints given as paths. Everything but `plan`, `run`, `segment` and `auto_scale`
+    (``metadata``, ``device``, ``input_size``, …) is the clean network's Segmenter's.
     """
 
     def __init__(
@@ -74,9 +76,12 @@ class AutoSegmenter:
         noise = noise_level(check_volume(volume, check_finite=False))
         if model_for_noise(noise, self.threshold) == CLEAN_MODEL:
             return self.names[0], self.clean, noise
-        if self._noisy is None:
+        return self.names[1], self._noisy_segmenter(), noise
+
+    def _noisy_segmenter(self):
+        if self._noisy is None:  # loaded when a noisy volume first needs it
             self._noisy = self._load(self._noisy_source)
-        return self.names[1], self._noisy, noise
+        return self._noisy
 
     def segment(self, volume, prompts, *args, **kwargs):
         """`Segmenter.segment` with the network `choose` picks; the result's ``model`` and ``noise`` say
@@ -84,6 +89,24 @@ class AutoSegmenter:
         name, segmenter, noise = self.choose(volume)
         result = segmenter.segment(volume, prompts, *args, **kwargs)
         result.model, result.noise = name, noise
+        return result
+
+    def plan(self, volume, *args, **kwargs) -> SegmentPlan:
+        """`Segmenter.plan` of the network `choose` picks; the plan records which (``model``) and why
+        (``noise``), so `run` and every block of a dask run use the same network."""
+        name, segmenter, noise = self.choose(volume)
+        return replace(segmenter.plan(volume, *args, **kwargs), model=name, noise=noise)
+
+    def run(self, volume, plan: SegmentPlan, prompts, *args, **kwargs):
+        """`Segmenter.run` with the network the plan names (a plan that names none: `choose`'s)."""
+        if plan.model is None:
+            segmenter = self.choose(volume)[1]
+        elif plan.model not in self.names:
+            raise InputError(f"This plan names the model {plan.model!r}; these are {list(self.names)}.")
+        else:
+            segmenter = self.clean if plan.model == self.names[0] else self._noisy_segmenter()
+        result = segmenter.run(volume, plan, prompts, *args, **kwargs)
+        result.model, result.noise = plan.model, plan.noise
         return result
 
     def auto_scale(self, volume, prompts, *args, **kwargs) -> float:

@@ -1,12 +1,11 @@
-"""The Segmenter's path for ``reference-v2`` (the released BiomedParse v2 weights): the public pipeline.
+"""The engine of ``reference-v2`` (the released BiomedParse v2 weights): the public pipeline.
 
-`segment_reference` applies the public code's own pre- and post-processing, built from the functions of
+`ReferenceEngine` applies the public code's own pre- and post-processing, built from the functions of
 `fveseg.model.reference_v2.pipeline`, one batch of slices at a time:
 
 * slicing axis by the reference's shape rule (`reference_axis`) when ``axis="auto"``;
-* intensities mapped to 0-255 (`fveseg.normalize.intensity`; a uint8 volume passes unchanged, as the public
-code
-  expects), zero-padded to a centred square and bicubic-resized to 512 (`pad_and_resize`);
+* intensities mapped to 0-255 (`fveseg.normalize.intensity`; a uint8 volume passes unchanged, as the
+  public code expects), zero-padded to a centred square and bicubic-resized to 512 (`pad_and_resize`);
 * order-1 encoding (slice, previous, next) with reflection at the volume's ends, exactly as
   ``ReferenceV2.pack_order1`` on the whole volume; one grey mean/std (``ReferenceV2.normalize``);
 * bicubic (antialiased) upsampling of the stride-4 logits and sigmoid (`upsample_probabilities`);
@@ -30,10 +29,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fveseg.errors import Cancelled, InputError
-from fveseg.inference._checks import check_intensity_range, check_slices
-from fveseg.inference._outputs import SliceOutputs
-from fveseg.inference.gate import SegmentationResult, label_dtype
+from fveseg.errors import InputError
+from fveseg.inference.device import autocast
+from fveseg.inference.gate import label_dtype
 from fveseg.model.reference_v2.pipeline import (
     gate_or_nms,
     merge_classes,
@@ -43,6 +41,7 @@ from fveseg.model.reference_v2.pipeline import (
     upsample_probabilities,
 )
 from fveseg.normalize.intensity import apply_range
+from fveseg.normalize.intensity import intensity_range as volume_intensity_range
 
 __all__ = [
     "ARCHITECTURE",
@@ -51,7 +50,7 @@ __all__ = [
     "is_reference_model",
     "is_official_weights",
     "order1_indices",
-    "segment_reference",
+    "ReferenceEngine",
 ]
 
 ARCHITECTURE = "reference-v2"
@@ -138,121 +137,93 @@ def _restore_maps(maps: torch.Tensor, pad: tuple[int, int, int, int], side: int)
     return maps[..., top : side - bottom, left : side - right].cpu().numpy().astype(np.float16)
 
 
-def segment_reference(
-    segmenter,
-    volume,
-    prompts: list[str],
-    axis: int | str,
-    start: int | None,
-    stop: int | None,
-    intensity: tuple[float, float] | None,
-    mask_threshold: float = 0.5,
-    exist_threshold: float = 0.5,
-    progress=None,
-    cancel=None,
-    out=None,
-    overwrite: bool = False,
-    *,
-    order: int | None = None,
-    scale: float = 1.0,
-) -> SegmentationResult:
-    """Segment a checked (D, H, W) volume with a reference-v2 ``segmenter.model`` (see the module doc).
+class ReferenceEngine:
+    """The released BiomedParse v2 weights, run with the public code's own pre- and post-processing
+    (module docstring); an engine of `fveseg.inference.engines` (its interface is described there).
 
     Parameters
     ----------
-    segmenter : fveseg.inference.segmenter.Segmenter
-        Supplies the model, device, batch size, seed, autocast and output allocation.
-    volume : array-like (D, H, W)
-        numpy, zarr or dask; integers or floats.
-    prompts : list of str
-        Canonical prompts (class ids 1..P in this order).
-    axis : "auto" or int
-        "auto": the reference's rule (`reference_axis`, from the shape only).
-    start, stop : int or None
-        Slice range along ``axis`` (checked by the caller's rules).
-    intensity : (lo, hi) or None
-        Intensities mapped to 0 and 255; None: `fveseg.normalize.intensity_range` of the volume (a uint8
-        volume passes unchanged).
-    mask_threshold, exist_threshold : float
-        Background level of the argmax and existence / NMS score threshold (the reference's 0.5 / 0.5).
-    progress, cancel, out, overwrite
-        As `fveseg.inference.Segmenter.segment`.
-    order, scale : optional
-        Only order 1 and scale 1 exist for these weights; anything else raises `InputError`.
-
-    Returns
-    -------
-    SegmentationResult
-        ``probabilities`` and ``edges`` (P, ...) float16 ungated, in the input's geometry (nearest from
-        512); ``existence`` (P, n) float32; ``semantic`` the reference's labels.
+    model : ReferenceV2
+        On ``device``.
+    metadata : dict
+        Its metadata; ``input_size`` is the side every slice is resized to (512 in the public code).
+    device : torch.device
+    batch_size : int
+        Slices per network call.
+    overlap : int
+        Unused: slices are resized, never tiled.
     """
-    from fveseg.normalize.intensity import intensity_range as volume_intensity_range
 
-    if order not in (None, 1):
-        raise InputError(
-            f"The BiomedParse v2 weights were trained with FVE order 1 only, got order={order}; leave the "
-            "order unset (or 1)."
-        )
-    if scale != 1.0:
-        raise InputError(
-            f"scale={scale} does not apply to BiomedParse v2: every slice is resized to "
-            f"{segmenter.input_size} as in the public code; leave scale at 1."
-        )
-    shape = tuple(int(s) for s in volume.shape)
-    axis = reference_axis(shape) if axis == "auto" else int(axis)
-    start, stop = check_slices(start, stop, shape[axis])
-    if intensity is None:
-        lo, hi = volume_intensity_range(volume, "auto")
-    else:
-        lo, hi = check_intensity_range(intensity)
-    model, device, step = segmenter.model, segmenter.device, segmenter.batch_size
-    size = int(segmenter.input_size)
-    if size % 32:
-        raise InputError(f"The model's input size {size} must be a multiple of 32 (the reference uses 512).")
-    mode = getattr(model, "attention_mode", "boltz")
-    depth, num, count = shape[axis], len(prompts), stop - start
-    out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
-    generator = torch.Generator(device=device)
-    dtype = label_dtype(num)
-    with SliceOutputs(out, overwrite, num, out_shape, axis, step) as outputs:
-        if cancel is not None and cancel():  # before the text tower runs
-            raise Cancelled("Segmentation cancelled; no output was kept.")
-        with torch.inference_mode():
-            text = model.encode_text(list(prompts))  # once per call, shared by every batch
-        if progress is not None:
-            progress(0, count)
-        first = start - start % step  # the volume's batch grid: same batches and seeds for any range
+    architecture = ARCHITECTURE
+    rescales = False  # every slice is resized to the input size: no automatic scale, no z resampling
+    regates = False  # the paper's plain per-slice gate
+
+    def __init__(self, model, metadata: dict, device: torch.device, batch_size: int, overlap: int = 0):
+        self.model, self.metadata, self.device, self.batch_size = model, metadata, device, batch_size
+        self.input_size = int(metadata["input_size"])
+
+    def axis(self, shape: tuple[int, int, int], spacing) -> int:
+        """The reference's rule, from the shape only (`reference_axis`)."""
+        return reference_axis(shape)
+
+    def order(self, order: int | None) -> int:
+        if order not in (None, 1):
+            raise InputError(
+                f"The BiomedParse v2 weights were trained with FVE order 1 only, got order={order}; leave "
+                "the order unset (or 1)."
+            )
+        return 1
+
+    def value_range(self, volume) -> tuple[float, float]:
+        """`fveseg.normalize.intensity_range` with the automatic rule (a uint8 volume passes unchanged)."""
+        return volume_intensity_range(volume, "auto")
+
+    def check(self, shape: tuple[int, int, int], axis: int, order: int, scale: float) -> None:
+        if scale != 1.0:
+            raise InputError(
+                f"scale={scale} does not apply to BiomedParse v2: every slice is resized to "
+                f"{self.input_size} as in the public code; leave scale at 1."
+            )
+        if self.input_size % 32:
+            raise InputError(
+                f"The model's input size {self.input_size} must be a multiple of 32 (the reference uses 512)."
+            )
+
+    def encode_text(self, prompts: list[str]):
+        """The CLIP text tower's output, computed once per run and shared by every batch."""
+        return self.model.encode_text(list(prompts))
+
+    def batches(self, volume, plan, first: int, stop: int):
+        """``(first, (images, pad, side))``: order-1 images (B, 3, S, S) int32 of slices ``first:stop``,
+        padded to a centred square of ``side`` and resized to S, reading only the slices they need."""
+        depth = volume.shape[plan.axis]
+        lo, hi = plan.intensity_range
         while first < stop:
-            last = min(depth, first + step)
-            if cancel is not None and cancel():
-                raise Cancelled("Segmentation cancelled; no output was kept.")
+            last = min(depth, first + self.batch_size)
             indices = order1_indices(first, last, depth)
             lo_index, hi_index = int(indices.min()), int(indices.max()) + 1
-            slab = apply_range(_read_slab(volume, axis, lo_index, hi_index), lo, hi)
-            resized, pad, side = pad_and_resize(slab, size)  # (n, S, S) int32, as the reference's imgs.int()
-            rgb = resized[torch.from_numpy(indices - lo_index)]  # (B, 3, S, S)
-            generator.manual_seed(segmenter.seed * 1_000_003 + first)
-            with torch.inference_mode(), segmenter._autocast():
-                images = model.normalize(rgb.to(device))
-                decoded = model.decode(model.encode_image(images), text, mode=mode, generator=generator)
-            with torch.inference_mode():
-                probs = upsample_probabilities(decoded["mask_logits"].float().transpose(0, 1), size)
-                edges = upsample_probabilities(decoded["edge_logits"].float().transpose(0, 1), size)
-                exist_logits = decoded["exist_logits"].float().T  # (P, B)
-                gated = gate_or_nms(probs, exist_logits, threshold=exist_threshold)
-                labels = restore_geometry(merge_classes(gated, background=mask_threshold), pad, side, 0)
-            keep = slice(max(start, first) - first, min(stop, last) - first)
-            at = max(start, first) - start
-            kept = keep.stop - keep.start
-            outputs.put(
-                at,
-                _restore_maps(probs[:, keep], pad, side),
-                _restore_maps(edges[:, keep], pad, side),
-                labels[keep].astype(dtype),
-                exist_logits.sigmoid()[:, keep].cpu().numpy(),
-            )
-            del probs, edges, gated, decoded
-            if progress is not None:
-                progress(at + kept, count)
+            slab = apply_range(_read_slab(volume, plan.axis, lo_index, hi_index), lo, hi)
+            resized, pad, side = pad_and_resize(slab, self.input_size)  # as the reference's imgs.int()
+            yield first, (resized[torch.from_numpy(indices - lo_index)], pad, side)
             first = last
-    return outputs.result(list(prompts), start)
+
+    def predict(self, inputs, text, plan, generator, mask_threshold: float, exist_threshold: float):
+        """Probabilities and edges (P, B, H', W') float16 ungated, in the input's geometry (nearest from
+        the input size), the reference's labels (B, H', W') and existence (P, B) float32."""
+        rgb, pad, side = inputs
+        model = self.model
+        mode = getattr(model, "attention_mode", "boltz")
+        with autocast(self.device):
+            images = model.normalize(rgb.to(self.device))
+            decoded = model.decode(model.encode_image(images), text, mode=mode, generator=generator)
+        probs = upsample_probabilities(decoded["mask_logits"].float().transpose(0, 1), self.input_size)
+        edges = upsample_probabilities(decoded["edge_logits"].float().transpose(0, 1), self.input_size)
+        exist_logits = decoded["exist_logits"].float().T  # (P, B)
+        gated = gate_or_nms(probs, exist_logits, threshold=exist_threshold)
+        labels = restore_geometry(merge_classes(gated, background=mask_threshold), pad, side, 0)
+        return (
+            _restore_maps(probs, pad, side),
+            _restore_maps(edges, pad, side),
+            labels.astype(label_dtype(probs.shape[0])),
+            exist_logits.sigmoid().cpu().numpy(),
+        )

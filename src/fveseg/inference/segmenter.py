@@ -1,78 +1,53 @@
-"""The Segmenter: run a BiomedParse-V checkpoint over a 3D volume, streaming slice batches.
+"""The Segmenter: run a checkpoint over a 3D volume, streaming slice batches; a predictor in two steps.
 
-Per batch of slices along the view axis: FVE encoding (`fveseg.fve.encoding.encode_volume`), intensity mapping
-with a range computed once per volume (`fveseg.normalize.intensity`), optional rescaling, tiling of large
-slices
-(`fveseg.inference.tiling`), image features computed once and shared by all prompts, then per-slice existence
-gating, NMS and argmax (`fveseg.inference.gate`). Outputs are written slice batch by slice batch into
-preallocated arrays (numpy, or a zarr group on disk renamed when complete: `fveseg.inference._outputs`),
-so memory beyond the outputs does not grow with the number of slices. At the end the existence gate's
-hysteresis along the slicing axis relabels the (few) slices it keeps although their own existence is
-below the threshold (`fveseg.inference.gate.regate`), from the stored probabilities.
+`Segmenter.plan` decides once per volume what every prompt shares (`fveseg.inference.plan.SegmentPlan`:
+view axis, FVE order, intensity range from the whole volume, the automatic in-plane scale, z resampling);
+`Segmenter.run` answers prompts with it; `Segmenter.segment` does both. The plan is small and picklable,
+so the dask path computes it once and ships it to every block.
+
+`run` is the one batch loop of every architecture: per batch of slices along the view axis, the engine
+of the model's architecture (`fveseg.inference.engines`: FVE encoding, intensity mapping, rescaling,
+tiling, the network, existence gate and argmax for this project's checkpoints; the public pipeline for
+the released BiomedParse v2 weights) turns the batch into probabilities, edges, labels and existence,
+written slice batch by slice batch into preallocated arrays (numpy, or a zarr group on disk renamed when
+complete: `fveseg.inference._outputs`), so memory beyond the outputs does not grow with the number of
+slices. At the end the existence gate's hysteresis along the slicing axis relabels the (few) slices it
+keeps although their own existence is below the threshold (`fveseg.inference.gate.regate`), from the
+stored probabilities (not for the v2 weights: the paper's plain per-slice gate).
 
 Batches always sit on the volume's grid of ``batch_size`` slices (0, B, 2B, ...) and are seeded by their
-first slice, and the intensity range is the whole volume's, so a slice range ``segment(..., start=a,
+first slice, and the intensity range is the whole volume's, so a slice range ``run(..., start=a,
 stop=b, exist_low=None)`` gives exactly the slices ``a:b`` of the whole-volume result before the
 hysteresis: blocks of one volume can be segmented separately (`fveseg.distributed`), concatenated and
 regated with the whole volume's existence.
-
-A ``reference-v2`` model (the released BiomedParse v2 weights) runs the public code's own pipeline instead,
-with the same streaming, slice ranges, progress, cancel and outputs, and the paper's plain per-slice
-existence gate (``exist_low`` is ignored): `fveseg.inference.reference_engine`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from fveseg import fve
 from fveseg.errors import Cancelled, InputError
 from fveseg.inference._checks import check_intensity_range, check_prompts, check_slices, check_volume
 from fveseg.inference._outputs import SliceOutputs
 from fveseg.inference.auto_scale import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
-from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, regate, semantic_labels
+from fveseg.inference.device import select_device
+from fveseg.inference.engines import engine_for
+from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, regate
+from fveseg.inference.plan import SegmentPlan
+from fveseg.inference.reference_engine import load_model
 from fveseg.inference.resample import resample_z, result_on_grid, z_factor
-from fveseg.inference.tiling import SliceTiler
-from fveseg.model.checkpoint import DEFAULT_METADATA, default_checkpoint, full_metadata
-from fveseg.normalize.intensity import apply_range
-from fveseg.normalize.intensity import intensity_range as volume_intensity_range
+from fveseg.model.checkpoint import default_checkpoint, full_metadata
 
-__all__ = ["Segmenter", "SegmentationResult", "select_device"]  # SegmentationResult: from gate
+__all__ = ["Segmenter", "SegmentationResult", "SegmentPlan", "select_device"]  # re-exported for callers
 
 PROBE_SLICES = 8  # slices per window of the first pass that measures object size (scale="auto")
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> cuda, else mps, else cpu; anything else is passed to `torch.device`.
-
-    Raises `InputError` (a user error, before any work) for an unknown name or a device this machine
-    does not have."""
-    if str(device) != "auto":
-        try:
-            chosen = torch.device(device)
-        except (RuntimeError, TypeError, ValueError) as error:
-            raise InputError(f"unknown device {device!r} (fix: auto, cpu, cuda, cuda:1 or mps)") from error
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"device {device!r}: no CUDA GPU is usable here (fix: --device cpu or auto)")
-        if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
-            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-        mps = getattr(torch.backends, "mps", None)
-        if chosen.type == "mps" and not (mps is not None and mps.is_available()):
-            raise InputError(f"device {device!r}: no Apple GPU (MPS) here (fix: --device cpu or auto)")
-        return chosen
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class Segmenter:
@@ -83,8 +58,8 @@ class Segmenter:
     checkpoint : None, str, Path or torch.nn.Module
         None: the installed default model; a path: `load_checkpoint` (also the released BiomedParse
         v2 ``.ckpt`` / ``.safetensors``, run with the public code's own pre- and post-processing:
-        `fveseg.inference.reference_engine`); a module: used as is (its ``metadata`` dict, if any, gives FVE
-        order, input size and normalisation; defaults otherwise).
+        `fveseg.inference.reference_engine.ReferenceEngine`); a module: used as is (its ``metadata``
+        dict, if any, gives FVE order, input size and normalisation; defaults otherwise).
     device : str or torch.device
         "auto" (cuda -> mps -> cpu) or an explicit device.
     batch_size : int
@@ -111,57 +86,232 @@ class Segmenter:
         elif isinstance(checkpoint, torch.nn.Module):
             model = checkpoint
         else:
-            from fveseg.inference.reference_engine import (
-                load_model,  # load_checkpoint + official .safetensors
-            )
-
-            model = load_model(checkpoint)
+            model = load_model(checkpoint)  # load_checkpoint + official v2 .safetensors
         self.model = model.to(self.device).eval()
-        extra = None
-        if getattr(model, "architecture", None) == "reference-v2":  # no config; its input side is 512
-            extra = {"input_size": model.metadata.get("input_size") or model.input_size}
-        self.metadata = full_metadata(model, extra)
+        self.metadata = full_metadata(model)
         self.input_size = int(self.metadata["input_size"])
         self.batch_size = batch_size
         self.seed = seed
         self.overlap = self.input_size // 4 if overlap is None else int(overlap)
-        norm = self.metadata.get("normalization", DEFAULT_METADATA["normalization"])
-        self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        #: What differs between architectures (`fveseg.inference.engines.ENGINES`).
+        self.engine = engine_for(self.model, self.metadata, self.device, batch_size, self.overlap)
 
-    # -- network --------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+    # -- the plan: what every prompt shares ------------------------------------------------------------
+    def plan(
+        self,
+        volume,
+        spacing: tuple[float, float, float] | None = None,
+        prompts: list[str] | str | None = None,
+        axis: int | str = "auto",
+        order: int | None = None,
+        scale: float | str = "auto",
+        *,
+        intensity_range: tuple[float, float] | None = None,
+        isotropic: bool = False,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        exist_low: float | None = EXIST_LOW,
+        cancel: Callable[[], bool] | None = None,
+    ) -> SegmentPlan:
+        """Decide, once for this (D, H, W) volume, what `run` needs: see `SegmentPlan`.
 
-    def _predict_batch(self, images: np.ndarray, text, lo: float, hi: float, scale: float, generator):
-        """FVE images (B, 3, h, w) -> probabilities, edges (P, B, h, w) float32 and existence (P, B)."""
-        batch = torch.from_numpy(apply_range(images, lo, hi)).to(self.device).float()
-        h, w = batch.shape[-2:]
-        if scale != 1.0:
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        tiler = SliceTiler(batch.shape[-2], batch.shape[-1], self.input_size, self.overlap)
-        tiles = (tiler.split(batch, fill=0.0) - self._mean) / self._std
-        masks, edges, exist = [], [], []
-        with self._autocast():
-            for start in range(0, tiles.shape[0], self.batch_size):
-                features = self.model.encode_image(tiles[start : start + self.batch_size])
-                out = self.model.decode(features, text, generator=generator, return_aux=False)
-                masks.append(out["mask_logits"].float().sigmoid())
-                edges.append(out["edge_logits"].float().sigmoid())
-                exist.append(out["exist_logits"].float().sigmoid())
-        masks, edges = tiler.merge(torch.cat(masks)), tiler.merge(torch.cat(edges))
-        exist = torch.cat(exist).unflatten(0, (-1, tiler.tiles_per_slice)).amax(1)  # any tile -> present
-        if scale != 1.0:
-            masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
-            edges = F.interpolate(edges, size=(h, w), mode="bilinear", align_corners=False)
-        to_np = lambda t: t.transpose(0, 1).cpu().numpy()  # noqa: E731 - (B, P, ..) -> (P, B, ..)
-        return to_np(masks), to_np(edges), exist.T.cpu().numpy()
+        Parameters
+        ----------
+        volume : array-like (D, H, W)
+            numpy, zarr or dask (2D is taken as D = 1); read lazily.
+        spacing : (dz, dy, dx), optional
+            Voxel size in physical units; picks the view when ``axis="auto"`` and the z resampling.
+        prompts : str or list of str, optional
+            Whose objects the automatic scale measures (needed only for ``scale="auto"``).
+        axis, order, scale, intensity_range, isotropic
+            As `segment`; "auto" and None resolved here.
+        mask_threshold, exist_threshold, exist_low
+            The thresholds the automatic scale's probe segments with (use those of the run).
+        cancel : callable() -> bool, optional
+            Checked before each batch of the probe.
 
-    # -- public ---------------------------------------------------------------------------------------
+        Returns
+        -------
+        SegmentPlan
+            For ``isotropic`` with a known anisotropic ``spacing``, ``axis``, ``scale`` and the shape the
+            network sees are those of the z-resampled volume (``z_factor``); ``shape`` is the input's.
+        """
+        volume = check_volume(volume, check_finite=intensity_range is None)
+        canonical = None if prompts is None else check_prompts(prompts)
+        number = isinstance(scale, int | float) and not isinstance(scale, bool)
+        if scale != "auto" and not (number and math.isfinite(scale) and scale > 0):
+            raise InputError(f"scale must be a positive number or 'auto', got {scale!r}.")
+        thresholds = _check_thresholds(mask_threshold, exist_threshold, exist_low)
+        if axis != "auto" and (not isinstance(axis, int | np.integer) or not 0 <= axis < 3):
+            raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
+        engine, shape = self.engine, tuple(int(s) for s in volume.shape)
+        order = engine.order(order)
+        factor = z_factor(spacing) if isotropic and engine.rescales else None
+        value_range = self._value_range(volume, intensity_range)
+        reuse: dict = {}
+        if factor is not None:
+            volume = reuse["resampled"] = resample_z(volume, factor)
+            spacing = (min(spacing[1:]), float(spacing[1]), float(spacing[2]))
+        seen = tuple(int(s) for s in volume.shape)
+        axis = engine.axis(seen, spacing) if axis == "auto" else int(axis)
+        engine.check(seen, axis, order, 1.0 if scale == "auto" else float(scale))
+        plan = SegmentPlan(shape, axis, order, value_range, 1.0, factor, reuse=reuse)
+        if scale != "auto":
+            return replace(plan, scale=float(scale))
+        if not engine.rescales:
+            return plan
+        if canonical is None:
+            raise InputError("The automatic scale measures the prompts' objects: pass prompts, or a scale.")
+        scale, whole = self._probe_scale(volume, replace(plan, shape=seen), canonical, thresholds, cancel)
+        if whole is not None and scale == 1.0:  # the probe was the whole run: `run` returns it once
+            reuse["probe"] = ((tuple(canonical), *thresholds.values()), whole)
+        return replace(plan, scale=float(scale))
+
+    def _probe_scale(self, volume, plan: SegmentPlan, prompts: list[str], thresholds: dict, cancel):
+        """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
+        thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
+        largest scale (the found prompt with the smallest objects decides; small objects are enlarged). Then
+        guard against a first pass fooled into fragments (very large nuclei, or noise, seen as texture):
+        segment the windows at half the scale (half of 1 after an enlargement) and take half when the
+        network is far surer there (`fveseg.inference.auto_scale.surer_at_half`). Depends only on the whole
+        volume, so every slice range of it gets the same scale. Returns ``(scale, result)``, ``result``
+        the native-size probe when it covered the whole volume, else None."""
+        depth, step = volume.shape[plan.axis], self.batch_size
+        width = -(-max(PROBE_SLICES, step) // step) * step
+        if depth <= 2 * width:
+            windows = [(0, depth)]
+        else:
+            firsts = sorted({c - c % step for c in (depth // 3, 2 * depth // 3)})
+            windows = [(first, min(depth, first + width)) for first in firsts]
+
+        def probe(scale):  # per prompt: (masks, gated probabilities) of the windows; the last result
+            masks, probabilities = [[] for _ in prompts], [[] for _ in prompts]
+            for first, stop in windows:
+                result = self._run(
+                    volume, replace(plan, scale=scale), prompts, start=first, stop=stop, cancel=cancel,
+                    **thresholds,
+                )  # fmt: skip
+                semantic = np.moveaxis(np.asarray(result.semantic), plan.axis, 0)
+                present = presence(result.existence, thresholds["exist_threshold"], thresholds["exist_low"])
+                present = present[:, :, None, None]
+                gated = np.moveaxis(np.asarray(result.probabilities), plan.axis + 1, 1) * present
+                for index in range(len(prompts)):
+                    masks[index].append(semantic == index + 1)
+                    probabilities[index].append(gated[index])
+            return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, [])), result
+
+        masks, native, first_result = probe(1.0)
+        # prompts found nowhere (absent targets) have nothing to measure and do not vote
+        diameters = [d for d in (typical_diameter(m) for m in masks) if d > 0]
+        scale = max((scale_for_diameter(d) for d in diameters), default=1.0)
+        shrunk = min(scale, 1.0)  # an enlargement is checked against native size, already segmented
+        half = round(shrunk * 10) / 20  # steps of 0.05, like scale_for_diameter
+        if half >= MIN_AUTO_SCALE:
+            at_scale = native if shrunk == 1.0 else probe(shrunk)[1]
+            if surer_at_half(at_scale, probe(half)[1]):
+                scale = half
+        return scale, (first_result if windows == [(0, depth)] else None)
+
+    def auto_scale(
+        self,
+        volume,
+        prompts: list[str] | str,
+        axis: int = 0,
+        order: int | None = None,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        intensity_range: tuple[float, float] | None = None,
+        exist_low: float | None = EXIST_LOW,
+    ) -> float:
+        """The in-plane scale ``segment(..., scale="auto")`` uses for this volume and view ``axis``
+        (``plan(...).scale``); 1.0 for reference-v2."""
+        thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, exist_low=exist_low)
+        return self.plan(
+            volume, None, prompts, axis, order, intensity_range=intensity_range, **thresholds
+        ).scale
+
+    # -- the run: one batch loop for every architecture ---------------------------------------------
+    def run(
+        self,
+        volume,
+        plan: SegmentPlan,
+        prompts: list[str] | str,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        progress: Callable[[int, int], Any] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        *,
+        start: int | None = None,
+        stop: int | None = None,
+        exist_low: float | None = EXIST_LOW,
+    ) -> SegmentationResult:
+        """Segment ``prompts`` in the (D, H, W) ``volume`` that ``plan`` was made for (`plan`).
+
+        Arguments and result as `segment`. A plan with ``z_factor`` runs the whole volume only.
+        """
+        canonical = check_prompts(prompts)
+        volume = check_volume(volume, check_finite=False)
+        thresholds = _check_thresholds(mask_threshold, exist_threshold, exist_low)
+        if tuple(int(s) for s in volume.shape) != tuple(plan.shape):
+            raise InputError(
+                f"This plan was made for a volume of shape {tuple(plan.shape)}, not {tuple(volume.shape)}; "
+                "make one for this volume with Segmenter.plan."
+            )
+        keywords = dict(progress=progress, cancel=cancel, out=out, overwrite=overwrite, **thresholds)
+        if plan.z_factor is None:
+            return self._run(volume, plan, canonical, start=start, stop=stop, **keywords)
+        if start is not None or stop is not None or out is not None:
+            raise InputError("A plan with z resampling (isotropic) runs the whole volume, in memory only.")
+        resampled = plan.reuse.pop("resampled", None)
+        resampled = resample_z(volume, plan.z_factor) if resampled is None else resampled
+        seen = replace(plan, shape=tuple(int(s) for s in resampled.shape), z_factor=None)
+        return result_on_grid(self._run(resampled, seen, canonical, **keywords), plan.shape[0], plan.z_factor)
+
+    def _run(self, volume, plan, prompts, mask_threshold, exist_threshold, exist_low, progress=None,
+             cancel=None, out=None, overwrite=False, start=None, stop=None):  # fmt: skip
+        """`run` on the volume the network sees (checked arguments)."""
+        depth, axis, step = volume.shape[plan.axis], plan.axis, self.batch_size
+        start, stop = check_slices(start, stop, depth)
+        probed = plan.reuse.get("probe")
+        if probed is not None and probed[0] == (tuple(prompts), mask_threshold, exist_threshold, exist_low):
+            if out is None and (start, stop) == (0, depth):  # the automatic scale's probe was this run
+                plan.reuse.pop("probe")
+                if progress is not None:
+                    progress(depth, depth)
+                return probed[1]
+        engine = self.engine
+        with torch.inference_mode():
+            text = engine.encode_text(prompts)  # once per call, shared by every batch
+        count = stop - start
+        out_shape = tuple(count if i == axis else s for i, s in enumerate(volume.shape))
+        generator = torch.Generator(device=self.device)
+        with SliceOutputs(out, overwrite, len(prompts), out_shape, axis, step) as outputs:
+            if progress is not None:
+                progress(0, count)
+            # the volume's batch grid: the same batches, seeds and sums for any slice range
+            for first, inputs in engine.batches(
+                volume, plan, start - start % step, min(depth, -(-stop // step) * step)
+            ):
+                if cancel is not None and cancel():
+                    raise Cancelled("Segmentation cancelled; no output was kept.")
+                generator.manual_seed(self.seed * 1_000_003 + first)
+                with torch.inference_mode():
+                    probs, edges, labels, exist = engine.predict(
+                        inputs, text, plan, generator, mask_threshold, exist_threshold
+                    )
+                keep = slice(max(start, first) - first, min(stop, first + exist.shape[1]) - first)
+                at = max(start, first) - start
+                outputs.put(at, probs[:, keep], edges[:, keep], labels[keep], exist[:, keep])
+                if progress is not None:
+                    progress(at + keep.stop - keep.start, count)
+            if engine.regates:  # the hysteresis needs every slice's existence: relabel the few it changes
+                regate(outputs.store["probabilities"], outputs.store["semantic"], outputs.existence, axis,
+                       mask_threshold, exist_threshold, exist_low)  # fmt: skip
+        return outputs.result(prompts, start, float(plan.scale))
+
+    # -- both steps -------------------------------------------------------------------------------------
     def segment(
         self,
         volume,
@@ -242,194 +392,28 @@ class Segmenter:
             and ``semantic`` shaped like the volume with shape[axis] = n, ``existence`` (P, n) float32,
             and ``start`` recording where the slices begin.
         """
-        canonical = check_prompts(prompts)
-        # A given range was computed from the whole volume; the all-NaN check would re-read slices from
-        # all of it on every block.
-        volume = check_volume(volume, check_finite=intensity_range is None)
-        shape = tuple(int(s) for s in volume.shape)
-        number = isinstance(scale, int | float) and not isinstance(scale, bool)
-        if scale != "auto" and not (number and math.isfinite(scale) and scale > 0):
-            raise InputError(f"scale must be a positive number or 'auto', got {scale!r}.")
-        bounds = [("mask_threshold", mask_threshold), ("exist_threshold", exist_threshold)]
-        for name, value in bounds + ([("exist_low", exist_low)] if exist_low is not None else []):
-            if not 0.0 <= value <= 1.0:
-                raise InputError(f"{name} must be in [0, 1], got {value!r}.")
-        if axis == "auto":
-            axis = fve.select_view(shape, spacing) if not self._is_reference else "auto"
-        elif not isinstance(axis, int | np.integer) or not 0 <= axis < 3:
-            raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
-        factor = z_factor(spacing) if isotropic and not self._is_reference else None
-        if factor is not None and start is None and stop is None and out is None:
-            even = (min(spacing[1:]), float(spacing[1]), float(spacing[2]))
-            result = self.segment(
-                resample_z(volume, factor), canonical, spacing=even, axis=axis, order=order,
-                mask_threshold=mask_threshold, exist_threshold=exist_threshold, scale=scale,
-                progress=progress, cancel=cancel, intensity_range=self._value_range(volume, intensity_range),
-                exist_low=exist_low,
-            )  # fmt: skip
-            return result_on_grid(result, shape[0], factor)
-        if self._is_reference:  # the released BiomedParse v2 weights: the public code's own pipeline
-            from fveseg.inference.reference_engine import segment_reference
-
-            scale = 1.0 if scale == "auto" else scale  # its own fixed input size
-            return segment_reference(
-                self,
-                volume,
-                canonical,
-                axis,
-                start,
-                stop,
-                intensity_range,
-                mask_threshold,
-                exist_threshold,
-                progress,
-                cancel,
-                out,
-                overwrite,
-                order=order,
-                scale=scale,
-            )
-        axis = int(axis)
-        start, stop = check_slices(start, stop, shape[axis])
-        settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
-        order = self._order(order)
-        side = min(s for i, s in enumerate(shape) if i != axis)
-        if order > 1 and 2 ** (order - 1) > side:
-            raise InputError(
-                f"FVE order {order} halves each slice {order - 1} times, more than its {side} pixels allow "
-                "(fix: --order 1, the order the bundled models were trained with)"
-            )
-        lo, hi = self._value_range(volume, intensity_range)
-        if scale == "auto":
-            probe = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, cancel=cancel)
-            probe["exist_low"] = exist_low
-            scale, whole = self._probe_scale(volume, canonical, axis, order, (lo, hi), **probe)
-            if scale == 1.0 and whole is not None and out is None and (start, stop) == (0, shape[axis]):
-                if progress is not None:  # the probe was the whole run (small volumes at native size)
-                    progress(stop - start, stop - start)
-                return whole
-
-        with torch.inference_mode():
-            text = self.model.encode_text(canonical).to(self.device)  # once per call
-        num, count = len(canonical), stop - start
-        out_shape = tuple(count if i == axis else s for i, s in enumerate(shape))
-        generator = torch.Generator(device=self.device)
-        step = self.batch_size
-        with SliceOutputs(out, overwrite, num, out_shape, axis, step) as outputs:
-            if progress is not None:
-                progress(0, count)
-            batches = fve.encode_volume(
-                volume,
-                order=order,
-                axis=axis,
-                pad=settings.get("pad", "edge"),
-                downsample=settings.get("downsample", "mean"),
-                start=start - start % step,  # the volume's batch grid: same batches, seeds and sums
-                stop=min(shape[axis], -(-stop // step) * step),
-                batch_size=step,
-                channels_first=True,  # the network's layout: no interleaving, no permute
-            )
-            for first, images in batches:
-                if cancel is not None and cancel():
-                    raise Cancelled("Segmentation cancelled; no output was kept.")
-                generator.manual_seed(self.seed * 1_000_003 + first)
-                with torch.inference_mode():
-                    probs, edges, exist = self._predict_batch(images, text, lo, hi, float(scale), generator)
-                keep = slice(max(start, first) - first, min(stop, first + len(images)) - first)
-                at = max(start, first) - start
-                exist = exist[:, keep]
-                probs = probs[:, keep].astype(np.float16)  # labels from the stored values: rethreshold agrees
-                labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
-                outputs.put(at, probs, edges[:, keep].astype(np.float16), labels, exist)
-                if progress is not None:
-                    progress(at + exist.shape[1], count)
-            # the hysteresis needs every slice's existence: relabel the few slices it decides otherwise
-            regate(outputs.store["probabilities"], outputs.store["semantic"], outputs.existence, axis,
-                   mask_threshold, exist_threshold, exist_low)  # fmt: skip
-        return outputs.result(canonical, start, float(scale))
-
-    def _probe_scale(self, volume, prompts, axis, order, value_range, **thresholds):
-        """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
-        thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
-        largest scale (the found prompt with the smallest objects decides; small objects are enlarged). Then
-        guard against a first pass fooled into fragments (very large nuclei, or noise, seen as texture):
-        segment the windows at half the scale (half of 1 after an enlargement) and take half when the
-        network is far surer there (`object_size.surer_at_half`). Depends only on the whole volume, so
-        every slice range of it gets the same scale. Returns ``(scale, result)``, ``result`` the
-        native-size probe when it covered the whole volume, else None."""
-        depth, step = volume.shape[axis], self.batch_size
-        width = -(-max(PROBE_SLICES, step) // step) * step
-        if depth <= 2 * width:
-            windows = [(0, depth)]
-        else:
-            firsts = sorted({c - c % step for c in (depth // 3, 2 * depth // 3)})
-            windows = [(first, min(depth, first + width)) for first in firsts]
-
-        def probe(scale):  # per prompt: (masks, gated probabilities) of the windows; the last result
-            masks, probabilities = [[] for _ in prompts], [[] for _ in prompts]
-            for first, stop in windows:
-                result = self.segment(
-                    volume, prompts, axis=axis, order=order, scale=scale, start=first, stop=stop,
-                    intensity_range=value_range, **thresholds,
-                )  # fmt: skip
-                semantic = np.moveaxis(np.asarray(result.semantic), axis, 0)
-                present = presence(result.existence, thresholds["exist_threshold"], thresholds["exist_low"])
-                present = present[:, :, None, None]
-                gated = np.moveaxis(np.asarray(result.probabilities), axis + 1, 1) * present
-                for index in range(len(prompts)):
-                    masks[index].append(semantic == index + 1)
-                    probabilities[index].append(gated[index])
-            return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, [])), result
-
-        masks, native, first_result = probe(1.0)
-        # prompts found nowhere (absent targets) have nothing to measure and do not vote
-        diameters = [d for d in (typical_diameter(m) for m in masks) if d > 0]
-        scale = max((scale_for_diameter(d) for d in diameters), default=1.0)
-        shrunk = min(scale, 1.0)  # an enlargement is checked against native size, already segmented
-        half = round(shrunk * 10) / 20  # steps of 0.05, like scale_for_diameter
-        if half >= MIN_AUTO_SCALE:
-            at_scale = native if shrunk == 1.0 else probe(shrunk)[1]
-            if surer_at_half(at_scale, probe(half)[1]):
-                scale = half
-        return scale, (first_result if windows == [(0, depth)] else None)
-
-    def auto_scale(
-        self,
-        volume,
-        prompts: list[str] | str,
-        axis: int = 0,
-        order: int | None = None,
-        mask_threshold: float = 0.5,
-        exist_threshold: float = 0.5,
-        intensity_range: tuple[float, float] | None = None,
-        exist_low: float | None = EXIST_LOW,
-    ) -> float:
-        """The in-plane scale ``segment(..., scale="auto")`` uses for this volume and view ``axis``.
-
-        Compute it once and pass it as ``scale`` when segmenting a volume in slice ranges (blocks), so
-        the probe does not run for every range. Same arguments as `segment`; 1.0 for reference-v2.
-        """
-        canonical = check_prompts(prompts)
-        volume = check_volume(volume, check_finite=intensity_range is None)
-        if self._is_reference:
-            return 1.0
-        value_range = self._value_range(volume, intensity_range)
+        whole = start is None and stop is None and out is None  # z resampling needs the whole volume
         thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, exist_low=exist_low)
-        order = self._order(order)
-        return self._probe_scale(volume, canonical, int(axis), order, value_range, **thresholds)[0]
-
-    def _order(self, order: int | None) -> int:
-        """The FVE order to run: the given one, else the checkpoint's."""
-        settings = self.metadata.get("fve", DEFAULT_METADATA["fve"])
-        return int(settings.get("order", 1) if order is None else order)
+        plan = self.plan(
+            volume, spacing, prompts, axis, order, scale, intensity_range=intensity_range,
+            isotropic=isotropic and whole, cancel=cancel, **thresholds,
+        )  # fmt: skip
+        return self.run(
+            volume, plan, prompts, progress=progress, cancel=cancel, out=out, overwrite=overwrite,
+            start=start, stop=stop, **thresholds,
+        )  # fmt: skip
 
     def _value_range(self, volume, intensity_range) -> tuple[float, float]:
-        """The given intensity range, checked, or the volume's with the checkpoint's modality rules."""
+        """The given intensity range, checked, or the volume's by the engine's rules."""
         if intensity_range is not None:
             return check_intensity_range(intensity_range)
-        intensity = self.metadata.get("intensity") or {}
-        return volume_intensity_range(volume, intensity.get("modality") or "auto", intensity.get("window"))
+        return self.engine.value_range(volume)
 
-    @property
-    def _is_reference(self) -> bool:
-        return getattr(self.model, "architecture", None) == "reference-v2"
+
+def _check_thresholds(mask_threshold: float, exist_threshold: float, exist_low: float | None) -> dict:
+    """The gate's thresholds as keywords, each checked to lie in [0, 1] (``exist_low`` may be None)."""
+    thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, exist_low=exist_low)
+    for name, value in thresholds.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise InputError(f"{name} must be in [0, 1], got {value!r}.")
+    return thresholds

@@ -35,7 +35,10 @@ from fveseg.model.text_encoder import (
     TextTokens,
 )
 
-__all__ = ["BiomedParseV"]
+__all__ = ["ARCHITECTURE", "BiomedParseV"]
+
+#: The ``architecture`` name of the networks this project builds and trains (`fveseg.inference.engines`).
+ARCHITECTURE = "biomedparse-v"
 
 
 class BiomedParseV(nn.Module):
@@ -48,12 +51,16 @@ class BiomedParseV(nn.Module):
 
     Attributes
     ----------
+    architecture : str
+        `ARCHITECTURE`: picks the engine that runs it (`fveseg.inference.engines.ENGINES`).
     metadata : dict
         Checkpoint metadata (FVE order, input size, normalisation, prompts, …); filled by
         `fveseg.model.checkpoint.load_checkpoint` or by the trainer before saving.
     attention_mode : str
         "boltz" (Boltzmann sampling, the default) or "det" (thresholded masked attention).
     """
+
+    architecture = ARCHITECTURE
 
     def __init__(self, config):
         super().__init__()

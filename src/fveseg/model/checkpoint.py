@@ -94,11 +94,14 @@ def checkpoint_exists(path: str | Path) -> bool:
 
 
 def full_metadata(model: torch.nn.Module, metadata: dict | None = None) -> dict:
-    """Defaults, then ``model.metadata``, then ``metadata``; plus the config and input size."""
+    """Defaults, then ``model.metadata``, then ``metadata``; plus the input size (else the model's own
+    ``input_size``, else its config's)."""
     meta = copy.deepcopy(DEFAULT_METADATA)
     meta.update(copy.deepcopy(getattr(model, "metadata", {}) or {}))
     meta.update(copy.deepcopy(metadata or {}))
-    meta["input_size"] = int(meta.get("input_size") or model.config.input_size)
+    meta["input_size"] = int(
+        meta.get("input_size") or getattr(model, "input_size", None) or model.config.input_size
+    )
     return meta
 
 
