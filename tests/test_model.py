@@ -162,3 +162,19 @@ def test_trained_prompts_are_answered_from_the_shipped_table_without_the_text_mo
     table = PrecomputedTextEncoder.from_file(BUNDLED_TEXT_TABLE)
     assert torch.equal(tokens.tokens, table.encode(["nuclei", "cell nuclei"]).tokens)
     assert model.text_encoder.fallback._model is None  # MiniLM was never loaded
+
+
+def test_the_released_v2_architecture_is_a_registry_entry():
+    """`build_model` and `load_checkpoint` find the v2 model in one registry (`ARCHITECTURES`), and its
+    ``architecture`` names the engine that runs it."""
+    from fveseg.errors import InputError
+    from fveseg.inference.engines import ENGINES
+    from fveseg.model.build import ARCHITECTURES, CONFIGS
+    from fveseg.model.reference_v2 import build_reference_v2, load_reference_v2
+
+    entry = ARCHITECTURES["reference-v2"]
+    assert (entry.build, entry.load) == (build_reference_v2, load_reference_v2)
+    assert set(ARCHITECTURES) <= set(ENGINES) and not set(ARCHITECTURES) & set(CONFIGS)
+    assert build_model("tiny").architecture in ENGINES
+    with pytest.raises(InputError, match="reference-v2"):  # the error lists every registered name
+        build_model("no-such-model")

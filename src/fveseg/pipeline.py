@@ -27,6 +27,7 @@ from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
 from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
 from fveseg.inference.plan import SegmentPlan
+from fveseg.inference.views import segment_views
 from fveseg.instances.split import instances_from_prediction
 from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
@@ -141,6 +142,11 @@ def segment_array(
     """Run the Segmenter on a (D, H, W) array with the params' options (``plan``: `plan_array`'s, made
     here unless given); return its SegmentationResult."""
     data = prepared_image(data, params, spacing)
+    if params.views == "three" and len(data.shape) == 3 and data.shape[0] > 1:
+        keywords = dict(order=params.order, scale=params.resize, progress=progress, cancel=cancel)
+        return segment_views(
+            segmenter, data, list(params.prompts), spacing, **keywords, **params.gate_keywords()
+        )
     plan = plan_array(segmenter, data, params, spacing, cancel) if plan is None else plan
     return segmenter.run(
         data, plan, list(params.prompts), progress=progress, cancel=cancel, **params.gate_keywords()

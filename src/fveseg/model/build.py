@@ -1,12 +1,19 @@
-"""Model configurations (a registry of named keyword sets) and `build_model`."""
+"""The model registry: named configurations of this project's network (`CONFIGS`), other architectures
+by name (`ARCHITECTURES`: the released BiomedParse v2 model), and `build_model`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
-from fveseg.errors import InputError
+import torch
 
-__all__ = ["ModelConfig", "CONFIGS", "build_model", "config_from_dict"]
+from fveseg.errors import InputError
+from fveseg.model.biomedparse import BiomedParseV
+from fveseg.model.reference_v2 import NAME as REFERENCE_V2
+from fveseg.model.reference_v2 import build_reference_v2, load_reference_v2
+
+__all__ = ["ModelConfig", "CONFIGS", "Architecture", "ARCHITECTURES", "build_model", "config_from_dict"]
 
 
 @dataclass
@@ -112,18 +119,28 @@ def config_from_dict(data: dict) -> ModelConfig:
     return ModelConfig(**values)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """An architecture with its own module tree: how to build it (random weights) and load its weights
+    (``load(path, map_location=...)``); its models' ``architecture`` attribute picks the engine that runs
+    them (`fveseg.inference.engines.ENGINES`)."""
+
+    build: Callable[[], torch.nn.Module]
+    load: Callable[..., torch.nn.Module]
+
+
+#: Architectures other than `BiomedParseV`, by name (the name a checkpoint's JSON gives as ``architecture``).
+ARCHITECTURES: dict[str, Architecture] = {REFERENCE_V2: Architecture(build_reference_v2, load_reference_v2)}
+
+
 def build_model(config: str | ModelConfig | dict = "tiny"):
-    """Build a randomly initialised `BiomedParseV` from a registered name, a config or a config dict."""
-    from fveseg.model.biomedparse import BiomedParseV
-
-    if config == "reference-v2":
-        # The released BiomedParse v2 architecture has its own module tree (official parameter names).
-        from fveseg.model.reference_v2 import build_reference_v2
-
-        return build_reference_v2()
+    """Build a randomly initialised model from a registered name (`CONFIGS` or `ARCHITECTURES`), a config
+    or a config dict (`BiomedParseV`)."""
+    if isinstance(config, str) and config in ARCHITECTURES:
+        return ARCHITECTURES[config].build()
     if isinstance(config, str):
         if config not in CONFIGS:
-            choices = sorted([*CONFIGS, "reference-v2"])
+            choices = sorted([*CONFIGS, *ARCHITECTURES])
             raise InputError(f"unknown model config {config!r}; choose one of {choices}")
         config = CONFIGS[config]
     elif isinstance(config, dict):

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from fveseg.errors import CheckpointError
+from fveseg.errors import CheckpointError, InputError
 from fveseg.model._files import file_sha256
+from fveseg.model.build import ARCHITECTURES, build_model
 
 __all__ = [
     "FORMAT_VERSION",
@@ -193,20 +194,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from fveseg.errors import InputError
-    from fveseg.model.build import build_model
-
     if str(path).endswith(".ckpt"):
         # A Lightning checkpoint of the released BiomedParse v2 weights (read with weights_only=True).
-        from fveseg.model.reference_v2 import load_reference_v2
-
-        return load_reference_v2(path, map_location=map_location)
+        return ARCHITECTURES["reference-v2"].load(path, map_location=map_location)
     json_path, weights_path = checkpoint_paths(path)
     meta = _read_json(json_path)
-    if meta.get("architecture") == "reference-v2":
-        from fveseg.model.reference_v2 import load_reference_v2
-
-        return load_reference_v2(json_path, map_location=map_location)
+    if meta.get("architecture") in ARCHITECTURES:  # its own loader reads its own JSON
+        return ARCHITECTURES[meta["architecture"]].load(json_path, map_location=map_location)
     if not weights_path.is_file():
         raise CheckpointError(
             f"Checkpoint weights {weights_path} are missing (the .json is there); copy the "
