@@ -27,7 +27,6 @@ from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
 from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
 from fveseg.inference.plan import SegmentPlan
-from fveseg.inference.views import segment_views
 from fveseg.instances.split import instances_from_prediction
 from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
