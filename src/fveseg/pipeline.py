@@ -141,11 +141,6 @@ def segment_array(
     """Run the Segmenter on a (D, H, W) array with the params' options (``plan``: `plan_array`'s, made
     here unless given); return its SegmentationResult."""
     data = prepared_image(data, params, spacing)
-    if params.views == "three" and len(data.shape) == 3 and data.shape[0] > 1:
-        keywords = dict(order=params.order, scale=params.resize, progress=progress, cancel=cancel)
-        return segment_views(
-            segmenter, data, list(params.prompts), spacing, **keywords, **params.gate_keywords()
-        )
     plan = plan_array(segmenter, data, params, spacing, cancel) if plan is None else plan
     return segmenter.run(
         data, plan, list(params.prompts), progress=progress, cancel=cancel, **params.gate_keywords()
