@@ -315,3 +315,25 @@ def test_engines_are_chosen_by_architecture(segmenter):
     stranger.architecture = "something-else"
     with pytest.raises(InputError, match="no engine runs architecture 'something-else'"):
         engine_for(stranger, segmenter.metadata, torch.device("cpu"), 4, 0)
+
+
+def test_the_run_reuses_the_batches_the_automatic_scale_probed(segmenter, monkeypatch):
+    """Slices the probe segmented at the scale it chose are not segmented again, and the result is
+    exactly that of a run at that fixed scale (same batches, seeds and inputs)."""
+    from fveseg.inference.engines import NetworkEngine
+
+    volume = (np.random.default_rng(5).random((20, 40, 44)) * 1000).astype(np.uint16)
+    predicted = []
+    original = NetworkEngine.predict
+
+    def counting(self, images, text, plan, *args, **kwargs):
+        predicted.append((plan.scale, len(images)))
+        return original(self, images, text, plan, *args, **kwargs)
+
+    monkeypatch.setattr(NetworkEngine, "predict", counting)
+    auto = segmenter.segment(volume, ["nuclei"], axis=0)  # probe windows 4:12 and 12:20 (batch 4)
+    at_final = sum(n for scale, n in predicted if scale == auto.scale)
+    assert at_final == 20  # every slice once at the chosen scale, the probed ones included
+    fixed = segmenter.segment(volume, ["nuclei"], axis=0, scale=auto.scale)
+    for name in ("probabilities", "edges", "semantic", "existence"):
+        np.testing.assert_array_equal(getattr(auto, name), getattr(fixed, name))

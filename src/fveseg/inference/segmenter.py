@@ -39,7 +39,7 @@ from fveseg.inference._outputs import SliceOutputs
 from fveseg.inference.auto_scale import MIN_AUTO_SCALE, scale_for_diameter, surer_at_half, typical_diameter
 from fveseg.inference.device import select_device
 from fveseg.inference.engines import engine_for
-from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, regate
+from fveseg.inference.gate import EXIST_LOW, SegmentationResult, presence, regate, semantic_labels, take_slab
 from fveseg.inference.plan import SegmentPlan
 from fveseg.inference.reference_engine import load_model
 from fveseg.inference.resample import resample_z, result_on_grid, z_factor
@@ -191,6 +191,7 @@ class Segmenter:
                     volume, replace(plan, scale=scale), prompts, start=first, stop=stop, cancel=cancel,
                     **thresholds,
                 )  # fmt: skip
+                plan.reuse.setdefault("windows", []).append((scale, tuple(prompts), first, stop, result))
                 semantic = np.moveaxis(np.asarray(result.semantic), plan.axis, 0)
                 present = presence(result.existence, thresholds["exist_threshold"], thresholds["exist_low"])
                 present = present[:, :, None, None]
@@ -296,11 +297,16 @@ class Segmenter:
             ):
                 if cancel is not None and cancel():
                     raise Cancelled("Segmentation cancelled; no output was kept.")
-                generator.manual_seed(self.seed * 1_000_003 + first)
-                with torch.inference_mode():
-                    probs, edges, labels, exist = engine.predict(
-                        inputs, text, plan, generator, mask_threshold, exist_threshold
-                    )
+                probed = _probed_batch(plan, prompts, first, min(depth, first + step))
+                if probed is not None:  # the automatic scale's probe segmented this batch already
+                    probs, edges, exist = probed
+                    labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
+                else:
+                    generator.manual_seed(self.seed * 1_000_003 + first)
+                    with torch.inference_mode():
+                        probs, edges, labels, exist = engine.predict(
+                            inputs, text, plan, generator, mask_threshold, exist_threshold
+                        )
                 keep = slice(max(start, first) - first, min(stop, first + exist.shape[1]) - first)
                 at = max(start, first) - start
                 outputs.put(at, probs[:, keep], edges[:, keep], labels[keep], exist[:, keep])
@@ -408,6 +414,21 @@ class Segmenter:
         if intensity_range is not None:
             return check_intensity_range(intensity_range)
         return self.engine.value_range(volume)
+
+
+def _probed_batch(plan: SegmentPlan, prompts: list[str], first: int, last: int):
+    """Probabilities, edges (P, B, ...) and existence (P, B) of batch ``first:last`` from a window the
+    automatic scale's probe segmented at the plan's scale, or None. The probe's batches sit on the same
+    grid with the same seeds and inputs, so these are exactly what the network would compute again."""
+    for scale, probed, start, stop, result in plan.reuse.get("windows", ()):
+        if scale == plan.scale and probed == tuple(prompts) and start <= first and last <= stop:
+            at = slice(first - start, last - start)
+            return (
+                take_slab(result.probabilities, plan.axis, at.start, at.stop, 1),
+                take_slab(result.edges, plan.axis, at.start, at.stop, 1),
+                np.asarray(result.existence)[:, at],
+            )
+    return None
 
 
 def _check_thresholds(mask_threshold: float, exist_threshold: float, exist_low: float | None) -> dict:
