@@ -384,18 +384,18 @@ def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, check
     from fveseg.inference.segmenter import Segmenter
 
     seen, runs = [], []  # the scale asked for; the scale of each batch loop (probe windows, the run)
-    original, original_run = Segmenter.plan, Segmenter._run
+    original, original_run = Segmenter._plan_steps, Segmenter._run_steps
 
-    def spy(self, volume, spacing=None, prompts=None, axis="auto", order=None, scale="auto", **kwargs):
+    def spy(self, volume, spacing, prompts, axis, order, scale, *args):
         seen.append(scale)
-        return original(self, volume, spacing, prompts, axis, order, scale, **kwargs)
+        return original(self, volume, spacing, prompts, axis, order, scale, *args)
 
     def spy_run(self, volume, plan, *args, **kwargs):
         runs.append(plan.scale)
         return original_run(self, volume, plan, *args, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "plan", spy)
-    monkeypatch.setattr(Segmenter, "_run", spy_run)
+    monkeypatch.setattr(Segmenter, "_plan_steps", spy)
+    monkeypatch.setattr(Segmenter, "_run_steps", spy_run)
     argv = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(tmp_path / "r.zarr"), "--quiet"]
     assert main(argv + ["--resize", "0.5"]) == 0
     assert seen == [0.5] and runs == [0.5]

@@ -337,3 +337,28 @@ def test_the_run_reuses_the_batches_the_automatic_scale_probed(segmenter, monkey
     fixed = segmenter.segment(volume, ["nuclei"], axis=0, scale=auto.scale)
     for name in ("probabilities", "edges", "semantic", "existence"):
         np.testing.assert_array_equal(getattr(auto, name), getattr(fixed, name))
+
+
+def test_iter_segment_reports_the_probe_then_the_run_and_returns_what_segment_returns(segmenter):
+    volume = (np.random.default_rng(6).random((20, 40, 44)) * 1000).astype(np.uint16)
+    steps = segmenter.iter_segment(volume, ["nuclei"], axis=0)
+    updates = []
+    while True:
+        try:
+            updates.append(next(steps))
+        except StopIteration as end:
+            result = end.value
+            break
+    stages = [stage for stage, _, _ in updates]
+    assert (
+        stages[0] == "probe" and stages[-1] == "segment" and "probe" not in stages[stages.index("segment") :]
+    )
+    for stage in ("probe", "segment"):
+        mine = [(done, total) for s, done, total in updates if s == stage]
+        assert all(0 <= done <= total for done, total in mine)
+        assert [done for done, _ in mine] == sorted(done for done, _ in mine)  # never goes back
+        assert mine[-1][0] == mine[-1][1]  # ends complete
+    assert updates[-1][1:] == (20, 20)
+    whole = segmenter.segment(volume, ["nuclei"], axis=0)
+    for name in ("probabilities", "edges", "semantic", "existence"):
+        np.testing.assert_array_equal(getattr(result, name), getattr(whole, name))

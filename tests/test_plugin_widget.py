@@ -226,18 +226,18 @@ def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on
 
     viewer, widget = widget_on_sample
     seen, runs = [], []  # the scale asked for; the scale of each batch loop (probe windows, the run)
-    original, original_run = Segmenter.plan, Segmenter._run
+    original, original_run = Segmenter._plan_steps, Segmenter._run_steps
 
-    def spy(self, volume, spacing=None, prompts=None, axis="auto", order=None, scale="auto", **kwargs):
+    def spy(self, volume, spacing, prompts, axis, order, scale, *args):
         seen.append(scale)
-        return original(self, volume, spacing, prompts, axis, order, scale, **kwargs)
+        return original(self, volume, spacing, prompts, axis, order, scale, *args)
 
     def spy_run(self, volume, plan, *args, **kwargs):
         runs.append(plan.scale)
         return original_run(self, volume, plan, *args, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "plan", spy)
-    monkeypatch.setattr(Segmenter, "_run", spy_run)
+    monkeypatch.setattr(Segmenter, "_plan_steps", spy)
+    monkeypatch.setattr(Segmenter, "_run_steps", spy_run)
     assert widget.resize_box.text() == "auto" and widget.settings().resize == 0.0  # the default
     widget.run()
     _wait_idle(qtbot, widget)
@@ -370,3 +370,27 @@ def test_a_striped_background_is_flattened_and_the_status_says_so(
     flattened = widget._run_context["image"]  # re-thresholding splits the same image the network saw
     assert flattened is not image and float(np.asarray(flattened).min()) >= 0.0
     assert viewer.layers["striped"].data is image  # the user's layer is untouched
+
+
+def test_progress_names_the_stage_from_the_first_update(widget_on_sample, qtbot, monkeypatch):
+    """The worker relays the core's generator (no thread of its own): "load" first, then the automatic
+    scale's probe slices, then the run's slices, and the status says which."""
+    viewer, widget = widget_on_sample
+    updates, statuses = [], []
+    original = type(widget)._on_progress
+
+    def recording(self, update):
+        updates.append(update)
+        original(self, update)
+        statuses.append(self.status.text())
+
+    monkeypatch.setattr(type(widget), "_on_progress", recording)
+    widget.resize_box.setValue(0)  # "auto": the probe runs
+    widget.run()
+    _wait_idle(qtbot, widget)
+    stages = [stage for stage, _, _ in updates]
+    assert stages[0] == "load" and stages[-1] == "segment" and "probe" in stages
+    assert stages.index("probe") < stages.index("segment")
+    assert any(text.startswith("Measuring the objects' size…") for text in statuses)
+    assert statuses[-1].startswith("Segmenting…") and statuses[-1].endswith("slices")
+    assert not [t for t in threading.enumerate() if t.name == "fveseg-segment"]

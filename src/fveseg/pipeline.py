@@ -15,7 +15,7 @@ Example
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +44,7 @@ __all__ = [
     "prepare",
     "plan_array",
     "segment_array",
+    "iter_segment_array",
     "Segmentation",
     "segment",
     "instance_labels",
@@ -120,13 +121,16 @@ def prepare(data, params: SegmentParams, spacing) -> tuple:
     return prepared_image(data, params, spacing), replace(params, flatten=False)
 
 
+def segment_keywords(params: SegmentParams) -> dict:
+    """The params as keywords of `fveseg.inference.Segmenter.plan`, `segment` and `iter_segment`."""
+    keywords = dict(axis=params.axis, order=params.order, scale=params.resize, isotropic=params.isotropic)
+    return {**keywords, **params.gate_keywords()}
+
+
 def plan_array(segmenter, data, params: SegmentParams, spacing, cancel=None) -> SegmentPlan:
     """The Segmenter's plan (`fveseg.inference.Segmenter.plan`) for a (D, H, W) array with the params'
     view, order, resize, z resampling and thresholds: decided once, shared by every prompt and block."""
-    return segmenter.plan(
-        data, spacing, list(params.prompts), params.axis, params.order, params.resize,
-        isotropic=params.isotropic, cancel=cancel, **params.gate_keywords(),
-    )  # fmt: skip
+    return segmenter.plan(data, spacing, list(params.prompts), cancel=cancel, **segment_keywords(params))
 
 
 def segment_array(
@@ -138,13 +142,26 @@ def segment_array(
     cancel=None,
     plan: SegmentPlan | None = None,
 ) -> SegmentationResult:
-    """Run the Segmenter on a (D, H, W) array with the params' options (``plan``: `plan_array`'s, made
-    here unless given); return its SegmentationResult."""
+    """Run the Segmenter on a (D, H, W) array with the params' options (with ``plan``, `plan_array`'s
+    output, only its run); return its SegmentationResult."""
     data = prepared_image(data, params, spacing)
-    plan = plan_array(segmenter, data, params, spacing, cancel) if plan is None else plan
-    return segmenter.run(
-        data, plan, list(params.prompts), progress=progress, cancel=cancel, **params.gate_keywords()
-    )
+    prompts = list(params.prompts)
+    if plan is None:
+        return segmenter.segment(
+            data, prompts, spacing, progress=progress, cancel=cancel, **segment_keywords(params)
+        )
+    return segmenter.run(data, plan, prompts, progress=progress, cancel=cancel, **params.gate_keywords())
+
+
+def iter_segment_array(
+    segmenter, data, params: SegmentParams, spacing, cancel=None
+) -> Generator[tuple[str, int, int], None, SegmentationResult]:
+    """`segment_array` as a generator (`fveseg.inference.Segmenter.iter_segment`): yields ``(stage, done,
+    total)`` after each batch, stage ``"probe"`` (the automatic scale's slices) or ``"segment"``, and
+    returns the result. The napari widget's worker relays these updates to its progress bar."""
+    data = prepared_image(data, params, spacing)
+    keywords = segment_keywords(params)
+    return (yield from segmenter.iter_segment(data, list(params.prompts), spacing, cancel=cancel, **keywords))
 
 
 def flatten_notes(params: SegmentParams, flattened: bool, name: str) -> list[str]:

@@ -10,7 +10,6 @@ traceback dialog. Settings are remembered between sessions (:mod:`napari_fveseg.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Generator
 from dataclasses import replace
@@ -331,67 +330,60 @@ class SegmentationWidget(QWidget):
 
     def _segment_steps(
         self, data, prompts, spacing, axis, checkpoint, device, resize, thresholds, place
-    ) -> Generator[tuple[int, int], None, dict]:
-        """Worker: yields (done, total) per batch; returns {"result", "layers"} or {"error"}."""
-        updates: queue.SimpleQueue = queue.SimpleQueue()
+    ) -> Generator[tuple[str, int, int], None, dict]:
+        """Worker (napari runs this generator off the GUI thread): yields ``(stage, done, total)`` as the
+        core's `fveseg.pipeline.iter_segment_array` reports it (``"load"`` while the model loads), and
+        returns {"result", "layers", ...} or {"error"}."""
         outcome: dict = {}
+        try:
+            yield "load", 0, 0
+            import_core()
+            if checkpoint is not None and not checkpoint_exists(checkpoint):
+                raise CheckpointError(
+                    f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
+                    "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, type "
+                    "a bundled model's name (noise-robust), or clear the box to use the default model."
+                )
+            segmenter = get_segmenter(checkpoint, device)
+            from fveseg.pipeline import (  # imported by import_core above
+                flatten_notes,
+                iter_segment_array,
+                noisy_stack_notes,
+                prepare,
+            )
 
-        def segment() -> None:  # the network runs here; the generator relays its progress
-            try:
-                import_core()
-                if checkpoint is not None and not checkpoint_exists(checkpoint):
-                    raise CheckpointError(
-                        f"Checkpoint {checkpoint} not found: choose the .json or .safetensors file of an "
-                        "fveseg checkpoint (or the BiomedParse v2 .ckpt you downloaded) with Browse…, type "
-                        "a bundled model's name (noise-robust), or clear the box to use the default model."
-                    )
-                segmenter = get_segmenter(checkpoint, device)
-                from fveseg.pipeline import (  # imported by import_core above
-                    flatten_notes,
-                    noisy_stack_notes,
-                    prepare,
-                    segment_array,
-                )
-
-                # what the network and the instance step see (background flattened where it dominates)
-                params = replace(thresholds.params(prompts), axis=axis, resize=resize)
-                image, prepared = prepare(data, params, spacing)
-                result = segment_array(
-                    segmenter,
-                    image,
-                    prepared,
-                    spacing,
-                    progress=lambda done, total: updates.put((done, total)),
-                    cancel=self._cancel.is_set,
-                )
-                outcome["layers"] = result_layers(
-                    result, prompts, thresholds, place, result.semantic, image=image
-                )
-                outcome["image"] = image  # re-thresholding splits instances with the same image
-                outcome["result"] = result
-                outcome["notes"] = in_widget_words(
-                    flatten_notes(params, image is not data, "the image")
-                    + noisy_stack_notes(result, data, "the image")
-                )
-                outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place)
-            except BaseException as error:  # reported in the GUI thread as a notification
-                outcome["error"] = error
-            finally:
-                updates.put(None)
-
-        thread = threading.Thread(target=segment, name="fveseg-segment", daemon=True)
-        thread.start()
-        while (update := updates.get()) is not None:
-            yield update
-        thread.join()
+            # what the network and the instance step see (background flattened where it dominates)
+            params = replace(thresholds.params(prompts), axis=axis, resize=resize)
+            image, prepared = prepare(data, params, spacing)
+            steps = iter_segment_array(segmenter, image, prepared, spacing, cancel=self._cancel.is_set)
+            result = yield from steps
+            outcome["layers"] = result_layers(
+                result, prompts, thresholds, place, result.semantic, image=image
+            )
+            outcome["image"] = image  # re-thresholding splits instances with the same image
+            outcome["result"] = result
+            outcome["notes"] = in_widget_words(
+                flatten_notes(params, image is not data, "the image")
+                + noisy_stack_notes(result, data, "the image")
+            )
+            outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place)
+        except GeneratorExit:  # the worker was quit: let the generator close
+            raise
+        except BaseException as error:  # reported in the GUI thread as a notification
+            outcome["error"] = error
         return outcome
 
-    def _on_progress(self, update: tuple[int, int]) -> None:
-        done, total = update
+    def _on_progress(self, update: tuple[str, int, int]) -> None:
+        stage, done, total = update
+        if self._cancel.is_set():
+            return
+        if stage == "load":
+            self.progress.setRange(0, 0)  # busy: no slice count until the first batch
+            return
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
-        if not self._cancel.is_set():
-            self.status.setText(f"Segmenting… {done} / {total} slices")
+        what = "Measuring the objects' size" if stage == "probe" else "Segmenting"
+        self.status.setText(f"{what}… {done} / {total} slices")
 
     def _on_done(self, outcome: dict) -> None:
         error = outcome.get("error")

@@ -49,8 +49,8 @@ class AutoSegmenter:
         Volumes whose `noise_level` is at least this get the ``noisy`` network.
 
     ``names`` says how results report the two networks: ``"default"`` and ``"noise-robust"``, or the
-    names of checkpoints given as paths. Everything but `plan`, `run`, `segment` and `auto_scale`
-    (``metadata``, ``device``, ``input_size``, …) is the clean network's Segmenter's.
+    names of checkpoints given as paths. Everything but `plan`, `run`, `segment`, `iter_segment` and
+    `auto_scale` (``metadata``, ``device``, ``input_size``, …) is the clean network's Segmenter's.
     """
 
     def __init__(
@@ -88,6 +88,13 @@ class AutoSegmenter:
         which ran and why."""
         name, segmenter, noise = self.choose(volume)
         result = segmenter.segment(volume, prompts, *args, **kwargs)
+        result.model, result.noise = name, noise
+        return result
+
+    def iter_segment(self, volume, prompts, *args, **kwargs):
+        """`Segmenter.iter_segment` with the network `choose` picks (the result says which and why)."""
+        name, segmenter, noise = self.choose(volume)
+        result = yield from segmenter.iter_segment(volume, prompts, *args, **kwargs)
         result.model, result.noise = name, noise
         return result
 

@@ -25,7 +25,7 @@ regated with the whole volume's existence.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,7 @@ class Segmenter:
         exist_threshold: float = 0.5,
         exist_low: float | None = EXIST_LOW,
         cancel: Callable[[], bool] | None = None,
+        progress: Callable[[int, int], Any] | None = None,
     ) -> SegmentPlan:
         """Decide, once for this (D, H, W) volume, what `run` needs: see `SegmentPlan`.
 
@@ -129,6 +130,9 @@ class Segmenter:
             The thresholds the automatic scale's probe segments with (use those of the run).
         cancel : callable() -> bool, optional
             Checked before each batch of the probe.
+        progress : callable(done, total), optional
+            Called with the probe's slices done after each of its batches (``total`` is its estimate until
+            the first pass has measured the objects).
 
         Returns
         -------
@@ -136,12 +140,22 @@ class Segmenter:
             For ``isotropic`` with a known anisotropic ``spacing``, ``axis``, ``scale`` and the shape the
             network sees are those of the z-resampled volume (``z_factor``); ``shape`` is the input's.
         """
+        thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, exist_low=exist_low)
+        steps = self._plan_steps(
+            volume, spacing, prompts, axis, order, scale, intensity_range, isotropic, thresholds, cancel
+        )
+        return _drive(steps, progress)
+
+    def _plan_steps(
+        self, volume, spacing, prompts, axis, order, scale, intensity_range, isotropic, thresholds, cancel
+    ):
+        """`plan` as a generator: yields ``(done, total)`` slices of the automatic scale's probe."""
         volume = check_volume(volume, check_finite=intensity_range is None)
         canonical = None if prompts is None else check_prompts(prompts)
         number = isinstance(scale, int | float) and not isinstance(scale, bool)
         if scale != "auto" and not (number and math.isfinite(scale) and scale > 0):
             raise InputError(f"scale must be a positive number or 'auto', got {scale!r}.")
-        thresholds = _check_thresholds(mask_threshold, exist_threshold, exist_low)
+        thresholds = _check_thresholds(**thresholds)
         if axis != "auto" and (not isinstance(axis, int | np.integer) or not 0 <= axis < 3):
             raise InputError(f"axis must be 'auto', 0, 1 or 2, got {axis!r}.")
         engine, shape = self.engine, tuple(int(s) for s in volume.shape)
@@ -162,20 +176,22 @@ class Segmenter:
             return plan
         if canonical is None:
             raise InputError("The automatic scale measures the prompts' objects: pass prompts, or a scale.")
-        scale, whole = self._probe_scale(volume, replace(plan, shape=seen), canonical, thresholds, cancel)
+        probe = self._probe_steps(volume, replace(plan, shape=seen), canonical, thresholds, cancel)
+        scale, whole = yield from probe
         if whole is not None and scale == 1.0:  # the probe was the whole run: `run` returns it once
             reuse["probe"] = ((tuple(canonical), *thresholds.values()), whole)
         return replace(plan, scale=float(scale))
 
-    def _probe_scale(self, volume, plan: SegmentPlan, prompts: list[str], thresholds: dict, cancel):
+    def _probe_steps(self, volume, plan: SegmentPlan, prompts: list[str], thresholds: dict, cancel):
         """The automatic scale: segment up to two windows of `PROBE_SLICES` slices (at a third and two
         thirds of the depth, on the batch grid) as they are, measure each prompt's objects and take the
         largest scale (the found prompt with the smallest objects decides; small objects are enlarged). Then
         guard against a first pass fooled into fragments (very large nuclei, or noise, seen as texture):
         segment the windows at half the scale (half of 1 after an enlargement) and take half when the
         network is far surer there (`fveseg.inference.auto_scale.surer_at_half`). Depends only on the whole
-        volume, so every slice range of it gets the same scale. Returns ``(scale, result)``, ``result``
-        the native-size probe when it covered the whole volume, else None."""
+        volume, so every slice range of it gets the same scale. A generator: yields ``(done, total)``
+        probe slices and returns ``(scale, result)``, ``result`` the native-size probe when it covered the
+        whole volume, else None."""
         depth, step = volume.shape[plan.axis], self.batch_size
         width = -(-max(PROBE_SLICES, step) // step) * step
         if depth <= 2 * width:
@@ -184,13 +200,18 @@ class Segmenter:
             firsts = sorted({c - c % step for c in (depth // 3, 2 * depth // 3)})
             windows = [(first, min(depth, first + width)) for first in firsts]
 
+        per_pass = sum(stop - first for first, stop in windows)
+        passes = {"done": 0, "total": 2}  # native size and the half-scale check, until measured
+
         def probe(scale):  # per prompt: (masks, gated probabilities) of the windows; the last result
             masks, probabilities = [[] for _ in prompts], [[] for _ in prompts]
             for first, stop in windows:
-                result = self._run(
+                steps = self._run_steps(
                     volume, replace(plan, scale=scale), prompts, start=first, stop=stop, cancel=cancel,
                     **thresholds,
                 )  # fmt: skip
+                before = passes["done"] * per_pass + sum(b - a for a, b in windows if a < first)
+                result = yield from _relay(steps, before, passes["total"] * per_pass)
                 plan.reuse.setdefault("windows", []).append((scale, tuple(prompts), first, stop, result))
                 semantic = np.moveaxis(np.asarray(result.semantic), plan.axis, 0)
                 present = presence(result.existence, thresholds["exist_threshold"], thresholds["exist_low"])
@@ -199,17 +220,19 @@ class Segmenter:
                 for index in range(len(prompts)):
                     masks[index].append(semantic == index + 1)
                     probabilities[index].append(gated[index])
+            passes["done"] += 1
             return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, [])), result
 
-        masks, native, first_result = probe(1.0)
+        masks, native, first_result = yield from probe(1.0)
         # prompts found nowhere (absent targets) have nothing to measure and do not vote
         diameters = [d for d in (typical_diameter(m) for m in masks) if d > 0]
         scale = max((scale_for_diameter(d) for d in diameters), default=1.0)
         shrunk = min(scale, 1.0)  # an enlargement is checked against native size, already segmented
         half = round(shrunk * 10) / 20  # steps of 0.05, like scale_for_diameter
+        passes["total"] = 1 + (half >= MIN_AUTO_SCALE) * (1 + (shrunk != 1.0))
         if half >= MIN_AUTO_SCALE:
-            at_scale = native if shrunk == 1.0 else probe(shrunk)[1]
-            if surer_at_half(at_scale, probe(half)[1]):
+            at_scale = native if shrunk == 1.0 else (yield from probe(shrunk))[1]
+            if surer_at_half(at_scale, (yield from probe(half))[1]):
                 scale = half
         return scale, (first_result if windows == [(0, depth)] else None)
 
@@ -260,27 +283,33 @@ class Segmenter:
                 f"This plan was made for a volume of shape {tuple(plan.shape)}, not {tuple(volume.shape)}; "
                 "make one for this volume with Segmenter.plan."
             )
-        keywords = dict(progress=progress, cancel=cancel, out=out, overwrite=overwrite, **thresholds)
-        if plan.z_factor is None:
-            return self._run(volume, plan, canonical, start=start, stop=stop, **keywords)
-        if start is not None or stop is not None or out is not None:
+        if plan.z_factor is not None and (start is not None or stop is not None or out is not None):
             raise InputError("A plan with z resampling (isotropic) runs the whole volume, in memory only.")
+        keywords = dict(cancel=cancel, out=out, overwrite=overwrite, start=start, stop=stop, **thresholds)
+        return _drive(self._resampled_run_steps(volume, plan, canonical, **keywords), progress)
+
+    def _resampled_run_steps(self, volume, plan, prompts, **keywords):
+        """`_run_steps` on the volume the network sees: the z-resampled one for a plan with ``z_factor``,
+        the result sampled back at the volume's slices."""
+        if plan.z_factor is None:
+            return (yield from self._run_steps(volume, plan, prompts, **keywords))
         resampled = plan.reuse.pop("resampled", None)
         resampled = resample_z(volume, plan.z_factor) if resampled is None else resampled
         seen = replace(plan, shape=tuple(int(s) for s in resampled.shape), z_factor=None)
-        return result_on_grid(self._run(resampled, seen, canonical, **keywords), plan.shape[0], plan.z_factor)
+        result = yield from self._run_steps(resampled, seen, prompts, **keywords)
+        return result_on_grid(result, plan.shape[0], plan.z_factor)
 
-    def _run(self, volume, plan, prompts, mask_threshold, exist_threshold, exist_low, progress=None,
-             cancel=None, out=None, overwrite=False, start=None, stop=None):  # fmt: skip
-        """`run` on the volume the network sees (checked arguments)."""
+    def _run_steps(self, volume, plan, prompts, mask_threshold, exist_threshold, exist_low, cancel=None,
+                   out=None, overwrite=False, start=None, stop=None):  # fmt: skip
+        """The batch loop on the volume the network sees (checked arguments), as a generator: yields
+        ``(done, total)`` slices after each batch (and ``(0, total)`` first), returns the result."""
         depth, axis, step = volume.shape[plan.axis], plan.axis, self.batch_size
         start, stop = check_slices(start, stop, depth)
         probed = plan.reuse.get("probe")
         if probed is not None and probed[0] == (tuple(prompts), mask_threshold, exist_threshold, exist_low):
             if out is None and (start, stop) == (0, depth):  # the automatic scale's probe was this run
                 plan.reuse.pop("probe")
-                if progress is not None:
-                    progress(depth, depth)
+                yield depth, depth
                 return probed[1]
         engine = self.engine
         with torch.inference_mode():
@@ -289,8 +318,7 @@ class Segmenter:
         out_shape = tuple(count if i == axis else s for i, s in enumerate(volume.shape))
         generator = torch.Generator(device=self.device)
         with SliceOutputs(out, overwrite, len(prompts), out_shape, axis, step) as outputs:
-            if progress is not None:
-                progress(0, count)
+            yield 0, count
             # the volume's batch grid: the same batches, seeds and sums for any slice range
             for first, inputs in engine.batches(
                 volume, plan, start - start % step, min(depth, -(-stop // step) * step)
@@ -310,8 +338,7 @@ class Segmenter:
                 keep = slice(max(start, first) - first, min(stop, first + exist.shape[1]) - first)
                 at = max(start, first) - start
                 outputs.put(at, probs[:, keep], edges[:, keep], labels[keep], exist[:, keep])
-                if progress is not None:
-                    progress(at + keep.stop - keep.start, count)
+                yield at + keep.stop - keep.start, count
             if engine.regates:  # the hysteresis needs every slice's existence: relabel the few it changes
                 regate(outputs.store["probabilities"], outputs.store["semantic"], outputs.existence, axis,
                        mask_threshold, exist_threshold, exist_low)  # fmt: skip
@@ -361,7 +388,7 @@ class Segmenter:
             `fveseg.inference.gate.regate` on the whole volume's existence, as the block mode does.
         scale : float or "auto"
             Rescale slices by this factor before the network (objects larger than trained: < 1).
-            "auto" first segments a few slices as they are (`_probe_scale`), measures the objects
+            "auto" first segments a few slices as they are (`_probe_steps`), measures the objects
             (`fveseg.inference.auto_scale`) and shrinks the slices when they are much larger than the model
             was trained on (enlarges them 1.25 times when clearly smaller); the same for every slice
             range of a volume. The value used is ``result.scale``.
@@ -398,22 +425,98 @@ class Segmenter:
             and ``semantic`` shaped like the volume with shape[axis] = n, ``existence`` (P, n) float32,
             and ``start`` recording where the slices begin.
         """
+        steps = self.iter_segment(
+            volume, prompts, spacing, axis, order, mask_threshold, exist_threshold, scale, cancel, out,
+            overwrite, start=start, stop=stop, intensity_range=intensity_range, exist_low=exist_low,
+            isotropic=isotropic,
+        )  # fmt: skip
+
+        def report(stage: str, done: int, total: int) -> None:  # the run's slices, as `run` reports them
+            if progress is not None and stage == "segment":
+                progress(done, total)
+
+        return _drive(steps, report)
+
+    def iter_segment(
+        self,
+        volume,
+        prompts: list[str] | str,
+        spacing: tuple[float, float, float] | None = None,
+        axis: int | str = "auto",
+        order: int | None = None,
+        mask_threshold: float = 0.5,
+        exist_threshold: float = 0.5,
+        scale: float | str = "auto",
+        cancel: Callable[[], bool] | None = None,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        *,
+        start: int | None = None,
+        stop: int | None = None,
+        intensity_range: tuple[float, float] | None = None,
+        exist_low: float | None = EXIST_LOW,
+        isotropic: bool = False,
+    ) -> Generator[tuple[str, int, int], None, SegmentationResult]:
+        """`segment` as a generator, for callers that show progress from their own loop (the napari
+        widget's worker): yields ``(stage, done, total)`` with stage ``"probe"`` (the automatic scale's
+        slices) or ``"segment"`` (the run's slices) after each batch, and returns the result. Arguments as
+        `segment`."""
         whole = start is None and stop is None and out is None  # z resampling needs the whole volume
         thresholds = dict(mask_threshold=mask_threshold, exist_threshold=exist_threshold, exist_low=exist_low)
-        plan = self.plan(
-            volume, spacing, prompts, axis, order, scale, intensity_range=intensity_range,
-            isotropic=isotropic and whole, cancel=cancel, **thresholds,
-        )  # fmt: skip
-        return self.run(
-            volume, plan, prompts, progress=progress, cancel=cancel, out=out, overwrite=overwrite,
-            start=start, stop=stop, **thresholds,
-        )  # fmt: skip
+        planning = self._plan_steps(
+            volume,
+            spacing,
+            prompts,
+            axis,
+            order,
+            scale,
+            intensity_range,
+            isotropic and whole,
+            thresholds,
+            cancel,
+        )
+        plan = yield from _staged(planning, "probe")
+        canonical = check_prompts(prompts)
+        volume = check_volume(volume, check_finite=False)
+        keywords = dict(cancel=cancel, out=out, overwrite=overwrite, start=start, stop=stop, **thresholds)
+        return (yield from _staged(self._resampled_run_steps(volume, plan, canonical, **keywords), "segment"))
 
     def _value_range(self, volume, intensity_range) -> tuple[float, float]:
         """The given intensity range, checked, or the volume's by the engine's rules."""
         if intensity_range is not None:
             return check_intensity_range(intensity_range)
         return self.engine.value_range(volume)
+
+
+def _drive(steps: Generator, progress: Callable[..., Any] | None):
+    """Run a generator of progress updates to its end, passing each update to ``progress``; its result."""
+    while True:
+        try:
+            update = next(steps)
+        except StopIteration as end:
+            return end.value
+        if progress is not None:
+            progress(*update)
+
+
+def _relay(steps: Generator, before: int, total: int) -> Generator:
+    """``steps``' ``(done, _)`` updates as ``(before + done, total)``; returns its result."""
+    while True:
+        try:
+            done, _ = next(steps)
+        except StopIteration as end:
+            return end.value
+        yield before + done, total
+
+
+def _staged(steps: Generator, stage: str) -> Generator:
+    """``steps``' ``(done, total)`` updates as ``(stage, done, total)``; returns its result."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as end:
+            return end.value
+        yield stage, done, total
 
 
 def _probed_batch(plan: SegmentPlan, prompts: list[str], first: int, last: int):
