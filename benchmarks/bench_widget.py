@@ -110,15 +110,26 @@ def main() -> None:
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
 
+    updates: list[tuple[float, str]] = []  # (seconds after the click, stage) of each progress update
+    relay = widget._on_progress
+
+    def recording(update):
+        updates.append((time.perf_counter(), update[0]))
+        relay(update)
+
+    widget._on_progress = recording  # the worker connects the instance's attribute at the click
+
     def gui_run() -> tuple[float, float]:
         for name in ("nuclei", "nuclei instances"):
             if name in viewer.layers:
                 viewer.layers.remove(name)
         widget._layers.clear()
         ticks.clear()
+        updates.clear()
         timer.start()
         start = time.perf_counter()
         widget.run_button.click()
+        clicked.append(time.perf_counter() - start)
         # wait in a real Qt event loop (idle between events, as napari's own loop), not a busy poll
         # that would compete with the worker for the 2 cores and the GIL
         loop = QEventLoop()
@@ -128,6 +139,8 @@ def main() -> None:
         assert widget.worker is None and viewer.layers["nuclei instances"].data.shape == image.data.shape
         timer.stop()
         gaps = np.diff([start, *ticks, time.perf_counter()])
+        first_update.append(updates[0][0] - start)
+        first_slices.append(next(t for t, stage in updates if stage != "load") - start)
         return elapsed, float(gaps.max())
 
     def headless_run(segmenter) -> float:
@@ -149,8 +162,9 @@ def main() -> None:
         thread.join()
         return box[0]
 
+    clicked, first_update, first_slices = [], [], []  # per GUI run: click handler, first updates (s)
     first_gui, first_stall = gui_run()  # warm-up: imports, model and text encoder load
-    segmenter = next(iter(_runtime._SEGMENTERS.values()))
+    segmenter = _runtime.get_segmenter(checkpoint, args.device)  # the one the widget loaded (cached)
     headless_run(segmenter)
     gui, headless, threaded, stalls = [], [], [], []
     for _ in range(args.repeats):
@@ -177,6 +191,14 @@ def main() -> None:
     print(f"| longest event-loop stall during a warm run (10 ms timer) | {max(stalls) * 1000:.0f} ms |")
     print(f"| first run (imports + model load), click to layers | {first_gui:.2f} s |")
     print(f"| longest stall during the first run | {first_stall * 1000:.0f} ms |")
+    handler = f"{clicked[0] * 1000:.0f} / {median(clicked[1:]) * 1000:.0f} ms"
+    print(f"| click handler, first run / warm median | {handler} |")
+    first = f"{first_update[0]:.2f} / {median(first_update[1:]):.2f} s"
+    print(f"| click to the first progress update, first run / warm | {first} |")
+    print(
+        f"| click to the first slice count (probe or run), first run / warm | {first_slices[0]:.2f} / "
+        f"{median(first_slices[1:]):.2f} s |"
+    )
     print(f"| peak RSS of the process | {peak:.0f} MiB |")
     print(
         "per repeat (headless main, headless thread, widget) s:",
