@@ -381,21 +381,9 @@ def test_convert_errors_are_one_line(tmp_path, capsys):
 
 
 def test_resize_reaches_the_segmenter_and_is_checked(tmp_path, volume_tif, checkpoint, monkeypatch, capsys):
-    from fveseg.inference.segmenter import Segmenter
+    from _spies import record_scales
 
-    seen, runs = [], []  # the scale asked for; the scale of each batch loop (probe windows, the run)
-    original, original_run = Segmenter._plan_steps, Segmenter._run_steps
-
-    def spy(self, volume, spacing, prompts, axis, order, scale, *args):
-        seen.append(scale)
-        return original(self, volume, spacing, prompts, axis, order, scale, *args)
-
-    def spy_run(self, volume, plan, *args, **kwargs):
-        runs.append(plan.scale)
-        return original_run(self, volume, plan, *args, **kwargs)
-
-    monkeypatch.setattr(Segmenter, "_plan_steps", spy)
-    monkeypatch.setattr(Segmenter, "_run_steps", spy_run)
+    seen, runs = record_scales(monkeypatch)  # the scale asked for; each batch loop's (probe windows, run)
     argv = ["segment", str(volume_tif), "--model", str(checkpoint), "-o", str(tmp_path / "r.zarr"), "--quiet"]
     assert main(argv + ["--resize", "0.5"]) == 0
     assert seen == [0.5] and runs == [0.5]

@@ -222,22 +222,10 @@ def test_settings_are_remembered_between_sessions(make_napari_viewer):
 
 
 def test_resize_reaches_the_segmenter_and_results_keep_the_image_shape(widget_on_sample, qtbot, monkeypatch):
-    from fveseg.inference.segmenter import Segmenter
+    from _spies import record_scales
 
     viewer, widget = widget_on_sample
-    seen, runs = [], []  # the scale asked for; the scale of each batch loop (probe windows, the run)
-    original, original_run = Segmenter._plan_steps, Segmenter._run_steps
-
-    def spy(self, volume, spacing, prompts, axis, order, scale, *args):
-        seen.append(scale)
-        return original(self, volume, spacing, prompts, axis, order, scale, *args)
-
-    def spy_run(self, volume, plan, *args, **kwargs):
-        runs.append(plan.scale)
-        return original_run(self, volume, plan, *args, **kwargs)
-
-    monkeypatch.setattr(Segmenter, "_plan_steps", spy)
-    monkeypatch.setattr(Segmenter, "_run_steps", spy_run)
+    seen, runs = record_scales(monkeypatch)  # the scale asked for; each batch loop's (probe windows, run)
     assert widget.resize_box.text() == "auto" and widget.settings().resize == 0.0  # the default
     widget.run()
     _wait_idle(qtbot, widget)
