@@ -29,6 +29,7 @@ from torch.nn import functional as F
 FIRST_SEED = 70_000_000_000  # training seeds stay below 10**11; the protocol's held-out seeds start at 10**12
 PRESETS = ("anisotropic", "isotropic", "hard", "crowded", "hard", "crowded")
 BLOCK = (12, 64, 64)
+WITH_IMAGE = [True]  # set from --without-image
 
 
 def segmented_volumes(count: int, cache: Path) -> list[dict]:
@@ -72,7 +73,8 @@ def random_block(volume: dict, rng: np.random.Generator) -> tuple[np.ndarray, np
     size[1], size[2] = size[1] - size[1] % 4, size[2] - size[2] % 4
     start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, size)]
     where = tuple(slice(a, a + b) for a, b in zip(start, size))
-    inputs = np.stack([volume["image"][where], volume["probability"][where]]).astype(np.float32)
+    channels = ["image", "probability"] if WITH_IMAGE[0] else ["probability"]
+    inputs = np.stack([volume[name][where] for name in channels]).astype(np.float32)
     target = volume["foreground"][where][None].astype(np.float32)
     for axis in (1, 2, 3):
         if rng.random() < 0.5:
@@ -109,11 +111,12 @@ def evaluate(model, volumes: list[dict]) -> tuple[float, float, float]:
         for volume in volumes:
             d, h, w = volume["image"].shape
             h, w = h - h % 4, w - w % 4
-            inputs = np.stack([volume["image"], volume["probability"]])[:, :, :h, :w].astype(np.float32)
+            channels = ["image", "probability"] if WITH_IMAGE[0] else ["probability"]
+            inputs = np.stack([volume[name] for name in channels])[:, :, :h, :w].astype(np.float32)
             target = torch.from_numpy(volume["foreground"][None, None, :, :h, :w].astype(np.float32))
             logits = model(torch.from_numpy(inputs)[None])
             losses.append(float(loss_of(logits, target)))
-            for scores, mask in ((refined, logits > 0), (network, torch.from_numpy(inputs[1:2][None] > 0.5))):
+            for scores, mask in ((refined, logits > 0), (network, torch.from_numpy(inputs[-1:][None] > 0.5))):
                 overlap = float((mask & (target > 0)).sum())
                 scores.append(2 * overlap / max(float(mask.sum() + (target > 0).sum()), 1.0))
     return float(np.mean(losses)), float(np.mean(refined)), float(np.mean(network))
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--without-image", action="store_true", help="refine from the probability alone")
     parser.add_argument("--cache", default=None, help="segmented volumes (default: <out>/volumes)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     volumes = segmented_volumes(args.volumes + args.val, Path(args.cache or out / "volumes"))
     train, val = volumes[: args.volumes], volumes[args.volumes :]
-    model = Refiner3D(args.width)
+    WITH_IMAGE[0] = not args.without_image
+    model = Refiner3D(args.width, with_image=WITH_IMAGE[0])
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     start, step, best, log = time.perf_counter(), 0, math.inf, []
     loss0, refined0, network0 = evaluate(model.eval(), val)

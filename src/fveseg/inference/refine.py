@@ -39,10 +39,11 @@ def _blocks(size: int, block: int) -> list[tuple[int, int]]:
 
 
 def refined_probability(refiner: Refiner3D, image: np.ndarray, probability: np.ndarray) -> np.ndarray:
-    """(D, H, W) refined foreground probability float32 of a (D, H, W) image (0-1) and gated probability."""
+    """(D, H, W) refined foreground probability float32 of a (D, H, W) image (0-1; unused by a refiner
+    without image input) and gated probability."""
     depth, height, width = probability.shape
     out = np.full(probability.shape, np.nan, dtype=np.float32)  # a voxel no block covered would stay NaN
-    stacked = np.stack([image, probability]).astype(np.float32)  # (2, D, H, W)
+    stacked = np.stack([image, probability] if refiner.with_image else [probability]).astype(np.float32)
     for z0, z1 in _blocks(depth, BLOCK_DEPTH):
         for y0, y1 in _blocks(height, BLOCK_SIDE):
             for x0, x1 in _blocks(width, BLOCK_SIDE):

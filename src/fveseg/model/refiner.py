@@ -49,17 +49,19 @@ class Refiner3D(nn.Module):
     ----------
     width : int
         Channels of the first level (doubled at each of the two lower levels).
+    with_image : bool
+        Inputs (image, probability); False: the probability alone.
 
-    Forward: ``(B, 2, D, H, W)`` float32 (image scaled to about [0, 1], probability in [0, 1]); H and W
-    multiples of 4 -> ``(B, 1, D, H, W)`` logits.
+    Forward: ``(B, C, D, H, W)`` float32 (image scaled to about [0, 1], then the probability in [0, 1]; the
+    probability last); H and W multiples of 4 -> ``(B, 1, D, H, W)`` logits.
     """
 
     architecture = ARCHITECTURE
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, with_image: bool = True):
         super().__init__()
-        self.width = width
-        self.down1 = _block(2, width)
+        self.width, self.with_image = width, with_image
+        self.down1 = _block(1 + with_image, width)
         self.down2 = _block(width, 2 * width)
         self.bottom = _block(2 * width, 4 * width)
         self.up2 = _block(4 * width + 2 * width, 2 * width)
@@ -78,7 +80,7 @@ class Refiner3D(nn.Module):
         up = self.up2(torch.cat([up, second], 1))
         up = F.interpolate(up, size=first.shape[2:], mode="nearest")
         up = self.up1(torch.cat([up, first], 1))
-        probability = inputs[:, 1:2].clamp(EPSILON, 1 - EPSILON)
+        probability = inputs[:, -1:].clamp(EPSILON, 1 - EPSILON)
         return torch.logit(probability) + self.head(up)
 
 
@@ -95,7 +97,8 @@ def save_refiner(
             raise OutputExistsError(f"{target} already exists (fix: choose another path or pass overwrite)")
     base.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    meta = {"format": "fveseg-refiner", "architecture": ARCHITECTURE, "width": model.width}
+    meta = {"format": "fveseg-refiner", "architecture": ARCHITECTURE, "width": model.width,
+            "with_image": model.with_image}  # fmt: skip
     meta.update(metadata or model.metadata)
     description.write_text(json.dumps(meta, indent=1))
     return description
@@ -117,7 +120,7 @@ def load_refiner(path: str | Path, map_location: str = "cpu") -> Refiner3D:
         ) from error
     if meta.get("architecture") != ARCHITECTURE:
         raise CheckpointError(f"{description} describes {meta.get('architecture')!r}, not a {ARCHITECTURE}")
-    model = Refiner3D(int(meta.get("width", 16)))
+    model = Refiner3D(int(meta.get("width", 16)), bool(meta.get("with_image", True)))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
