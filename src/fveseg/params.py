@@ -86,7 +86,6 @@ class SegmentParams:
     resize: float | str = "auto"
     flatten: bool | str = "auto"
     isotropic: bool = False
-    refine: str | None = None
     spacing: tuple[float, float, float] | None = None
     with_image: bool = True
     channel: int | str | None = None

@@ -27,7 +27,6 @@ from fveseg.errors import InputError, OutputExistsError
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
 from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
 from fveseg.inference.plan import SegmentPlan
-from fveseg.inference.refine import refine_result, refiner_for
 from fveseg.instances.split import instances_from_prediction
 from fveseg.io import preflight
 from fveseg.io.volume import spacing_in_micrometer
@@ -149,18 +148,8 @@ def segment_array(
     prompts = list(params.prompts)
     keywords = dict(progress=progress, cancel=cancel)
     if plan is None:
-        result = segmenter.segment(data, prompts, spacing, **keywords, **segment_keywords(params))
-    else:
-        result = segmenter.run(data, plan, prompts, **keywords, **params.gate_keywords())
-    return refined(result, data, params)
-
-
-def refined(result: SegmentationResult, image, params: SegmentParams) -> SegmentationResult:
-    """``result`` refined in 3D by the refiner ``params.refine`` names (`fveseg.inference.refine`), or
-    as it is when ``params.refine`` is None."""
-    if not params.refine:
-        return result
-    return refine_result(result, image, refiner_for(params.refine), **params.gate_keywords())
+        return segmenter.segment(data, prompts, spacing, **keywords, **segment_keywords(params))
+    return segmenter.run(data, plan, prompts, **keywords, **params.gate_keywords())
 
 
 def iter_segment_array(
@@ -171,8 +160,7 @@ def iter_segment_array(
     returns the result. The napari widget's worker relays these updates to its progress bar."""
     data = prepared_image(data, params, spacing)
     keywords = segment_keywords(params)
-    result = yield from segmenter.iter_segment(data, list(params.prompts), spacing, cancel=cancel, **keywords)
-    return refined(result, data, params)
+    return (yield from segmenter.iter_segment(data, list(params.prompts), spacing, cancel=cancel, **keywords))
 
 
 def flatten_notes(params: SegmentParams, flattened: bool, name: str) -> list[str]:
