@@ -143,10 +143,15 @@ def test_trust_notes_say_what_looks_wrong_and_what_to_try():
         caps[0 if i < 2 else 7, i * 4 : i * 4 + 2, :2] = i + 1
     caps[3, 0:2, 8:10] = 4
     notes = trust_notes({"nuclei": (caps, {})}, params, (1.0, 1.0, 1.0), "a.tif")
-    assert len(notes) == 1 and "75% of the" in notes[0]
-    fine = np.zeros((8, 16, 16), np.uint32)
-    fine[2:5, :4, :4], fine[3:6, 8:12, 8:12] = 1, 2
+    assert len(notes) == 2 and "75% of the" in notes[0] and "about 2 px across" in notes[1]  # and tiny
+    fine = np.zeros((8, 40, 40), np.uint32)  # objects 12 px across: inside the trained 9-24 px
+    fine[2:5, 2:14, 2:14], fine[3:6, 20:32, 20:32] = 1, 2
     assert trust_notes({"nuclei": (fine, {})}, params, (1.0, 1.0, 1.0), "a.tif") == []
+    # the same objects seen at resize 0.5 (6 px) or 2.5 (30 px): outside; the fix brings them to 18 px
+    small = trust_notes({"nuclei": (fine, {})}, params, (1.0, 1.0, 1.0), "a.tif", scale=0.5)
+    assert len(small) == 1 and "about 6 px across" in small[0] and "--resize 1.5" in small[0]
+    large = trust_notes({"nuclei": (fine, {})}, params, (1.0, 1.0, 1.0), "a.tif", scale=2.5)
+    assert len(large) == 1 and "about 30 px across" in large[0] and "--resize 1.5" in large[0]
 
 
 def test_widget_notes_use_the_widgets_words():

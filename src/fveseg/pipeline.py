@@ -24,6 +24,7 @@ import numpy as np
 
 from fveseg import io
 from fveseg.errors import InputError, OutputExistsError
+from fveseg.inference.auto_scale import TARGET_DIAMETER, TRAINED_DIAMETER, typical_diameter
 from fveseg.inference.gate import EXIST_LOW, SegmentationResult, doubtful_slices
 from fveseg.inference.model_choice import NOISY_MODEL, load_segmenter
 from fveseg.inference.plan import SegmentPlan
@@ -435,7 +436,7 @@ def segment_file(
     mark = time.perf_counter()
     layers = label_layers(result, prepared, spacing, image=image)
     objects = count_objects(layers, params.instances)
-    notes += trust_notes(layers, params, spacing, job.source.name)
+    notes += trust_notes(layers, params, spacing, job.source.name, result.scale)
     stages["instances" if params.instances else "labels"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -452,10 +453,11 @@ MEASURED_ANISOTROPY = 4.0
 
 
 def trust_notes(
-    layers: dict[str, tuple[np.ndarray, dict]], params: SegmentParams, spacing, name: str
+    layers: dict[str, tuple[np.ndarray, dict]], params: SegmentParams, spacing, name: str, scale: float = 1.0
 ) -> list[str]:
     """Warnings, in words, when a result looks wrong or the stack lies outside what the model was
-    measured on; each names what to try."""
+    measured on; each names what to try. ``scale``: the in-plane resize the network ran at
+    (``result.scale``), to judge the objects' size as the network saw them."""
     notes = []
     known = spacing is not None and all(np.isfinite(s) and s > 0 for s in spacing)
     depth = next(iter(layers.values()))[0].shape[0] if layers else 0
@@ -492,5 +494,14 @@ def trust_notes(
                 notes.append(
                     f'{name}: {touching:.0%} of the "{prompt}" objects touch the first or last slice, so '
                     "caps may be counted as objects; check the voxel size (--scale) or try --isotropic"
+                )
+        if 0 < count <= MANY_OBJECTS:
+            native = typical_diameter(labels > 0)  # per slice along z, in pixels
+            if native and not TRAINED_DIAMETER[0] <= native * scale <= TRAINED_DIAMETER[1]:
+                notes.append(
+                    f'{name}: the "{prompt}" objects measure about {native * scale:.0f} px across as the '
+                    f"network saw them (resize {scale:g}), outside the {TRAINED_DIAMETER[0]:g}-"
+                    f"{TRAINED_DIAMETER[1]:g} px it was trained on; check the result, or try --resize "
+                    f"{TARGET_DIAMETER / native:.2g}"
                 )
     return notes

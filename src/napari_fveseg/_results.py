@@ -162,10 +162,11 @@ def existence_summary(existence: dict[str, list[float]], threshold: float) -> st
 
 
 def result_notes(
-    layers: list[LayerData], prompts: list[str], thresholds: Thresholds, place: Placement
+    layers: list[LayerData], prompts: list[str], thresholds: Thresholds, place: Placement, scale: float = 1.0
 ) -> list[str]:
     """The pipeline's warnings for these instance layers (`fveseg.pipeline.trust_notes`): no object,
-    thousands of objects, objects at the stack's ends, an unknown or very coarse voxel size."""
+    thousands of objects, objects at the stack's ends, objects of a size the model was not trained at
+    (``scale``: the resize the network ran at), an unknown or very coarse voxel size."""
     from fveseg.params import slug
     from fveseg.pipeline import trust_notes
 
@@ -175,7 +176,7 @@ def result_notes(
         return []
     named = {slug(prompt): (np.asarray(data)[None] if place.squeeze else np.asarray(data), {})
              for prompt, data in instances.items()}  # fmt: skip
-    return in_widget_words(trust_notes(named, thresholds.params(prompts), place.spacing, "the image"))
+    return in_widget_words(trust_notes(named, thresholds.params(prompts), place.spacing, "the image", scale))
 
 
 #: The CLI's words in the pipeline's notes, and the widget's fields (or the command) to say instead.

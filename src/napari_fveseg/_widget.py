@@ -366,7 +366,7 @@ class SegmentationWidget(QWidget):
                 flatten_notes(params, image is not data, "the image")
                 + noisy_stack_notes(result, data, "the image")
             )
-            outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place)
+            outcome["notes"] += result_notes(outcome["layers"], prompts, thresholds, place, result.scale)
         except GeneratorExit:  # the worker was quit: let the generator close
             raise
         except BaseException as error:  # reported in the GUI thread as a notification

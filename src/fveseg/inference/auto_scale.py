@@ -38,6 +38,9 @@ ENLARGE_BELOW = 16.0
 ENLARGE_SCALE = 1.25
 #: Probabilities in this open band count as unsure (`ambiguous_fraction`).
 AMBIGUOUS_BAND = (0.2, 0.8)
+#: Nucleus diameters (pixels, as the network sees them) the bundled models were trained at: the
+#: ``augment.target_diameter`` of every `training/configs` file they were trained with.
+TRAINED_DIAMETER = (9.0, 24.0)
 #: `surer_at_half`: half the scale wins when it leaves less than this share of the unsure pixels.
 AMBIGUITY_DROP = 0.5
 
