@@ -1,7 +1,7 @@
 """One volume through the whole product: read → segment → label layers → write.
 
 Every door calls this module: ``fveseg segment`` (`segment_file` per input), the dask workers
-(`fveseg.distributed`: `plan_array` once, then blocks), the napari widget (`prepare`, `segment_array`,
+(`fveseg.distributed`: `plan_array` once, then blocks), the napari widget (`prepare`, `iter_segment_array`,
 `instance_labels` for its layers), the training checks (`segment_volume`) and Python users (`segment`).
 `SegmentParams` holds every option and its default, once.
 

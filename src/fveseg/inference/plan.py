@@ -43,9 +43,8 @@ class SegmentPlan:
     z_factor: float | None = None
     model: str | None = None
     noise: float | None = None
-    # Work the planning did that a run may reuse in this process: the probe's native-size result when it
-    # covered the whole volume, keyed by its prompts and thresholds, and the z-resampled volume. Large, so
-    # never pickled and never compared.
+    # Work the planning did that a run may reuse in this process: the probe's window results by scale and
+    # prompts, and the z-resampled volume. Large, so never pickled and never compared.
     reuse: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self) -> dict:

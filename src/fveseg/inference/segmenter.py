@@ -176,10 +176,7 @@ class Segmenter:
             return plan
         if canonical is None:
             raise InputError("The automatic scale measures the prompts' objects: pass prompts, or a scale.")
-        probe = self._probe_steps(volume, replace(plan, shape=seen), canonical, thresholds, cancel)
-        scale, whole = yield from probe
-        if whole is not None and scale == 1.0:  # the probe was the whole run: `run` returns it once
-            reuse["probe"] = ((tuple(canonical), *thresholds.values()), whole)
+        scale = yield from self._probe_steps(volume, replace(plan, shape=seen), canonical, thresholds, cancel)
         return replace(plan, scale=float(scale))
 
     def _probe_steps(self, volume, plan: SegmentPlan, prompts: list[str], thresholds: dict, cancel):
@@ -190,8 +187,8 @@ class Segmenter:
         segment the windows at half the scale (half of 1 after an enlargement) and take half when the
         network is far surer there (`fveseg.inference.auto_scale.surer_at_half`). Depends only on the whole
         volume, so every slice range of it gets the same scale. A generator: yields ``(done, total)``
-        probe slices and returns ``(scale, result)``, ``result`` the native-size probe when it covered the
-        whole volume, else None."""
+        probe slices and returns the scale. The windows' results stay in ``plan.reuse``: the run takes the
+        batches they hold at the scale chosen (`_probed_batch`) instead of segmenting them again."""
         depth, step = volume.shape[plan.axis], self.batch_size
         width = -(-max(PROBE_SLICES, step) // step) * step
         if depth <= 2 * width:
@@ -203,7 +200,7 @@ class Segmenter:
         per_pass = sum(stop - first for first, stop in windows)
         passes = {"done": 0, "total": 2}  # native size and the half-scale check, until measured
 
-        def probe(scale):  # per prompt: (masks, gated probabilities) of the windows; the last result
+        def probe(scale):  # per prompt: (masks, gated probabilities) of the windows
             masks, probabilities = [[] for _ in prompts], [[] for _ in prompts]
             for first, stop in windows:
                 steps = self._run_steps(
@@ -211,7 +208,10 @@ class Segmenter:
                     **thresholds,
                 )  # fmt: skip
                 before = passes["done"] * per_pass + sum(b - a for a, b in windows if a < first)
-                result = yield from _relay(steps, before, passes["total"] * per_pass)
+                total = passes["total"] * per_pass
+                result = yield from _mapped(
+                    steps, lambda done, _, before=before, total=total: (before + done, total)
+                )
                 plan.reuse.setdefault("windows", []).append((scale, tuple(prompts), first, stop, result))
                 semantic = np.moveaxis(np.asarray(result.semantic), plan.axis, 0)
                 present = presence(result.existence, thresholds["exist_threshold"], thresholds["exist_low"])
@@ -221,9 +221,9 @@ class Segmenter:
                     masks[index].append(semantic == index + 1)
                     probabilities[index].append(gated[index])
             passes["done"] += 1
-            return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, [])), result
+            return [np.concatenate(m) for m in masks], np.concatenate(sum(probabilities, []))
 
-        masks, native, first_result = yield from probe(1.0)
+        masks, native = yield from probe(1.0)
         # prompts found nowhere (absent targets) have nothing to measure and do not vote
         diameters = [d for d in (typical_diameter(m) for m in masks) if d > 0]
         scale = max((scale_for_diameter(d) for d in diameters), default=1.0)
@@ -234,7 +234,7 @@ class Segmenter:
             at_scale = native if shrunk == 1.0 else (yield from probe(shrunk))[1]
             if surer_at_half(at_scale, (yield from probe(half))[1]):
                 scale = half
-        return scale, (first_result if windows == [(0, depth)] else None)
+        return scale
 
     def auto_scale(
         self,
@@ -275,6 +275,37 @@ class Segmenter:
 
         Arguments and result as `segment`. A plan with ``z_factor`` runs the whole volume only.
         """
+        steps = self._iter_run(
+            volume,
+            plan,
+            prompts,
+            mask_threshold,
+            exist_threshold,
+            exist_low,
+            cancel,
+            out,
+            overwrite,
+            start,
+            stop,
+        )
+        return _drive(steps, progress)
+
+    def _iter_run(
+        self,
+        volume,
+        plan,
+        prompts,
+        mask_threshold,
+        exist_threshold,
+        exist_low,
+        cancel,
+        out,
+        overwrite,
+        start,
+        stop,
+    ):
+        """`run` as a generator (its arguments checked here): yields ``(done, total)`` run slices; on the
+        z-resampled volume for a plan with ``z_factor``, the result sampled back at the volume's slices."""
         canonical = check_prompts(prompts)
         volume = check_volume(volume, check_finite=False)
         thresholds = _check_thresholds(mask_threshold, exist_threshold, exist_low)
@@ -286,17 +317,12 @@ class Segmenter:
         if plan.z_factor is not None and (start is not None or stop is not None or out is not None):
             raise InputError("A plan with z resampling (isotropic) runs the whole volume, in memory only.")
         keywords = dict(cancel=cancel, out=out, overwrite=overwrite, start=start, stop=stop, **thresholds)
-        return _drive(self._resampled_run_steps(volume, plan, canonical, **keywords), progress)
-
-    def _resampled_run_steps(self, volume, plan, prompts, **keywords):
-        """`_run_steps` on the volume the network sees: the z-resampled one for a plan with ``z_factor``,
-        the result sampled back at the volume's slices."""
         if plan.z_factor is None:
-            return (yield from self._run_steps(volume, plan, prompts, **keywords))
+            return (yield from self._run_steps(volume, plan, canonical, **keywords))
         resampled = plan.reuse.pop("resampled", None)
         resampled = resample_z(volume, plan.z_factor) if resampled is None else resampled
         seen = replace(plan, shape=tuple(int(s) for s in resampled.shape), z_factor=None)
-        result = yield from self._run_steps(resampled, seen, prompts, **keywords)
+        result = yield from self._run_steps(resampled, seen, canonical, **keywords)
         return result_on_grid(result, plan.shape[0], plan.z_factor)
 
     def _run_steps(self, volume, plan, prompts, mask_threshold, exist_threshold, exist_low, cancel=None,
@@ -305,12 +331,6 @@ class Segmenter:
         ``(done, total)`` slices after each batch (and ``(0, total)`` first), returns the result."""
         depth, axis, step = volume.shape[plan.axis], plan.axis, self.batch_size
         start, stop = check_slices(start, stop, depth)
-        probed = plan.reuse.get("probe")
-        if probed is not None and probed[0] == (tuple(prompts), mask_threshold, exist_threshold, exist_low):
-            if out is None and (start, stop) == (0, depth):  # the automatic scale's probe was this run
-                plan.reuse.pop("probe")
-                yield depth, depth
-                return probed[1]
         engine = self.engine
         with torch.inference_mode():
             text = engine.encode_text(prompts)  # once per call, shared by every batch
@@ -475,11 +495,19 @@ class Segmenter:
             thresholds,
             cancel,
         )
-        plan = yield from _staged(planning, "probe")
-        canonical = check_prompts(prompts)
-        volume = check_volume(volume, check_finite=False)
-        keywords = dict(cancel=cancel, out=out, overwrite=overwrite, start=start, stop=stop, **thresholds)
-        return (yield from _staged(self._resampled_run_steps(volume, plan, canonical, **keywords), "segment"))
+        plan = yield from _mapped(planning, lambda done, total: ("probe", done, total))
+        running = self._iter_run(
+            volume,
+            plan,
+            prompts,
+            **thresholds,
+            cancel=cancel,
+            out=out,
+            overwrite=overwrite,
+            start=start,
+            stop=stop,
+        )
+        return (yield from _mapped(running, lambda done, total: ("segment", done, total)))
 
     def _value_range(self, volume, intensity_range) -> tuple[float, float]:
         """The given intensity range, checked, or the volume's by the engine's rules."""
@@ -499,24 +527,14 @@ def _drive(steps: Generator, progress: Callable[..., Any] | None):
             progress(*update)
 
 
-def _relay(steps: Generator, before: int, total: int) -> Generator:
-    """``steps``' ``(done, _)`` updates as ``(before + done, total)``; returns its result."""
+def _mapped(steps: Generator, change: Callable[[int, int], tuple]) -> Generator:
+    """``steps``' ``(done, total)`` updates passed through ``change``; returns its result."""
     while True:
         try:
-            done, _ = next(steps)
+            update = next(steps)
         except StopIteration as end:
             return end.value
-        yield before + done, total
-
-
-def _staged(steps: Generator, stage: str) -> Generator:
-    """``steps``' ``(done, total)`` updates as ``(stage, done, total)``; returns its result."""
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as end:
-            return end.value
-        yield stage, done, total
+        yield change(*update)
 
 
 def _probed_batch(plan: SegmentPlan, prompts: list[str], first: int, last: int):
