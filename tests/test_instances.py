@@ -355,3 +355,51 @@ def test_auto_method_is_distance_for_volumes_and_watershed_for_one_slice():
     watershed = split_instances(image, edges, method="watershed")
     np.testing.assert_array_equal(split_instances(image, edges, method="auto"), watershed)
     assert watershed.max() == 2
+
+
+def _two_seeded_balls(gap: float, radius: float = 10.0):
+    """Two balls whose centres are ``gap`` radii apart plus a lone ball, split by a watershed of the
+    negated distance from one seed per centre: labels 1 and 2 touch, 3 stands apart."""
+    import edt
+    from skimage.segmentation import watershed
+
+    shape = (30, 30, 100)
+    centres = [(15, 15, 20), (15, 15, 20 + gap * radius), (15, 15, 80)]
+    mask = _balls(shape, centres, radius, (1.0, 1.0, 1.0))
+    distance = edt.edt(mask)
+    markers = np.zeros(shape, np.uint32)
+    for index, centre in enumerate(centres, start=1):
+        markers[tuple(int(round(c)) for c in centre)] = index
+    return watershed(-distance, markers, mask=mask).astype(np.uint32), distance
+
+
+@pytest.mark.parametrize(("gap", "ratio", "merged"), [(0.6, 0.9, True), (1.2, 0.9, False), (1.2, 0.75, True)])
+def test_merge_thick_necks_follows_the_neck_of_two_balls(gap, ratio, merged):
+    """Balls of radius r with centres d apart meet at a neck of r * sqrt(1 - (d / 2r)**2): 0.95 r at
+    d = 0.6 r, 0.80 r at d = 1.2 r. The pair merges when the neck is at least ``ratio`` r; the lone ball
+    keeps its id, and a merged pair takes the lower one."""
+    from fveseg.instances.split import merge_thick_necks
+
+    labels, distance = _two_seeded_balls(gap)
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    out = merge_thick_necks(labels, distance, ratio)
+    expected = np.where(labels == 2, 1, labels) if merged else labels
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_distance_split_merges_two_lobes_joined_by_a_thick_neck_only_when_asked():
+    from fveseg.instances.split import split_instances
+
+    # a dumbbell: balls of radius 10 at both ends of a cylinder of radius 9.5, 30 voxels between the
+    # centres: two distance maxima (10) more than a radius apart, joined by a neck of 9.5 (0.95 of them)
+    shape = (30, 30, 70)
+    mask = _balls(shape, [(15, 15, 20), (15, 15, 50)], 10.0, (1.0, 1.0, 1.0))
+    z, y, x = np.indices(shape)
+    mask |= ((z - 15) ** 2 + (y - 15) ** 2 <= 9.5**2) & (x >= 20) & (x <= 50)
+    assert split_instances(mask, None, method="distance").max() == 2
+    merged = split_instances(mask, None, method="distance", merge_necks=0.9)
+    assert merged.max() == 1
+    np.testing.assert_array_equal(merged > 0, mask)
+    # two whole balls overlapping by a tenth of a diameter stay two at the product's ratio
+    touching = _balls((30, 30, 60), [(15, 15, 20), (15, 15, 38)], 10.0, (1.0, 1.0, 1.0))
+    assert split_instances(touching, None, method="distance", merge_necks=0.9).max() == 2

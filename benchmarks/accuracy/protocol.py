@@ -309,7 +309,14 @@ def choices(result) -> dict:
 
 #: SegmentParams fields that act after the network (`fveseg.pipeline.label_layers`): variants that differ
 #: only in these reuse one network run per sample within a protocol run.
-INSTANCE_FIELDS = ("instances", "min_size", "min_relative_size", "instance_method", "focus_fraction")
+INSTANCE_FIELDS = (
+    "instances",
+    "min_size",
+    "min_relative_size",
+    "instance_method",
+    "focus_fraction",
+    "merge_necks",
+)
 
 
 def network_key(params) -> tuple:

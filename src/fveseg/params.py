@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fveseg.errors import InputError
 from fveseg.instances.haze import FOCUS_FRACTION
-from fveseg.instances.split import SPECK_FRACTION
+from fveseg.instances.split import NECK_MERGE, SPECK_FRACTION
 
 __all__ = ["FLATTEN_CHOICES", "SegmentParams", "flatten_name", "slug"]
 
@@ -35,6 +35,10 @@ class SegmentParams:
         Drop specks under this fraction of the typical object size (0: keep all).
     instance_method : {"auto", "watershed", "distance", "reference"}
         How masks become instances (`fveseg.instances.split.split_instances`).
+    merge_necks : float
+        Merge 3D objects joined by a neck at least this fraction as thick as the thinner one (0: never;
+        `fveseg.instances.split.merge_thick_necks`); 0.9 lifted every re-imaged cells3d row of the
+        evaluation protocol (docs/experiments/2026-12-06-neck-merge.md).
     focus_fraction : float
         Drop each instance's cross-sections dimmer than this fraction of its brightest (0: keep all).
     checkpoint : str or None
@@ -75,6 +79,7 @@ class SegmentParams:
     min_relative_size: float = SPECK_FRACTION
     instance_method: str = "auto"
     focus_fraction: float = FOCUS_FRACTION
+    merge_necks: float = NECK_MERGE
     checkpoint: str | None = "default"
     device: str = "auto"
     batch_size: int = 8

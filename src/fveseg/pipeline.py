@@ -233,6 +233,7 @@ def instance_labels(
         min_size=params.min_size,
         min_relative_size=params.min_relative_size,
         focus_fraction=params.focus_fraction,
+        merge_necks=params.merge_necks,
     )
 
 

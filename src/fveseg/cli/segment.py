@@ -70,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop specks smaller than this fraction of the typical object size (0: keep all)",
     )
     group.add_argument(
+        "--merge-necks",
+        type=_probability,
+        default=DEFAULTS.merge_necks,
+        metavar="R",
+        help="merge two 3D objects when the neck joining them is at least R times as thick as the thinner "
+        f"one (lobes of one nucleus; default {DEFAULTS.merge_necks}, 0: never)",
+    )
+    group.add_argument(
         "--instance-method",
         choices=INSTANCE_METHODS,
         default=DEFAULTS.instance_method,
@@ -209,6 +217,7 @@ def options_from_args(args: argparse.Namespace) -> SegmentParams:
         min_size=args.min_size,
         min_relative_size=args.min_relative_size,
         instance_method=args.instance_method,
+        merge_necks=args.merge_necks,
         focus_fraction=args.focus_fraction,
         checkpoint=args.model or DEFAULTS.checkpoint,
         device=args.device,

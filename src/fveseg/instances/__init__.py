@@ -5,6 +5,7 @@
 from fveseg.instances.haze import FOCUS_FRACTION, trim_out_of_focus
 from fveseg.instances.split import (
     EDGE_THRESHOLD,
+    NECK_MERGE,
     SPECK_FRACTION,
     instances_from_prediction,
     reference_split,
@@ -14,6 +15,7 @@ from fveseg.instances.split import (
 __all__ = [
     "EDGE_THRESHOLD",
     "FOCUS_FRACTION",
+    "NECK_MERGE",
     "SPECK_FRACTION",
     "instances_from_prediction",
     "reference_split",

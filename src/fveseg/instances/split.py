@@ -43,13 +43,20 @@ __all__ = [
     "contact_areas",
     "speck_mask",
     "SPECK_FRACTION",
+    "NECK_MERGE",
     "EDGE_THRESHOLD",
     "instances_from_prediction",
+    "merge_thick_necks",
 ]
 
 
 #: The speck filter (``min_relative_size``) used by the CLI, the napari widget and the evaluation.
 SPECK_FRACTION = 0.1
+#: The neck merge of 3D instances (``merge_necks``) used by the CLI, the napari widget and the evaluation:
+#: above the neck of any two whole touching balls (at most 0.87 of the radius, `merge_thick_necks`), so
+#: only lobes of one body merge; it lifted every re-imaged cells3d row of the evaluation protocol
+#: (docs/experiments/2026-12-06-neck-merge.md).
+NECK_MERGE = 0.9
 #: Edge probability above which a voxel is a boundary when seeding the watershed. The edge head is
 #: under-confident on thin boundaries: on the 53 real validation images instance F1 is 0.749 at 0.5 and
 #: 0.761-0.768 anywhere from 0.1 to 0.3 (docs/instances.md); 0.2 is the middle of that plateau.
@@ -72,6 +79,7 @@ def split_instances(
     merge_z_splits: bool = True,
     split_necks: float | None = 0.5,
     min_relative_size: float = 0.0,
+    merge_necks: float = 0.0,
 ) -> np.ndarray:
     """Split a foreground mask into instances using a predicted edge map.
 
@@ -121,6 +129,11 @@ def split_instances(
         spacing or nucleus size; 0 (the default) keeps every object and every mask voxel. The CLI and
         the napari widget use 0.1, which raised instance F1 on every real and synthetic set measured
         (docs/instances.md).
+    merge_necks : float in [0, 1]
+        ``"distance"`` only. Merge two touching objects when the thickest point of their shared boundary
+        (the largest distance-map value on it) is at least this fraction of the smaller of their two
+        largest distances: two lobes of one nucleus meet at a thick neck, two touching nuclei at a thin
+        one (`merge_thick_necks`). 0 (the default) merges nothing.
 
     Returns
     -------
@@ -141,7 +154,7 @@ def split_instances(
     if method == "reference":
         labels = reference_split(fg, edge_map, 0.5 if edge_threshold is None else edge_threshold)
     elif method == "distance":
-        labels = distance_split(fg, spacing3)
+        labels = distance_split(fg, spacing3, merge_necks=merge_necks)
     elif method == "watershed":
         edge_threshold = EDGE_THRESHOLD if edge_threshold is None else edge_threshold
         interior = fg if edge_map is None else fg & (edge_map < edge_threshold)
@@ -175,6 +188,7 @@ def instances_from_prediction(
     min_size: float = 0.0,
     min_relative_size: float = SPECK_FRACTION,
     focus_fraction: float | None = None,
+    merge_necks: float = NECK_MERGE,
 ) -> np.ndarray:
     """Instance labels exactly as the CLI and the napari widget make them from a prediction.
 
@@ -191,8 +205,8 @@ def instances_from_prediction(
     spacing : (dz, dy, dx), optional
     axis : int
         The slicing axis (``result.axis``).
-    method, min_size, min_relative_size
-        As for `split_instances` (the speck filter is on by default here).
+    method, min_size, min_relative_size, merge_necks
+        As for `split_instances` (the speck filter and the neck merge are on by default here).
     focus_fraction : float, optional
         `fveseg.instances.haze.FOCUS_FRACTION` by default; 0 keeps every cross-section.
 
@@ -203,7 +217,13 @@ def instances_from_prediction(
     from fveseg.instances.haze import FOCUS_FRACTION, trim_out_of_focus
 
     labels = split_instances(
-        mask, edges, spacing=spacing, method=method, min_size=min_size, min_relative_size=min_relative_size
+        mask,
+        edges,
+        spacing=spacing,
+        method=method,
+        min_size=min_size,
+        min_relative_size=min_relative_size,
+        merge_necks=merge_necks,
     )
     if image is None:
         return labels
@@ -211,7 +231,9 @@ def instances_from_prediction(
     return trim_out_of_focus(labels, image, axis=axis, fraction=fraction)
 
 
-def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def distance_split(
+    fg: np.ndarray, spacing: tuple[float, float, float], merge_necks: float = 0.0
+) -> np.ndarray:
     """Instances of a (D, H, W) boolean mask formed in 3D, in physical units, from the mask's shape alone.
 
     Slice-wise masks flicker from slice to slice and their in-plane edges do not separate objects
@@ -223,7 +245,8 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     within a ball of radius R (physical units; `_ball_maxima`), one per plateau; each seed grows over
     the smoothed mask by watershed on the negated distance, and the labels go back onto the mask itself
     (voxels the smoothing dropped join their nearest object, `grow_in_mask`). Two nucleus centres
-    closer than a typical radius are one nucleus.
+    closer than a typical radius are one nucleus. With ``merge_necks`` > 0, objects joined by a thick neck
+    are then merged (`merge_thick_necks`).
 
     Returns uint32 labels (not renumbered) covering exactly ``fg``.
     """
@@ -239,8 +262,65 @@ def distance_split(fg: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     peaks = _ball_maxima(smooth, distance, steps, radius)
     markers = cc3d.connected_components(peaks, connectivity=26, out_dtype=np.uint32)
     labels = watershed(-distance, markers, mask=smooth).astype(np.uint32)
+    if merge_necks > 0:
+        labels = merge_thick_necks(labels, distance, merge_necks)
     # back onto the mask itself: the instances cover exactly the foreground the semantic map shows
     return grow_in_mask(np.where(fg, labels, 0).astype(np.uint32), fg, spacing)
+
+
+def merge_thick_necks(labels: np.ndarray, distance: np.ndarray, ratio: float) -> np.ndarray:
+    """Merge touching objects joined by a neck at least ``ratio`` times as thick as the thinner object.
+
+    Parameters
+    ----------
+    labels : ndarray of uint32, (D, H, W)
+        Objects (0 background), e.g. a watershed of ``-distance``.
+    distance : ndarray of float, (D, H, W)
+        Distance to the mask's border (physical units).
+    ratio : float in (0, 1]
+        A pair merges when its neck, the largest ``min(distance[a], distance[b])`` over face-adjacent
+        voxels ``a``, ``b`` of the two objects, is at least ``ratio`` × the smaller of the two objects'
+        largest ``distance``. Two balls of radius ρ with centres d apart meet at a neck of
+        ρ·√(1 − (d/2ρ)²): ratio 0.75 merges balls closer than 1.3ρ; lobes of one body have necks
+        nearly as thick as the lobes.
+
+    Returns
+    -------
+    ndarray of uint32, like ``labels``: merged groups take the lowest id of the group, ids not renumbered.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(labels.max()) + 1
+    if n < 3:
+        return labels
+    pairs, necks = [], []
+    for axis in range(labels.ndim):
+        lo = np.moveaxis(labels, axis, 0)
+        depth = np.moveaxis(distance, axis, 0)
+        a, b = lo[:-1], lo[1:]
+        touching = (a != b) & (a > 0) & (b > 0)
+        first, second = a[touching].astype(np.int64), b[touching].astype(np.int64)
+        pairs.append(np.minimum(first, second) * n + np.maximum(first, second))
+        necks.append(np.minimum(depth[:-1][touching], depth[1:][touching]))
+    pairs, necks = np.concatenate(pairs), np.concatenate(necks)
+    if pairs.size == 0:
+        return labels
+    unique, inverse = np.unique(pairs, return_inverse=True)
+    neck = np.zeros(unique.size)
+    np.maximum.at(neck, inverse, necks)
+    peak = ndi.maximum(distance, labels, np.arange(n))
+    peak = np.asarray(peak, dtype=np.float64)
+    low, high = unique // n, unique % n
+    join = neck >= ratio * np.minimum(peak[low], peak[high])
+    if not join.any():
+        return labels
+    graph = coo_matrix((np.ones(int(join.sum())), (low[join], high[join])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    # each group takes its lowest id, so unmerged objects keep theirs
+    lowest = np.full(group.max() + 1, n, dtype=np.int64)
+    np.minimum.at(lowest, group, np.arange(n))
+    return lowest[group].astype(np.uint32)[labels]
 
 
 def _ball_maxima(inside: np.ndarray, distance: np.ndarray, steps: np.ndarray, radius: float) -> np.ndarray:
