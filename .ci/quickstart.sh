@@ -17,7 +17,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
-    # torch and torchvision pinned together: timm needs torchvision, and the two must match.
+    # torch and torchvision pinned together: the test extra's timm needs torchvision, and the two must match.
     "$venv/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || \
         "$venv/bin/python" -m pip install -q torch torchvision
     "$venv/bin/python" -m pip install -q -e ".[test]"

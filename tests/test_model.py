@@ -178,3 +178,64 @@ def test_the_released_v2_architecture_is_a_registry_entry():
     assert build_model("tiny").architecture in ENGINES
     with pytest.raises(InputError, match="reference-v2"):  # the error lists every registered name
         build_model("no-such-model")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"embed_dim": 24, "depths": (1, 1, 2, 1)},  # the shipped tiny model's backbone
+        {  # the reference v2 model's options (FocalNet-L), at a small width
+            "embed_dim": 16,
+            "depths": (2, 1, 3, 1),
+            "focal_levels": (4, 4, 4, 4),
+            "use_overlap_down": True,
+            "use_post_norm": True,
+            "normalize_modulator": True,
+            "layerscale_value": 1e-4,
+            "drop_path_rate": 0.2,
+        },
+    ],
+)
+def test_focalnet_equals_timms_class(config):
+    """Same parameter names, same initial weights from the same seed, same outputs (eval and, with the
+    same seed, stochastic-depth training) as the timm class the shipped checkpoints were trained with."""
+    timm_focalnet = pytest.importorskip("timm.models.focalnet")
+    from fveseg.model.focalnet import FocalNet
+
+    torch.manual_seed(0)
+    reference = timm_focalnet.FocalNet(num_classes=0, **config)
+    reference.norm, reference.head = torch.nn.Identity(), torch.nn.Identity()
+    torch.manual_seed(0)
+    ours = FocalNet(**config)
+    theirs = reference.state_dict()
+    assert list(ours.state_dict()) == list(theirs)
+    assert all(torch.equal(value, theirs[name]) for name, value in ours.state_dict().items())
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    ours.load_state_dict(reference.state_dict())
+    images = torch.randn(2, 3, 64, 64)
+    for training in (False, True):
+        reference.train(training)
+        ours.train(training)
+        torch.manual_seed(1)
+        expected, x = [], reference.stem(images)
+        for stage in reference.layers:
+            x = stage(x)
+            expected.append(x)
+        torch.manual_seed(1)
+        got = ours(images)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_importing_the_pipeline_leaves_timm_and_torchvision_out():
+    """timm imports torchvision's detection ops and torch._dynamo (1.6 s of start-up): the core needs none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fveseg.pipeline\n"
+        "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -363,7 +363,7 @@ def test_precomputed_table_matches_live_minilm():
 
 
 def test_gpu_import_path_needs_no_zarr_dask_napari_transformers():
-    """The GPU box has torch, timm, numpy, scipy, scikit-image, tifffile, safetensors only."""
+    """The GPU box has torch, numpy, scipy, scikit-image, tifffile, safetensors only."""
     blocked = (
         "zarr",
         "dask",

@@ -309,8 +309,10 @@ def merge_thick_necks(labels: np.ndarray, distance: np.ndarray, ratio: float) ->
     unique, inverse = np.unique(pairs, return_inverse=True)
     neck = np.zeros(unique.size)
     np.maximum.at(neck, inverse, necks)
-    peak = ndi.maximum(distance, labels, np.arange(n))
-    peak = np.asarray(peak, dtype=np.float64)
+    peak = np.zeros(n)
+    for index, box in enumerate(ndi.find_objects(labels), start=1):  # per object: ndimage's sort is slower
+        if box is not None:
+            peak[index] = distance[box][labels[box] == index].max()
     low, high = unique // n, unique % n
     join = neck >= ratio * np.minimum(peak[low], peak[high])
     if not join.any():

@@ -1,11 +1,12 @@
-"""Vision backbone: timm's FocalNet returning four feature maps at strides 4, 8, 16, 32."""
+"""Vision backbone: a FocalNet (`fveseg.model.focalnet`, timm's layout) returning four feature maps at strides
+4, 8, 16, 32."""
 
 from __future__ import annotations
 
 import torch
-from timm.layers import LayerNorm2d
-from timm.models.focalnet import FocalNet
 from torch import nn
+
+from fveseg.model.focalnet import FocalNet, LayerNorm2d
 
 __all__ = ["FocalNetBackbone"]
 
@@ -20,7 +21,7 @@ class FocalNetBackbone(nn.Module):
     depths, focal_levels, focal_windows : tuple of 4 ints
         Blocks, focal levels and focal window per stage.
     use_conv_embed : bool
-        Overlapping convolutional patch embedding (timm ``use_overlap_down``).
+        Overlapping convolutional patch embedding (FocalNet's ``use_overlap_down``).
     use_post_norm, use_layerscale : bool
         FocalNet-L style post-normalisation and layer scale (1e-4).
     out_norm : bool
@@ -50,7 +51,6 @@ class FocalNetBackbone(nn.Module):
     ):
         super().__init__()
         self.body = FocalNet(
-            num_classes=0,
             embed_dim=embed_dim,
             depths=tuple(depths),
             focal_levels=tuple(focal_levels),
@@ -60,16 +60,8 @@ class FocalNetBackbone(nn.Module):
             layerscale_value=1e-4 if use_layerscale else None,
             drop_path_rate=drop_path_rate,
         )
-        # The classifier's final norm and head are unused: drop them so they hold no parameters.
-        self.body.norm = nn.Identity()
-        self.body.head = nn.Identity()
         self.channels = tuple(embed_dim * 2**i for i in range(len(depths)))
         self.out_norms = nn.ModuleList([LayerNorm2d(c) if out_norm else nn.Identity() for c in self.channels])
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.body.stem(images)
-        outputs = []
-        for stage, norm in zip(self.body.layers, self.out_norms):
-            x = stage(x)
-            outputs.append(norm(x))
-        return outputs
+        return [norm(x) for x, norm in zip(self.body(images), self.out_norms)]

@@ -21,7 +21,7 @@ class ModelConfig:
     """Architecture of a `BiomedParseV` (all fields JSON-serialisable; stored in checkpoints)."""
 
     name: str = "custom"
-    # backbone (timm FocalNet)
+    # backbone (FocalNet, fveseg.model.focalnet)
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
     focal_levels: tuple[int, ...] = (2, 2, 2, 2)

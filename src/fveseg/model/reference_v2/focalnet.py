@@ -1,6 +1,6 @@
-"""FocalNet-L backbone of the reference v2 model, built on timm's FocalNet.
+"""FocalNet-L backbone of the reference v2 model, built on `fveseg.model.focalnet` (timm's FocalNet layout).
 
-timm's FocalNet carries the official D2FocalNet weights through a name mapping (`names.py`): the
+timm's FocalNet layout carries the official D2FocalNet weights through a name mapping (`names.py`): the
 official ``scaling_modulator`` is timm's ``normalize_modulator``, ``use_postln`` is ``use_post_norm``,
 ``use_conv_embed`` is ``use_overlap_down``, layer scale is ``layerscale_value``; timm runs channels-first
 with 1x1 convolutions where the official code has ``nn.Linear`` (same weights, reshaped), and moves each
@@ -11,9 +11,9 @@ stage's downsampling to the start of the next stage. The official per-output ``n
 from __future__ import annotations
 
 import torch
-from timm.layers import LayerNorm2d
-from timm.models.focalnet import FocalNet
 from torch import nn
+
+from fveseg.model.focalnet import FocalNet, LayerNorm2d
 
 __all__ = ["ReferenceFocalNet"]
 
@@ -42,7 +42,6 @@ class ReferenceFocalNet(nn.Module):
     ):
         super().__init__()
         self.body = FocalNet(
-            num_classes=0,
             embed_dim=embed_dim,
             depths=tuple(depths),
             focal_levels=tuple(focal_levels),
@@ -53,15 +52,8 @@ class ReferenceFocalNet(nn.Module):
             layerscale_value=1e-4,
             drop_path_rate=0.0,
         )
-        self.body.norm = nn.Identity()  # classifier parts are not in the reference
-        self.body.head = nn.Identity()
         self.channels = tuple(embed_dim * 2**i for i in range(len(depths)))
         self.out_norms = nn.ModuleList([LayerNorm2d(c, eps=1e-5) for c in self.channels])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.body.stem(x)
-        out = {}
-        for i, (stage, norm) in enumerate(zip(self.body.layers, self.out_norms)):
-            x = stage(x)
-            out[f"res{i + 2}"] = norm(x)
-        return out
+        return {f"res{i + 2}": norm(y) for i, (y, norm) in enumerate(zip(self.body(x), self.out_norms))}
