@@ -239,3 +239,36 @@ def test_importing_the_pipeline_leaves_timm_and_torchvision_out():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_attention_block_masks_padding_exactly_as_multihead_attention():
+    """The padding mask is handed to torch as the attention mask it would make of it: same outputs."""
+    from fveseg.model.decoder import _AttentionBlock
+
+    torch.manual_seed(0)
+    block = _AttentionBlock(16, 4).eval()
+    x, kv = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, 5:], pad[2, 1:] = True, True
+    with torch.no_grad():
+        expected = block.norm(x + block.attn(x, kv, kv, key_padding_mask=pad, need_weights=False)[0])
+        assert torch.equal(block(x, kv, key_padding_mask=pad), expected)
+
+
+def test_a_forward_pass_imports_neither_sympy_nor_timm():
+    """torch's key-padding check imports sympy (0.3 s), timm imports torchvision and torch._dynamo (1.6 s):
+    a process that segments needs none of them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from fveseg.model import build_model\n"
+        "model = build_model('tiny').eval()\n"
+        "from fveseg.inference.segmenter import Segmenter\n"
+        "import numpy as np\n"
+        "Segmenter(model, device='cpu').segment(np.random.rand(3, 64, 64).astype('float32'), ['nuclei'])\n"
+        "print(sorted(m for m in ('sympy', 'timm', 'torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

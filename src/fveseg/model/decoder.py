@@ -97,10 +97,21 @@ class _AttentionBlock(nn.Module):
     def forward(self, x, kv, pos_q=None, pos_k=None, attn_mask=None, key_padding_mask=None, keys=None):
         q = x if pos_q is None else x + pos_q
         k = keys if keys is not None else kv if pos_k is None else kv + pos_k
+        if key_padding_mask is not None and attn_mask is None:
+            attn_mask, key_padding_mask = self._padding_as_attention_mask(key_padding_mask, q), None
         out = self.attn(q, k, kv, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)[
             0
         ]
         return self.norm(x + out)
+
+    def _padding_as_attention_mask(self, key_padding_mask: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The (B * heads, L, S) float mask, 0 or -inf, that MultiheadAttention makes of a (B, S) key padding
+        mask (the same values, so the same outputs): given as a key padding mask, torch's shape check
+        imports sympy, 0.3 s of the first call in every process."""
+        heads = self.attn.num_heads
+        pad = torch.zeros(key_padding_mask.shape, dtype=q.dtype, device=q.device)
+        pad.masked_fill_(key_padding_mask, float("-inf"))
+        return pad[:, None, None, :].expand(-1, heads, q.shape[1], -1).reshape(-1, q.shape[1], pad.shape[1])
 
 
 class _FFNBlock(nn.Module):
