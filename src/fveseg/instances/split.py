@@ -31,6 +31,8 @@ import edt
 import fastremap
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from fveseg.errors import InputError
@@ -288,9 +290,6 @@ def merge_thick_necks(labels: np.ndarray, distance: np.ndarray, ratio: float) ->
     -------
     ndarray of uint32, like ``labels``: merged groups take the lowest id of the group, ids not renumbered.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = int(labels.max()) + 1
     if n < 3:
         return labels
