@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.merge_necks,
         metavar="R",
         help="merge two 3D objects when the neck joining them is at least R times as thick as the thinner "
-        f"one (lobes of one nucleus; default {DEFAULTS.merge_necks}, 0: never)",
+        "one (lobes of one nucleus; 0: never)",
     )
     group.add_argument(
         "--instance-method",
