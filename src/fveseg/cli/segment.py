@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="drop each instance's cross-sections dimmer than F times its brightest one, above background, "
         "and objects dimmer than F times a brighter object in the same columns (out-of-focus haze along "
-        f"the slicing axis; default {DEFAULTS.focus_fraction}, 0: keep all)",
+        "the slicing axis; 0: keep all)",
     )
     group = parser.add_argument_group("model")
     group.add_argument(
