@@ -316,6 +316,7 @@ INSTANCE_FIELDS = (
     "instance_method",
     "focus_fraction",
     "merge_necks",
+    "min_contrast",
 )
 
 
