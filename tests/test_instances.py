@@ -403,25 +403,3 @@ def test_distance_split_merges_two_lobes_joined_by_a_thick_neck_only_when_asked(
     # two whole balls overlapping by a tenth of a diameter stay two at the product's ratio
     touching = _balls((30, 30, 60), [(15, 15, 20), (15, 15, 38)], 10.0, (1.0, 1.0, 1.0))
     assert split_instances(touching, None, method="distance", merge_necks=0.9).max() == 2
-
-
-def test_object_contrast_and_dim_objects_by_hand():
-    """Background 10; objects at 30, 28 and 12 (contrast 20, 18, 2 above their rings): the median is 18,
-    so at 0.2 (3.6) only the 12 goes; an object with no background in its ring is kept."""
-    from fveseg.instances.contrast import drop_dim_objects, object_contrast
-
-    labels = np.zeros((1, 20, 40), np.uint32)
-    image = np.full(labels.shape, 10.0)
-    for index, (x, value) in enumerate([(2, 30.0), (12, 28.0), (22, 12.0)], start=1):
-        labels[0, 5:10, x : x + 5] = index
-        image[0, 5:10, x : x + 5] = value
-    contrast = object_contrast(labels, image)
-    np.testing.assert_allclose(contrast[1:], [20.0, 18.0, 2.0])
-    assert np.isnan(contrast[0])
-    kept = drop_dim_objects(labels, image, 0.2)
-    assert set(np.unique(kept)) == {0, 1, 2} and np.array_equal(kept[labels != 3], labels[labels != 3])
-    assert drop_dim_objects(labels, image, 0.0) is labels
-
-    packed = np.ones((1, 6, 6), np.uint32)  # one object filling the plane: no ring, no measure
-    assert np.isnan(object_contrast(packed, np.ones(packed.shape))[1])
-    assert drop_dim_objects(packed, np.ones(packed.shape), 0.5) is packed

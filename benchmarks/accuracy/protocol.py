@@ -316,7 +316,6 @@ INSTANCE_FIELDS = (
     "instance_method",
     "focus_fraction",
     "merge_necks",
-    "min_contrast",
 )
 
 

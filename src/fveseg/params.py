@@ -39,9 +39,6 @@ class SegmentParams:
         Merge 3D objects joined by a neck at least this fraction as thick as the thinner one (0: never;
         `fveseg.instances.split.merge_thick_necks`); 0.9 lifted every re-imaged cells3d row of the
         evaluation protocol (docs/experiments/2026-12-06-neck-merge.md).
-    min_contrast : float
-        Drop objects whose contrast above their surroundings is under this fraction of the median
-        object's (0: keep all; `fveseg.instances.contrast`).
     focus_fraction : float
         Drop each instance's cross-sections dimmer than this fraction of its brightest (0: keep all).
     checkpoint : str or None
@@ -83,7 +80,6 @@ class SegmentParams:
     instance_method: str = "auto"
     focus_fraction: float = FOCUS_FRACTION
     merge_necks: float = NECK_MERGE
-    min_contrast: float = 0.0
     checkpoint: str | None = "default"
     device: str = "auto"
     batch_size: int = 8

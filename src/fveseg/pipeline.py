@@ -234,7 +234,6 @@ def instance_labels(
         min_relative_size=params.min_relative_size,
         focus_fraction=params.focus_fraction,
         merge_necks=params.merge_necks,
-        min_contrast=params.min_contrast,
     )
 
 

@@ -36,7 +36,6 @@ from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from fveseg.errors import InputError
-from fveseg.instances.contrast import drop_dim_objects
 from fveseg.instances.grow import grow_in_mask
 from fveseg.instances.necks import split_at_necks
 
@@ -192,7 +191,6 @@ def instances_from_prediction(
     min_relative_size: float = SPECK_FRACTION,
     focus_fraction: float | None = None,
     merge_necks: float = NECK_MERGE,
-    min_contrast: float = 0.0,
 ) -> np.ndarray:
     """Instance labels exactly as the CLI and the napari widget make them from a prediction.
 
@@ -213,9 +211,6 @@ def instances_from_prediction(
         As for `split_instances` (the speck filter and the neck merge are on by default here).
     focus_fraction : float, optional
         `fveseg.instances.haze.FOCUS_FRACTION` by default; 0 keeps every cross-section.
-    min_contrast : float
-        With the ``image``: drop objects whose contrast above their surroundings is under this fraction
-        of the median object's (`fveseg.instances.contrast.drop_dim_objects`); 0 keeps them all.
 
     Returns
     -------
@@ -235,10 +230,7 @@ def instances_from_prediction(
     if image is None:
         return labels
     fraction = FOCUS_FRACTION if focus_fraction is None else focus_fraction
-    labels = trim_out_of_focus(labels, image, axis=axis, fraction=fraction)
-    if min_contrast > 0:
-        labels, _ = fastremap.renumber(drop_dim_objects(labels, image, min_contrast, axis), in_place=True)
-    return labels
+    return trim_out_of_focus(labels, image, axis=axis, fraction=fraction)
 
 
 def distance_split(
