@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fveseg.cli.common import (
     ProgressBar,
@@ -22,12 +23,13 @@ from fveseg.cli.common import (
     parse_spacing,
     stem,
 )
-from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
 from fveseg.errors import InputError, OutputExistsError
 from fveseg.instances.split import INSTANCE_METHODS
 from fveseg.normalize import NOISY_LEVEL
-from fveseg.params import FLATTEN_CHOICES, flatten_name
-from fveseg.pipeline import SegmentJob, SegmentParams, segment_file
+from fveseg.params import FLATTEN_CHOICES, SegmentParams, flatten_name
+
+if TYPE_CHECKING:
+    from fveseg.pipeline import SegmentJob
 
 DEFAULTS = SegmentParams()  # the one place defaults are defined
 
@@ -238,6 +240,8 @@ def options_from_args(args: argparse.Namespace) -> SegmentParams:
 
 def plan_jobs(args: argparse.Namespace) -> list[SegmentJob]:
     """Resolve inputs and outputs; refuse existing outputs before any work starts."""
+    from fveseg.pipeline import SegmentJob  # with torch: see `run`
+
     sources = expand_inputs(args.inputs)
     fmt = output_format(args.output, args.format)
     extension = ".ome.zarr" if fmt == "zarr" else ".tif"
@@ -280,6 +284,11 @@ def _is_folder(output: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The pipeline imports torch (1.2 s): here, not at module top, because every `fveseg` command builds
+    # this subcommand's parser (`fveseg --help` took 3.3 s with them at the top).
+    from fveseg.distributed import connect, segment_jobs, segment_zarr_in_blocks
+    from fveseg.pipeline import segment_file
+
     options = options_from_args(args)
     jobs = plan_jobs(args)
     show = not args.quiet
