@@ -275,35 +275,12 @@ class Segmenter:
 
         Arguments and result as `segment`. A plan with ``z_factor`` runs the whole volume only.
         """
-        steps = self._iter_run(
-            volume,
-            plan,
-            prompts,
-            mask_threshold,
-            exist_threshold,
-            exist_low,
-            cancel,
-            out,
-            overwrite,
-            start,
-            stop,
-        )
+        steps = self._iter_run(volume, plan, prompts, mask_threshold, exist_threshold, exist_low, cancel, out,
+                               overwrite, start, stop)  # fmt: skip
         return _drive(steps, progress)
 
-    def _iter_run(
-        self,
-        volume,
-        plan,
-        prompts,
-        mask_threshold,
-        exist_threshold,
-        exist_low,
-        cancel,
-        out,
-        overwrite,
-        start,
-        stop,
-    ):
+    def _iter_run(self, volume, plan, prompts, mask_threshold, exist_threshold, exist_low, cancel, out,
+                  overwrite, start, stop):  # fmt: skip
         """`run` as a generator (its arguments checked here): yields ``(done, total)`` run slices; on the
         z-resampled volume for a plan with ``z_factor``, the result sampled back at the volume's slices."""
         canonical = check_prompts(prompts)
