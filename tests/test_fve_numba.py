@@ -126,6 +126,21 @@ def test_no_numba_env_forces_numpy_path(monkeypatch):
         fve.encode(volume, 1, order=3)
 
 
+def test_use_compiled_false_keeps_to_numpy_with_the_same_result(monkeypatch):
+    monkeypatch.setenv("FVESEG_NO_NUMBA", "0")
+    volume = np.random.default_rng(3).integers(0, 60000, (7, 10, 9), dtype=np.uint16)
+    options = dict(order=3, batch_size=3, channels_first=True)
+    compiled = np.concatenate([b for _, b in fve.encode_volume(volume, **options)])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled kernel called")
+
+    monkeypatch.setattr(_fve_numba, "fill", refuse)
+    monkeypatch.setattr(_fve_numba, "halve", refuse)
+    numpy_path = np.concatenate([b for _, b in fve.encode_volume(volume, **options, use_compiled=False)])
+    assert np.array_equal(numpy_path, compiled)
+
+
 def test_unavailable_numba_falls_back(monkeypatch):
     monkeypatch.delenv("FVESEG_NO_NUMBA", raising=False)
     monkeypatch.setattr(_fve_numba, "AVAILABLE", False)

@@ -65,7 +65,9 @@ def halve_uint8(stack: np.ndarray, chunk_pixels: int = CHUNK_PIXELS) -> np.ndarr
     return out
 
 
-def halve(stack: np.ndarray, mode: str, chunk_pixels: int = CHUNK_PIXELS) -> np.ndarray:
+def halve(
+    stack: np.ndarray, mode: str, chunk_pixels: int = CHUNK_PIXELS, use_compiled: bool = True
+) -> np.ndarray:
     """Downsample (S, h, w) by two in y and x; see the module docstring.
 
     Parameters
@@ -76,6 +78,8 @@ def halve(stack: np.ndarray, mode: str, chunk_pixels: int = CHUNK_PIXELS) -> np.
         2x2 area mean or top-left pixel of each 2x2 block.
     chunk_pixels : int
         Pixels per step of the uint8 numpy path (`halve_uint8`).
+    use_compiled : bool
+        Use the numba kernel where it applies (same result); False keeps to numpy.
 
     Returns
     -------
@@ -83,7 +87,7 @@ def halve(stack: np.ndarray, mode: str, chunk_pixels: int = CHUNK_PIXELS) -> np.
     """
     if mode == "stride":
         return np.ascontiguousarray(stack[:, ::2, ::2])
-    kernels = compiled()
+    kernels = compiled() if use_compiled else None
     if kernels and kernels.halve_applies(stack.dtype):  # same result, one pass
         return kernels.halve(stack)
     h, w = stack.shape[1:]
@@ -125,6 +129,7 @@ def slab_levels(
     mode: str,
     cache: dict | None,
     chunk_pixels: int = CHUNK_PIXELS,
+    use_compiled: bool = True,
 ) -> list[np.ndarray]:
     """Pyramid levels 0 .. order-1 of slices [first, stop), each level built from the previous one.
 
@@ -146,7 +151,7 @@ def slab_levels(
         Downsampling (`halve`).
     cache : dict or None
         Updated in place with ``first``, ``stop`` and ``levels`` (levels >= 1) for the next call.
-    chunk_pixels : int
+    chunk_pixels, use_compiled
         Passed to `halve`.
 
     Returns
@@ -166,7 +171,7 @@ def slab_levels(
     if new_from < stop:
         current = slab[new_from - first :]
         for level in range(1, order):
-            current = halve(current, mode, chunk_pixels)
+            current = halve(current, mode, chunk_pixels, use_compiled)
             levels.append(current if reused is None else np.concatenate([reused[level - 1], current]))
     else:
         levels += reused

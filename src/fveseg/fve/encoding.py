@@ -170,13 +170,16 @@ def _encode_batch(
     mode: str,
     cache: dict | None = None,
     channels_first: bool = False,
+    use_compiled: bool = True,
 ) -> np.ndarray:
     """Encode focal slices ``focal`` (B,) reading only the slab of slices they use."""
     depth = volume.shape[axis]
     before, after = context_indices(focal, depth, order, pad)
     first = int(min(focal.min(), before.min(initial=depth)))
     last = int(max(focal.max(), after.max(initial=-1)))
-    levels = _pyramid.slab_levels(volume, axis, first, last + 1, order, mode, cache, _CHUNK_PIXELS)
+    levels = _pyramid.slab_levels(
+        volume, axis, first, last + 1, order, mode, cache, _CHUNK_PIXELS, use_compiled
+    )
     slab = levels[0]
     height, width = slab.shape[1:]
     if channels_first:  # write through a (B, H, W, 3) view of contiguous channel planes
@@ -189,7 +192,7 @@ def _encode_batch(
         out[..., 1] = out[..., 0]
         out[..., 2] = out[..., 0]
         return planes
-    compiled = _compiled()
+    compiled = _compiled() if use_compiled else None
     if compiled and compiled.fill_applies(slab.dtype, order):  # one pass over the output
         compiled.fill(planes, levels, focal - first, before - first, after - first, order, channels_first)
         return planes
@@ -267,6 +270,7 @@ def encode_volume(
     stop: int | None = None,
     batch_size: int = 16,
     channels_first: bool = False,
+    use_compiled: bool = True,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Encode focal slices ``start .. stop-1`` in batches, streaming.
 
@@ -276,6 +280,11 @@ def encode_volume(
 
     ``channels_first=True`` yields (B, 3, H, W) instead (the layout a network takes), which is
     several times faster for uint8: it avoids interleaving the three channels byte by byte.
+
+    ``use_compiled=False`` keeps to the numpy path, never importing numba: same result. Loading the
+    cached numba kernels costs each new process about 0.5-0.9 s (compiling them, the first time, about
+    2 s), while for (B, 3, H, W) batches numpy is within 10 % of them (docs/benchmarks.md), a few
+    milliseconds per 60 × 512 × 512 stack.
 
     Yields
     ------
@@ -297,7 +306,10 @@ def encode_volume(
     cache: dict = {}
     for first in range(start, stop, batch_size):
         focal = np.arange(first, min(first + batch_size, stop))
-        yield first, _encode_batch(volume, axis, focal, order, pad, downsample, cache, channels_first)
+        yield (
+            first,
+            _encode_batch(volume, axis, focal, order, pad, downsample, cache, channels_first, use_compiled),
+        )
 
 
 def _upsample(image: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:

@@ -110,6 +110,7 @@ class NetworkEngine:
             stop=stop,
             batch_size=self.batch_size,
             channels_first=True,  # the network's layout: no interleaving, no permute
+            use_compiled=False,  # numba's load time (0.5-0.9 s a process) exceeds what it saves here
         )
 
     def predict(
