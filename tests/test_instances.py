@@ -332,6 +332,31 @@ def test_ball_maxima_equal_a_maximum_filter_with_a_ball_footprint():
     np.testing.assert_array_equal(_ball_maxima(inside, distance, steps, radius), expected)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_watershed_by_component_equals_one_watershed_of_the_whole_volume(seed):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from fveseg.instances.split import _watershed_by_component
+
+    rng = np.random.default_rng(seed)
+    inside = ndi.gaussian_filter(rng.random((10, 48, 48)), 2.0) > 0.5  # many pieces, some touching faces
+    distance = ndi.distance_transform_edt(inside).astype(np.float32)
+    distance[inside] = np.round(distance[inside])  # plateaus: ties decided by the flood's visiting order
+    markers = np.zeros(inside.shape, np.uint32)
+    spots = np.flatnonzero(inside)
+    chosen = rng.choice(spots, size=25, replace=False)
+    markers.flat[chosen] = np.arange(1, 26)
+    expected = watershed(-distance, markers, mask=inside).astype(np.uint32)
+    got = _watershed_by_component(distance, markers, inside)
+    assert got.dtype == np.uint32
+    np.testing.assert_array_equal(got, expected)
+    pieces, count = ndi.label(inside)
+    seeded = np.unique(pieces[markers > 0])
+    assert 0 < seeded.size < count  # the case has pieces without a seed (left 0) as well as seeded ones
+    assert np.bincount(pieces[markers > 0]).max() >= 2  # and pieces flooded from several seeds
+
+
 def test_distance_split_keeps_one_ball_whole_and_an_empty_mask_empty():
     from fveseg.instances.split import split_instances
 
