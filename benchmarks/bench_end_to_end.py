@@ -5,10 +5,12 @@ For each stack (the bundled sample, cells3d from ``--data-root``, and with ``--l
 (`fveseg.pipeline.segment_file`, imports included), and the same process times the classical
 Voronoi-Otsu baseline (Gaussian blur, Otsu mask, seeded watershed, one sigma, scikit-image) on the same
 array. Printed per stack: wall seconds of both, their ratio, the stage shares (imports, read, model
-load, segment = probe + network, instances, write) and the process's peak memory. The two timings come
-from one process, side by side, so a loaded machine moves both.
+load, probe = the automatic resize's network passes and the view choice, network = the run over every
+slice, instances, write) and the process's peak memory. The two timings come from one process, side by
+side, so a loaded machine moves both; ``--repeats`` runs each stack that many times (one row each).
 
     PYTHONPATH=src:. .venv/bin/python benchmarks/bench_end_to_end.py [--data-root ../shared/data] [--large]
+        [--repeats 3]
 """
 
 from __future__ import annotations
@@ -81,20 +83,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", help="the folder holding nuclei3d/cells3d_nuclei.npz")
     parser.add_argument("--large", action="store_true", help="also a procedural 64×512×512 stack")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per stack (one row each)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fveseg-e2e-"))
-    print("| stack | fveseg segment (s) | baseline (s) | ratio | imports | read | model | segment | "
+    print("| stack | fveseg segment (s) | baseline (s) | ratio | imports | read | model | probe | network | "
           "instances | write | resize | objects | peak MiB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, path, spacing in stacks(args.data_root, args.large, work):
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    runs = [stack for stack in stacks(args.data_root, args.large, work) for _ in range(args.repeats)]
+    for number, (name, path, spacing) in enumerate(runs):
+        out = work / f"{path.stem}-out{number}.tif"  # a new file each run: segment never overwrites
         run = subprocess.run(
-            [sys.executable, "-c", CHILD, str(path), str(work / f"{path.stem}-out.tif"), json.dumps(spacing)],
+            [sys.executable, "-c", CHILD, str(path), str(out), json.dumps(spacing)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         r = json.loads(run.stdout.strip().splitlines()[-1])
         stages = r["stages"]
         share = {key: f"{value / r['total']:.0%}" for key, value in stages.items()}
-        cells = [share.get(key, "-") for key in ("read", "load model", "segment", "instances", "write")]
+        keys = ("read", "load model", "probe", "network", "instances", "write")
+        cells = [share.get(key, "-") for key in keys]
         print(
             f"| {name} | {r['total']:.1f} | {r['baseline']:.2f} | {r['total'] / r['baseline']:.0f}× | "
             f"{r['imports'] / r['total']:.0%} | {' | '.join(cells)} | "

@@ -427,8 +427,11 @@ def segment_file(
     stages["load model"] = time.perf_counter() - mark
     mark = time.perf_counter()
     image, prepared = prepare(data, params, spacing)
-    result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel)
-    stages["segment"] = time.perf_counter() - mark
+    plan = plan_array(segmenter, image, prepared, spacing, cancel)  # view, scale: the probe's network passes
+    stages["probe"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    result = segment_array(segmenter, image, prepared, spacing, progress=progress, cancel=cancel, plan=plan)
+    stages["network"] = time.perf_counter() - mark
     notes = flatten_notes(params, image is not data, job.source.name)
     notes += model_notes(result.model, result.noise, job.source.name)
     notes += noisy_stack_notes(result, data, job.source.name)

@@ -22,7 +22,6 @@ The size measure is robust to what a first pass at the wrong scale gets wrong:
 
 from __future__ import annotations
 
-import edt
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -74,13 +73,12 @@ def typical_diameter(mask: np.ndarray) -> float:
             diameters.append(np.array([float(min(plane.shape))]))
             areas.append(np.array([float(plane.size)]))
             continue
-        # The image border is not an edge: an object cut by it keeps its inscribed radius. Squared
-        # distances are whole numbers, exact in float32 up to 2**24 (edt: half scipy's time per slice).
-        squared = edt.edtsq(plane, black_border=False)
+        # The image border is not an edge: an object cut by it keeps its inscribed radius.
+        distance = ndi.distance_transform_edt(plane)
         # per-component maximum without the sort `ndi.maximum` does (0.6 s of a cells3d run's probe)
         largest = np.zeros(count + 1)
-        np.maximum.at(largest, labels[plane], squared[plane])
-        diameters.append(2.0 * np.sqrt(largest[1:]))
+        np.maximum.at(largest, labels[plane], distance[plane])
+        diameters.append(2.0 * largest[1:])
         areas.append(np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.float64))
     if not diameters:
         return 0.0
