@@ -190,6 +190,7 @@ def main() -> None:
         elapsed, stall = gui_run()
         gui.append(elapsed)
         stalls.append(stall)
+    gc.callbacks.remove(on_collection)  # before Qt deletes the timer it reads
     cli = [cli_run(image, checkpoint, args.device, Path(tmp.name), i) for i in range(args.repeats)]
     ratio = statistics.median(g / h for g, h in zip(gui, headless))
     ratio_threaded = statistics.median(g / h for g, h in zip(gui, threaded))
