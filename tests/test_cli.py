@@ -471,3 +471,34 @@ def test_help_and_parsing_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_command_line_process_keeps_freed_memory_for_its_next_arrays():
+    """`fveseg.cli.console` (the installed program) keeps memory it frees: a freed 20 MiB array stays
+    resident for the next one, where glibc's defaults hand it back (and page it in again)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from fveseg.cli._memory import keep_freed_memory\n"
+        "def rss():\n"
+        "    with open('/proc/self/status') as status:\n"
+        "        return next(int(l.split()[1]) for l in status if l.startswith('VmRSS')) / 1024\n"
+        "kept = keep_freed_memory() if sys.argv[1] == 'keep' else None\n"
+        "array = np.ones(20 * 2**20 // 8)\n"
+        "held = rss()\n"
+        "del array\n"
+        "print(kept, held - rss())\n"
+    )
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's allocator only")
+    runs = {
+        mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+        for mode in ("default", "keep")
+    }
+    kept, returned_with_keep = runs["keep"].stdout.split()
+    if kept != "True":
+        pytest.skip("not glibc: keep_freed_memory is a no-op here")
+    assert float(runs["default"].stdout.split()[1]) > 15  # glibc's default gives the 20 MiB back
+    assert float(returned_with_keep) < 5  # kept for the next array

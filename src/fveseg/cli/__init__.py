@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fveseg import __version__
+from fveseg.cli._memory import keep_freed_memory
 from fveseg.errors import FvesegError
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "console", "build_parser", "UsageError"]
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
+
+
+def console() -> int:
+    """The installed ``fveseg`` program: `main` in a process that keeps the memory it frees for its next
+    arrays (`fveseg.cli._memory`; a one-shot process, unlike callers of `main` from Python)."""
+    keep_freed_memory()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,6 @@
 
 import sys
 
-from fveseg.cli import main
+from fveseg.cli import console
 
-sys.exit(main())
+sys.exit(console())
