@@ -183,6 +183,22 @@ def test_segment_writes_zarr_refuses_existing_and_overwrites(tmp_path, volume_ti
     assert np.array_equal(np.asarray(read_labels(output, "nuclei")[0]), first)
 
 
+def test_the_program_ends_with_its_outputs_whole_and_its_table_printed(tmp_path, volume_tif, checkpoint):
+    """`console` (``python -m fveseg.cli``) skips the interpreter's teardown: what it wrote must equal what
+    `main` writes in this process, and the table it printed must reach the pipe."""
+    from fveseg.io import read_labels
+
+    options = ["--model", str(checkpoint), "--instances", "--batch-size", "4", "--exist-threshold", "0"]
+    done = run_cli("segment", str(volume_tif), *options, "-o", str(tmp_path / "program.zarr"))
+    assert done.returncode == 0, done.stderr
+    assert "objects" in done.stdout and "program.zarr" in done.stdout
+    assert main(["segment", str(volume_tif), *options, "-o", str(tmp_path / "here.zarr"), "--quiet"]) == 0
+    program, here = (
+        np.asarray(read_labels(tmp_path / f"{which}.zarr", "nuclei")[0]) for which in ("program", "here")
+    )
+    assert program.shape == (8, 32, 32) and program.max() > 0 and np.array_equal(program, here)
+
+
 def test_segment_tiff_several_prompts_and_folder_input(tmp_path, volume_tif, checkpoint, capsys):
     from fveseg.io import read_labels
 
