@@ -8,7 +8,7 @@ For the plugin's sample volume (32 x 128 x 128) this times, alternately and ``--
   user would otherwise make: start-up, model load, segmentation, instances, OME-Zarr write),
 
 with the same loaded Segmenter (the first, warm-up run of each loads the model and the text encoder and
-is not counted). The GUI side waits in a Qt event loop until the worker's ``finished`` signal (its
+is not counted). The GUI side waits in a Qt event loop until the widget's ``finished`` signal (its
 results are in the viewer by then). During GUI runs a 10 ms QTimer records its ticks; the longest gap
 between ticks is the longest event-loop stall; the full garbage collections during GUI runs are timed
 too (``gc.callbacks``), because they stall the event loop from any thread. Prints a markdown table
@@ -150,8 +150,9 @@ def main() -> None:
         # wait in a real Qt event loop (idle between events, as napari's own loop), not a busy poll
         # that would compete with the worker for the 2 cores and the GIL
         loop = QEventLoop()
-        widget.worker.finished.connect(loop.quit)
+        widget.finished.connect(loop.quit)  # the run's end: its layers are in the viewer
         loop.exec_()
+        widget.finished.disconnect(loop.quit)
         elapsed = time.perf_counter() - start
         assert widget.worker is None and viewer.layers["nuclei instances"].data.shape == image.data.shape
         timer.stop()

@@ -72,6 +72,35 @@ def _wait_idle(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=RUN_TIMEOUT_MS)
 
 
+def test_result_layers_are_added_one_per_event_loop_turn_and_the_run_ends_after_the_last(
+    widget_on_sample, qtbot, monkeypatch
+):
+    """napari needs about 150 ms of the GUI thread per new Labels layer: two in one turn stalled the window
+    300 ms. Between the two additions the event loop runs (a zero timer fires), and the run is not over
+    (Run disabled, worker set) until both layers are in the viewer."""
+    from qtpy.QtCore import QTimer
+
+    viewer, widget = widget_on_sample
+    turns, seen = [], []
+    original = type(viewer).add_labels  # the viewer is a pydantic model: patch its class
+
+    def add_labels(self, data, **kwargs):
+        seen.append((kwargs["name"], len(turns), widget.worker is not None, widget.run_button.isEnabled()))
+        QTimer.singleShot(0, lambda: turns.append(kwargs["name"]))  # fires at the next turn of the loop
+        return original(self, data, **kwargs)
+
+    monkeypatch.setattr(type(viewer), "add_labels", add_labels)
+    at_the_end = []
+    widget.finished.connect(lambda: at_the_end.append("nuclei instances" in viewer.layers))
+    with qtbot.waitSignal(widget.finished, timeout=RUN_TIMEOUT_MS):
+        widget.run_button.click()
+    assert at_the_end == [True]  # the widget's `finished` comes once, with every layer shown
+    assert [name for name, *_ in seen] == ["nuclei", "nuclei instances"]
+    assert seen[1][1] >= 1  # the loop turned (the first layer's timer fired) before the second was added
+    assert all(running and not enabled for _, _, running, enabled in seen)  # the run was still going
+    assert widget.run_button.isEnabled() and "nuclei instances" in viewer.layers
+
+
 def test_run_adds_layers_keeps_ui_responsive_and_rethresholds_without_network(
     widget_on_sample, qtbot, monkeypatch
 ):

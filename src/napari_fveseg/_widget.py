@@ -13,9 +13,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -64,6 +65,10 @@ OUTPUTS = ("per prompt", "semantic")
 class SegmentationWidget(QWidget):
     """Dock widget running :class:`fveseg.inference.Segmenter` on an image layer (module docstring)."""
 
+    #: Emitted when a run or a re-thresholding has ended (its layers shown, or its error reported) and
+    #: Run is enabled again.
+    finished = Signal()
+
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
@@ -76,6 +81,11 @@ class SegmentationWidget(QWidget):
         self.apply_settings(load_settings())
         self._retune_timer = QTimer(self, singleShot=True, interval=150)
         self._retune_timer.timeout.connect(self.rethreshold)
+        # result layers are shown one per turn of the event loop (`_show_layers`)
+        self._layer_steps: list = []
+        self._finish_when_shown = False
+        self._layer_timer = QTimer(self, singleShot=True, interval=0)
+        self._layer_timer.timeout.connect(self._next_layer_step)
         for signal in (
             self.mask_box.valueChanged,
             self.exist_box.valueChanged,
@@ -415,11 +425,15 @@ class SegmentationWidget(QWidget):
             show_warning(" ".join(notes))
 
     def _on_finished(self) -> None:
+        if self._layer_steps:  # layers still being shown: the run ends after the last one
+            self._finish_when_shown = True
+            return
         self.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
+        self.finished.emit()
 
     def _report(self, error: BaseException) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -447,7 +461,10 @@ class SegmentationWidget(QWidget):
 
     # ------------------------------------------------------------------ results
     def _show_layers(self, layers: list) -> None:
-        """Add result layers, or update the ones this widget added before (same name) in place."""
+        """Add result layers, or update the ones this widget added before (same name) in place: one layer
+        per turn of the event loop, because napari takes about 150 ms of the GUI thread to add a Labels
+        layer, and two in one turn held the window for 300 ms (docs/benchmarks.md). The run counts as
+        finished (`_on_finished`) once the last one is shown."""
         from napari.layers import Labels
 
         # `_layers` holds this run's layers only (reset by `run`): re-thresholding updates or removes them
@@ -456,7 +473,8 @@ class SegmentationWidget(QWidget):
         for name in [n for n in self._layers if n not in wanted]:
             if self._layers[name] in self.viewer.layers:
                 self.viewer.layers.remove(self._layers.pop(name))
-        for data, kwargs, _ in layers:
+
+        def show(data, kwargs) -> None:
             existing = self._layers.get(kwargs["name"])
             if isinstance(existing, Labels) and existing in self.viewer.layers:
                 existing.data = data
@@ -466,8 +484,22 @@ class SegmentationWidget(QWidget):
                     existing.features = kwargs["features"]
             else:
                 self._layers[kwargs["name"]] = self.viewer.add_labels(data, **kwargs)
+
         existence = layers[0][1]["metadata"]["existence"] if layers else {}
-        self.existence_plot.set_data(existence, self.exist_box.value(), self._current_slice())
+        self._layer_steps = [partial(show, data, kwargs) for data, kwargs, _ in layers]
+        self._layer_steps.append(
+            lambda: self.existence_plot.set_data(existence, self.exist_box.value(), self._current_slice())
+        )
+        self._next_layer_step()
+
+    def _next_layer_step(self) -> None:
+        if self._layer_steps:
+            self._layer_steps.pop(0)()
+        if self._layer_steps:
+            self._layer_timer.start()
+        elif self._finish_when_shown:
+            self._finish_when_shown = False
+            self._on_finished()
 
     def _schedule_rethreshold(self, *args: Any) -> None:
         if self.result is not None:
