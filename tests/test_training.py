@@ -538,3 +538,24 @@ def test_training_sees_a_dominant_background_flattened_as_inference_does():
     volume = LabelledVolume(image, {"nuclei": np.zeros(image.shape, np.uint16)}, (1.0, 0.5, 0.5), "striped")
     expected = normalize(flatten_background(image, (1.0, 0.5, 0.5)))
     np.testing.assert_array_equal(volume.normalized_image(), expected)
+
+
+def test_canvas_distillation_places_windows_as_the_tiler_places_slices():
+    """`training.distill_canvas` compares teacher and student over the window where each canvas holds it:
+    centred like `SliceTiler` centres a slice (offset (canvas - side) // 2), and cut back out exactly."""
+    from training.distill_canvas import centred, distillation_loss, uncentred
+
+    from fveseg.inference.tiling import SliceTiler
+
+    window = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7) + 1
+    assert torch.equal(centred(window, 16, 16), SliceTiler(5, 7, tile=16, overlap=0).split(window))
+    on_canvas = centred(window, 16, 12)
+    assert on_canvas.shape == (2, 3, 16, 12) and on_canvas.sum() == window.sum()
+    assert torch.equal(on_canvas[..., 5:10, 2:9], window)  # offsets (16 - 5) // 2 and (12 - 7) // 2
+    assert torch.equal(uncentred(on_canvas, 5, 7), window)
+    # a student that gives the teacher's logits scores the teacher's own entropy, and any other scores more
+    logits = {"mask_logits": torch.randn(2, 4, 16, 12), "edge_logits": torch.randn(2, 4, 16, 12),
+              "exist_logits": torch.randn(2, 4)}  # fmt: skip
+    same, _ = distillation_loss(logits, logits, 5, 7)
+    moved = {k: v + 0.5 for k, v in logits.items()}
+    assert distillation_loss(moved, logits, 5, 7)[0] > same
