@@ -86,6 +86,7 @@ def test_result_layers_are_added_one_per_event_loop_turn_and_the_run_ends_after_
 
     def add_labels(self, data, **kwargs):
         seen.append((kwargs["name"], len(turns), widget.worker is not None, widget.run_button.isEnabled()))
+        assert not widget.cancel_button.isEnabled()  # the network is done: nothing to cancel any more
         QTimer.singleShot(0, lambda: turns.append(kwargs["name"]))  # fires at the next turn of the loop
         return original(self, data, **kwargs)
 

@@ -403,6 +403,7 @@ class SegmentationWidget(QWidget):
         if "result" in outcome:
             self.result = outcome["result"]
             self._run_context["image"] = outcome.get("image", self._run_context["image"])
+        self.cancel_button.setEnabled(False)  # the network is done: nothing left to cancel while layers show
         self._show_layers(outcome["layers"])
         scale = getattr(self.result, "scale", 1.0)
         resized = f" (slices resized by {scale:g})" if scale != 1.0 else ""
