@@ -77,10 +77,8 @@ def distill(config, data_root, out: Path, init_checkpoint: str, minutes: float, 
     teacher = load_checkpoint(init_checkpoint).eval()
     student = copy.deepcopy(teacher).train()
     vocabulary = training_prompts()
+    # the token table (the teacher takes the same tokens; it runs under no_grad)
     text = build_text_table(student, config, vocabulary, torch.device("cpu"))
-    build_text_table(teacher, config, vocabulary, torch.device("cpu"))
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
     optim = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     loader, _ = make_loader(config, data_root, vocabulary, 0)
     canvas = config.input_size
